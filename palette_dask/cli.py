@@ -1,0 +1,189 @@
+"""The ``palette-dask`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import click
+
+from . import __version__
+from .color import COLOR_SPACES
+from .kmeans import ENGINES
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+# Errors a user can fix: shown as one clean line with exit status 1, no traceback.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError)
+
+
+class _UserErrors(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_UserErrors, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="palette-dask")
+def main():
+    """Colour-palette datasets from image corpora, computed in parallel on Dask.
+
+    \b
+    Try it on the bundled sample photographs:
+      palette-dask samples data/samples
+      palette-dask run --input data/samples --output out/sample
+      palette-dask palettes out/sample
+    """
+
+
+def _clustering_options(command):
+    options = [
+        click.option("-k", "k", type=int, help="Largest number of colours per image (1-254). [default: 5]"),
+        click.option("--color-space", type=click.Choice(COLOR_SPACES),
+                     help="Space the pixels are clustered in. [default: rgb]"),
+        click.option("--engine", type=click.Choice(ENGINES),
+                     help="Clustering engine: in-memory scikit-learn per image, or dask-ml. "
+                          "[default: sklearn]"),
+        click.option("--random-state", type=int, help="Seed; same seed, same palettes. [default: 0]"),
+        click.option("--max-pixels", type=int,
+                     help="Resize each image to at most this many pixels. [default: 40000]"),
+        click.option("--alpha-threshold", type=int,
+                     help="Leave out pixels with alpha below this (0-255). [default: 128]"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("spec", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("-i", "--input", "inputs", multiple=True,
+              help="File, folder, glob, fsspec URL or manifest (.txt/.csv/.parquet); repeatable.")
+@click.option("-o", "--output", help="Dataset folder to write.")
+@_clustering_options
+@click.option("--partition-size", type=int, help="Images per Dask partition. [default: 128]")
+@click.option("--wave-size", type=int,
+              help="Images submitted to the cluster at a time. [default: 32768]")
+@click.option("--workers", type=int, help="Worker processes of the embedded cluster. [default: one per core]")
+@click.option("--scheduler", help="Submit to the Dask scheduler at this address (or set DASK_SCHEDULER_ADDRESS).")
+@click.option("--scheduler-file", type=click.Path(exists=True, dir_okay=False),
+              help="Submit to the Dask cluster described by this scheduler file.")
+@click.option("--overwrite", is_flag=True, default=None, help="Replace an existing dataset at the output.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar. [default: on]")
+def run(spec, inputs, output, progress, **options):
+    """Compute the palette of every image and write the dataset's tables.
+
+    SPEC is an optional TOML job spec (see jobs/); flags override its values.
+    Without a scheduler, the job starts an embedded Dask cluster on this machine.
+
+    \b
+    Example:
+      palette-dask run jobs/sample.toml
+      palette-dask run -i data/samples -o out/lab -k 8 --color-space lab --workers 2
+    """
+    from .pipeline import run_job
+    from .spec import JobSpec
+
+    _log_to_stderr()
+    overrides = {"input": inputs or None, "output": output, **options}
+    job = (
+        JobSpec.from_toml(spec, **overrides)
+        if spec
+        else JobSpec.from_dict({}, source="the command line", **overrides)
+    )
+    report = run_job(job, progress=progress)
+    click.echo(
+        f"{report.images} images ({report.ok} ok, {report.errors} failed) "
+        f"in {report.elapsed_s:.1f} s -> {report.output}"
+    )
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("image")
+@_clustering_options
+@click.option("--json", "as_json", is_flag=True, help="Print the palette as JSON.")
+def show(image, as_json, **options):
+    """Print the palette of one IMAGE (path or URL), without Dask.
+
+    \b
+    Example:
+      palette-dask show data/samples/coffee.jpg -k 5
+    """
+    from .palette import extract_palette
+
+    palette = extract_palette(image, **{k: v for k, v in options.items() if v is not None})
+    if as_json:
+        click.echo(json.dumps({
+            "image": image,
+            "colors": [
+                {"hex": h, "rgb": rgb, "proportion": round(float(p), 6), "pixel_count": int(n)}
+                for h, rgb, p, n in zip(palette.hex, palette.colors.tolist(),
+                                        palette.proportions, palette.counts)
+            ],
+            "mse_rgb": palette.mse_rgb,
+        }, indent=2))
+        return
+    click.echo(f"{image}: {len(palette.colors)} colours, mse_rgb {palette.mse_rgb:.1f}")
+    for hex_code, rgb, share in zip(palette.hex, palette.colors.tolist(), palette.proportions):
+        click.echo(f"  {click.style('      ', bg=tuple(rgb))} {hex_code}  {share:6.1%}")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--limit", type=int, default=50, show_default=True, help="Images to list (0: all).")
+def palettes(dataset, limit):
+    """List the palettes of a finished DATASET, one image per line.
+
+    \b
+    Example:
+      palette-dask palettes out/sample --limit 10
+    """
+    from .dataset import open_dataset
+
+    ds = open_dataset(dataset)
+    images = ds.images.sort_values("uri")
+    if limit:
+        images = images.head(limit)
+    by_image = {key: rows for key, rows in ds.palettes.sort_values("rank").groupby("image_id")}
+    for row in images.itertuples():
+        name = os.path.basename(row.uri)
+        if row.status != "ok":
+            click.echo(f"{name}  error: {row.error}")
+            continue
+        rows = by_image[row.image_id]
+        swatches = "  ".join(
+            f"{click.style('  ', bg=(int(r.r), int(r.g), int(r.b)))} {r.hex} {r.proportion:5.1%}"
+            for r in rows.itertuples()
+        )
+        click.echo(f"{name}  {swatches}")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("folder", type=click.Path(file_okay=False))
+def samples(folder):
+    """Write the sample colour photographs that ship with scikit-image into FOLDER.
+
+    \b
+    Example:
+      palette-dask samples data/samples
+    """
+    from .samples import export_samples
+
+    paths = export_samples(folder)
+    click.echo(f"{len(paths)} sample images in {folder}")
+
+
+def _log_to_stderr() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+        )
+        for noisy in ("distributed", "bokeh", "tornado"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Getting a Dask client: an existing cluster when one is named, else an embedded LocalCluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dask
+from distributed import Client, LocalCluster
+
+from .spec import JobSpec
+
+logger = logging.getLogger(__name__)
+
+
+def default_workers() -> int:
+    """Worker processes of the embedded cluster: one per usable core."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def scheduler_address(spec: JobSpec) -> str | None:
+    """The scheduler the job submits to: the spec's, else ``DASK_SCHEDULER_ADDRESS``, else none."""
+    return spec.scheduler or dask.config.get("scheduler-address", None)
+
+
+@contextmanager
+def job_client(spec: JobSpec, client: Client | None = None) -> Iterator[Client]:
+    """A client for the job; one passed in is used as it is and left open.
+
+    Order of precedence: ``client``, ``spec.scheduler``, ``spec.scheduler_file``,
+    the ``scheduler-address`` Dask setting (``DASK_SCHEDULER_ADDRESS``), and
+    finally an embedded :class:`~distributed.LocalCluster` with ``spec.workers``
+    single-threaded worker processes (one per core by default).
+    """
+    if client is not None:
+        yield client
+        return
+    address = scheduler_address(spec)
+    if address or spec.scheduler_file:
+        target = address or spec.scheduler_file
+        logger.info("connecting to the Dask scheduler at %s", target)
+        with Client(address, scheduler_file=None if address else spec.scheduler_file) as remote:
+            yield remote
+        return
+    n_workers = spec.workers or default_workers()
+    logger.info("starting an embedded Dask cluster with %d worker process(es)", n_workers)
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as local,
+    ):
+        yield local

@@ -1,0 +1,228 @@
+"""Decode, orient and resize images to the clustering budget.
+
+The stage turns encoded bytes into a *sample*: an 8-bit RGB array of at most
+``max_pixels`` pixels plus an optional alpha channel, with the aspect ratio of
+the upright image. JPEGs take Pillow's draft-mode fast path, which lets the
+decoder skip most of the work for large photographs; every other format is
+read with imageio. Resizing is scikit-image's anti-aliased ``resize`` on
+premultiplied colour, so transparent pixels never bleed into the edges of
+opaque ones.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+
+import imageio.v3 as iio
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from skimage.transform import resize
+
+# Pillow format names we decode; MPO is the multi-picture JPEG many cameras write.
+IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "TIFF", "BMP")
+_JPEG_FORMATS = ("JPEG", "MPO")
+# EXIF orientations 5–8 swap width and height.
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+class ImageError(ValueError):
+    """An input that cannot be turned into a sample; its message ends up in the ``error`` column."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """An image resized to the clustering budget.
+
+    Attributes
+    ----------
+    rgb : (h, w, 3) uint8 ndarray
+        Colour, upright (EXIF orientation applied).
+    alpha : (h, w) uint8 ndarray or None
+        Opacity, or ``None`` for images without transparency.
+    format : str
+        Pillow's name of the encoded format (``"JPEG"``, ``"PNG"`` …).
+    width, height : int
+        Size of the upright image before resizing.
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    format: str
+    width: int
+    height: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rgb.shape[:2]
+
+
+def sample_shape(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """Height and width of the sample: the aspect ratio kept, at most ``max_pixels``, never upscaled.
+
+    Examples
+    --------
+    >>> sample_shape(4000, 3000, 40_000)
+    (173, 230)
+    >>> sample_shape(100, 50, 40_000)
+    (50, 100)
+    """
+    if width * height <= max_pixels:
+        return height, width
+    scale = math.sqrt(max_pixels / (width * height))
+    out_w = max(1, math.floor(width * scale))
+    out_h = max(1, math.floor(height * scale))
+    # Flooring both sides keeps the product under budget; one side may still grow by a pixel.
+    if (out_w + 1) * out_h <= max_pixels and abs((out_w + 1) / out_h - width / height) < abs(
+        out_w / out_h - width / height
+    ):
+        out_w += 1
+    return out_h, out_w
+
+
+def decode_sample(data: bytes, *, max_pixels: int, max_image_pixels: int) -> Sample:
+    """Decode encoded image bytes into a :class:`Sample` of at most ``max_pixels`` pixels.
+
+    Parameters
+    ----------
+    data : bytes
+        The encoded file: JPEG, PNG (8/16-bit, grey, palette, alpha), GIF (first
+        frame), WebP, TIFF or BMP.
+    max_pixels : int
+        Pixel budget of the sample.
+    max_image_pixels : int
+        Images declaring more pixels than this are refused before decoding.
+
+    Returns
+    -------
+    Sample
+
+    Raises
+    ------
+    ImageError
+        Empty, unrecognised, oversized, truncated or corrupt input.
+
+    Examples
+    --------
+    >>> png = iio.imwrite("<bytes>", np.zeros((300, 400, 3), np.uint8), extension=".png")
+    >>> decode_sample(png, max_pixels=1200, max_image_pixels=10**8).rgb.shape
+    (30, 40, 3)
+    """
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            opened = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError(f"not a recognised image file (starts with {data[:12]!r})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image too large to decode safely: {exc}") from None
+    with opened:
+        fmt = opened.format or "unknown"
+        if fmt not in IMAGE_FORMATS:
+            raise ImageError(f"unsupported image format {fmt}; supported: {', '.join(IMAGE_FORMATS)}")
+        width, height = opened.size
+        if width * height > max_image_pixels:
+            raise ImageError(
+                f"image declares {width}x{height} = {width * height:,} pixels, "
+                f"over max_image_pixels={max_image_pixels:,}"
+            )
+        if opened.getexif().get(0x0112) in _TRANSPOSING_ORIENTATIONS:
+            width, height = height, width
+        target = sample_shape(width, height, max_pixels)
+        try:
+            if fmt in _JPEG_FORMATS:
+                rgb, alpha = _decode_jpeg_draft(opened, target)
+            else:
+                rgb, alpha = _decode_with_imageio(data, opened.mode, opened.info)
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageError(f"truncated or corrupt {fmt} data: {exc}") from None
+    rgb, alpha = _resize_premultiplied(rgb, alpha, target)
+    return Sample(rgb=rgb, alpha=alpha, format=fmt, width=width, height=height)
+
+
+def _decode_jpeg_draft(opened: Image.Image, target: tuple[int, int]):
+    """Decode a JPEG at the smallest DCT scale still at least twice the target size."""
+    target_h, target_w = target
+    # draft() takes (width, height) in the stored orientation.
+    if opened.getexif().get(0x0112) in _TRANSPOSING_ORIENTATIONS:
+        target_h, target_w = target_w, target_h
+    opened.draft("RGB", (2 * target_w, 2 * target_h))
+    upright = ImageOps.exif_transpose(opened)
+    return np.asarray(upright.convert("RGB")), None
+
+
+def _decode_with_imageio(data: bytes, mode: str, info: dict):
+    """Decode the first frame of a non-JPEG image to 8-bit RGB and optional alpha."""
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in info
+    if mode.startswith(("I", "F")):
+        # 16-bit and 32-bit greyscale: imageio keeps the full range, we rescale.
+        grey = iio.imread(data, plugin="pillow", index=0, rotate=True)
+        return _grey_to_rgb8(grey), None
+    pixels = iio.imread(
+        data, plugin="pillow", index=0, rotate=True, mode="RGBA" if has_alpha else "RGB"
+    )
+    if has_alpha:
+        return np.ascontiguousarray(pixels[..., :3]), np.ascontiguousarray(pixels[..., 3])
+    return pixels, None
+
+
+def _grey_to_rgb8(grey: np.ndarray) -> np.ndarray:
+    if grey.dtype == np.uint16 or (grey.dtype.kind in "iu" and grey.max(initial=0) > 255):
+        scaled = np.rint(grey.astype(np.float32) / 257.0)
+    elif grey.dtype.kind == "f":
+        scaled = np.rint(np.clip(grey, 0.0, 1.0) * 255.0)
+    else:
+        scaled = grey
+    grey8 = np.clip(scaled, 0, 255).astype(np.uint8)
+    return np.repeat(grey8[..., None], 3, axis=2)
+
+
+def _resize_premultiplied(rgb: np.ndarray, alpha: np.ndarray | None, target: tuple[int, int]):
+    """Anti-aliased resize to ``target``; colour is premultiplied by alpha so edges stay clean."""
+    if rgb.shape[:2] == target:
+        return rgb, alpha
+    if alpha is None:
+        scaled = resize(
+            rgb.astype(np.float32), target, order=1, anti_aliasing=True, preserve_range=True
+        )
+        return _round_uint8(scaled), None
+    weight = alpha.astype(np.float32)[..., None] / 255.0
+    stacked = np.concatenate([rgb.astype(np.float32) * weight, weight * 255.0], axis=2)
+    scaled = resize(stacked, target, order=1, anti_aliasing=True, preserve_range=True)
+    new_alpha = scaled[..., 3:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        color = np.where(new_alpha > 0, scaled[..., :3] * 255.0 / new_alpha, 0.0)
+    return _round_uint8(color), _round_uint8(new_alpha[..., 0])
+
+
+def _round_uint8(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def array_to_sample(pixels: np.ndarray, *, max_pixels: int) -> Sample:
+    """A :class:`Sample` from in-memory RGB or RGBA pixels.
+
+    Parameters
+    ----------
+    pixels : (H, W, 3) or (H, W, 4) uint8 ndarray
+    max_pixels : int
+
+    Examples
+    --------
+    >>> array_to_sample(np.zeros((400, 400, 4), np.uint8), max_pixels=100).rgb.shape
+    (10, 10, 3)
+    """
+    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or pixels.dtype != np.uint8:
+        raise ValueError(
+            f"`image` array must be (H, W, 3) or (H, W, 4) uint8, got {pixels.shape} {pixels.dtype}"
+        )
+    height, width = pixels.shape[:2]
+    alpha = pixels[..., 3] if pixels.shape[2] == 4 else None
+    rgb, alpha = _resize_premultiplied(
+        np.ascontiguousarray(pixels[..., :3]), alpha, sample_shape(width, height, max_pixels)
+    )
+    return Sample(rgb=rgb, alpha=alpha, format="array", width=width, height=height)

@@ -1,0 +1,269 @@
+"""One image, from its pixels to a :class:`Palette`.
+
+This is the unit of work of the whole project: the job runs it once per image
+inside a Dask task, and ``palette-dask show`` runs it directly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ._checks import check_int
+from .color import (
+    COLOR_SPACES,
+    pack_rgb,
+    rgb_to_hex,
+    rgb_to_lab,
+    rgb_to_space,
+    space_to_rgb,
+    unpack_rgb,
+)
+from .imaging import ImageError, Sample, array_to_sample, decode_sample
+from .kmeans import ENGINES, dask_ml_kmeans, nearest_center, weighted_kmeans
+from .sources import read_bytes
+
+# 255 marks a pixel left out of clustering, so a palette holds at most 254 colours.
+TRANSPARENT_LABEL = 255
+MAX_K = 254
+DEFAULT_MAX_IMAGE_PIXELS = 250_000_000
+
+
+@dataclass(frozen=True)
+class Palette:
+    """The colour palette of one image.
+
+    Attributes
+    ----------
+    colors : (n, 3) uint8 ndarray
+        sRGB colours, largest share first; ``n <= k``, fewer when the image has
+        fewer distinct colours.
+    proportions : (n,) float32 ndarray
+        Share of the clustered pixels per colour; sums to 1.
+    counts : (n,) int64 ndarray
+        Clustered pixels per colour.
+    labels : (h, w) uint8 ndarray
+        Palette index of every sample pixel, 255 where the pixel was left out
+        (alpha below the threshold).
+    color_space : str
+        Space the clustering ran in.
+    mse_rgb : float
+        Mean squared error (0–255 RGB, per channel) of the sample redrawn with
+        the palette colours against the sample, over clustered pixels.
+    sample : Sample
+        The resized image the palette was computed from.
+    """
+
+    colors: np.ndarray
+    proportions: np.ndarray
+    counts: np.ndarray
+    labels: np.ndarray
+    color_space: str
+    mse_rgb: float
+    sample: Sample
+
+    @property
+    def hex(self) -> list[str]:
+        """``#rrggbb`` code of each colour."""
+        return rgb_to_hex(self.colors)
+
+    @cached_property
+    def lab(self) -> np.ndarray:
+        """(n, 3) float32 CIELAB (D65) coordinates of each colour."""
+        return rgb_to_lab(self.colors)
+
+    def redraw(self) -> np.ndarray:
+        """The sample with every clustered pixel replaced by its palette colour.
+
+        Left-out pixels are returned black; use ``labels == 255`` to mask them.
+        """
+        lut = np.zeros((256, 3), dtype=np.uint8)
+        lut[: len(self.colors)] = self.colors
+        return lut[self.labels]
+
+    def __repr__(self) -> str:
+        shares = ", ".join(f"{h} {p:.1%}" for h, p in zip(self.hex, self.proportions))
+        return f"Palette({shares})"
+
+
+def extract_palette(
+    image,
+    *,
+    k: int = 5,
+    color_space: str = "rgb",
+    engine: str = "sklearn",
+    max_pixels: int = 40_000,
+    alpha_threshold: int = 128,
+    random_state: int = 0,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> Palette:
+    """Extract the ``k``-colour palette of one image, without Dask.
+
+    Parameters
+    ----------
+    image : str, os.PathLike, bytes or (H, W, 3|4) uint8 ndarray
+        A path or fsspec URL, the encoded file's bytes, or RGB(A) pixels.
+    k : int
+        Largest number of colours, 1–254.
+    color_space : {"rgb", "lab", "oklab"}
+        Space the pixels are clustered in.
+    engine : {"sklearn", "dask-ml"}
+        Clustering engine; see :mod:`palette_dask.kmeans`.
+    max_pixels : int
+        The image is resized (never upscaled) to at most this many pixels.
+    alpha_threshold : int
+        Pixels with alpha below this (0–255) are left out.
+    random_state : int
+        Seed; the same image and seed always give the same palette.
+    max_image_pixels : int
+        Refuse images declaring more pixels than this, before decoding.
+
+    Returns
+    -------
+    Palette
+
+    Raises
+    ------
+    ImageError
+        If the image cannot be decoded or has no opaque pixel.
+
+    Examples
+    --------
+    >>> img = np.zeros((10, 10, 3), np.uint8); img[:, :3] = (255, 0, 0)
+    >>> extract_palette(img, k=5)
+    Palette(#000000 70.0%, #ff0000 30.0%)
+    """
+    check_palette_options(
+        k=k,
+        color_space=color_space,
+        engine=engine,
+        max_pixels=max_pixels,
+        alpha_threshold=alpha_threshold,
+        random_state=random_state,
+        max_image_pixels=max_image_pixels,
+    )
+    if isinstance(image, np.ndarray):
+        sample = array_to_sample(image, max_pixels=max_pixels)
+    elif isinstance(image, (bytes, bytearray, memoryview)):
+        sample = decode_sample(bytes(image), max_pixels=max_pixels, max_image_pixels=max_image_pixels)
+    elif isinstance(image, (str, os.PathLike)):
+        sample = decode_sample(
+            read_bytes(os.fspath(image)), max_pixels=max_pixels, max_image_pixels=max_image_pixels
+        )
+    else:
+        raise TypeError(
+            f"`image` must be a path, URL, bytes or ndarray, got {type(image).__name__}"
+        )
+    with threadpool_limits(1):
+        return palette_from_sample(
+            sample,
+            k=k,
+            color_space=color_space,
+            engine=engine,
+            alpha_threshold=alpha_threshold,
+            random_state=random_state,
+        )
+
+
+def check_palette_options(
+    *,
+    k: int,
+    color_space: str,
+    engine: str,
+    max_pixels: int,
+    alpha_threshold: int,
+    random_state: int,
+    max_image_pixels: int,
+) -> None:
+    """Validate the clustering options once, at a public entry point."""
+    check_int("k", k, 1, MAX_K)
+    if color_space not in COLOR_SPACES:
+        raise ValueError(f"`color_space` must be one of {COLOR_SPACES}, got {color_space!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"`engine` must be one of {ENGINES}, got {engine!r}")
+    check_int("max_pixels", max_pixels, 1, None)
+    check_int("alpha_threshold", alpha_threshold, 0, 255)
+    check_int("random_state", random_state, 0, 2**32 - 1)
+    check_int("max_image_pixels", max_image_pixels, 1, None)
+
+
+def palette_from_sample(
+    sample: Sample,
+    *,
+    k: int,
+    color_space: str,
+    engine: str,
+    alpha_threshold: int,
+    random_state: int,
+) -> Palette:
+    """Cluster a sample's opaque pixels into a :class:`Palette`; assumes validated options.
+
+    The pixels are de-duplicated first. An image with at most ``k`` distinct
+    colours gets exactly those colours; otherwise the chosen engine clusters
+    them. Clusters whose colours round to the same 8-bit value are merged, so a
+    palette never repeats a colour, and colours are sorted by share (ties by
+    colour value) so the result is fully deterministic.
+    """
+    height, width = sample.shape
+    rgb = sample.rgb.reshape(-1, 3)
+    opaque = None if sample.alpha is None else sample.alpha.reshape(-1) >= alpha_threshold
+    pixels = rgb if opaque is None else rgb[opaque]
+    if len(pixels) == 0:
+        raise ImageError(
+            f"no opaque pixels: every pixel has alpha below alpha_threshold={alpha_threshold}"
+        )
+
+    keys, inverse, key_counts = np.unique(pack_rgb(pixels), return_inverse=True, return_counts=True)
+    distinct = unpack_rgb(keys)
+    if len(distinct) <= k:
+        centers_rgb, distinct_labels = distinct, np.arange(len(distinct))
+    else:
+        coords = rgb_to_space(distinct, color_space)
+        if engine == "sklearn":
+            centers, distinct_labels = weighted_kmeans(
+                coords, key_counts, k=k, random_state=random_state
+            )
+        elif engine == "dask-ml":
+            centers, pixel_labels = dask_ml_kmeans(
+                coords[inverse], k=k, random_state=random_state
+            )
+            # Equal colours have equal coordinates, hence the same nearest centre.
+            distinct_labels, _ = nearest_center(coords, centers)
+        else:
+            raise ValueError(f"`engine` must be one of {ENGINES}, got {engine!r}")
+        centers_rgb = space_to_rgb(centers, color_space)
+
+    # Merge clusters that land on the same 8-bit colour; drop empty ones.
+    center_keys, cluster_to_color = np.unique(pack_rgb(centers_rgb), return_inverse=True)
+    color_labels = cluster_to_color[distinct_labels]
+    counts = np.bincount(color_labels, weights=key_counts, minlength=len(center_keys))
+    colors = unpack_rgb(center_keys)
+    used = counts > 0
+    # Largest share first, ties broken by the colour's value.
+    order = np.lexsort((center_keys[used], -counts[used]))
+    rank_of_color = np.full(len(center_keys), TRANSPARENT_LABEL, dtype=np.uint8)
+    rank_of_color[np.flatnonzero(used)[order]] = np.arange(len(order), dtype=np.uint8)
+
+    pixel_ranks = rank_of_color[color_labels[inverse]]
+    labels = np.full(height * width, TRANSPARENT_LABEL, dtype=np.uint8)
+    if opaque is None:
+        labels[:] = pixel_ranks
+    else:
+        labels[opaque] = pixel_ranks
+    colors = colors[used][order]
+    counts = counts[used][order].astype(np.int64)
+    error = colors[pixel_ranks].astype(np.float32) - pixels.astype(np.float32)
+    return Palette(
+        colors=colors,
+        proportions=(counts / counts.sum()).astype(np.float32),
+        counts=counts,
+        labels=labels.reshape(height, width),
+        color_space=color_space,
+        mse_rgb=float(np.mean(np.square(error, dtype=np.float64))),
+        sample=sample,
+    )
+

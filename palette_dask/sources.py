@@ -1,0 +1,218 @@
+"""Where the images come from: inputs expanded into a stream of URIs.
+
+An input is a file, a folder (walked recursively), a glob pattern, an fsspec
+URL (``file://``, ``memory://``, ``s3://`` once its backend is installed) or a
+manifest: a ``.txt`` file with one URI per line, or a ``.csv`` / ``.parquet``
+file with a ``uri`` column. Everything is a generator: folders are walked and
+manifests read in chunks as the job consumes them, so an input of a billion
+images never sits in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from typing import TypeVar
+
+import fsspec
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp")
+MANIFEST_EXTENSIONS = (".txt", ".csv", ".parquet")
+MANIFEST_COLUMN = "uri"
+_GLOB_CHARS = ("*", "?", "[")
+# Rows read from a CSV or Parquet manifest at a time.
+MANIFEST_BATCH_ROWS = 65_536
+
+T = TypeVar("T")
+
+
+def is_local(uri: str) -> bool:
+    """Whether a URI names a file on the local file system (a plain path or ``file://``)."""
+    return "://" not in uri or uri.startswith("file://")
+
+
+def local_path(uri: str) -> str:
+    """The absolute local path of a local URI."""
+    return os.path.abspath(os.path.expanduser(uri.removeprefix("file://")))
+
+
+def normalize_uri(uri: str) -> str:
+    """The canonical form of a URI: local paths absolute, other URLs unchanged.
+
+    Examples
+    --------
+    >>> normalize_uri("file:///data/a.jpg")
+    '/data/a.jpg'
+    >>> normalize_uri("s3://bucket/a.jpg")
+    's3://bucket/a.jpg'
+    """
+    return local_path(uri) if is_local(uri) else uri
+
+
+def image_id(uri: str) -> str:
+    """Stable identifier of an image: a 128-bit BLAKE2b hash of its normalised URI, in hex.
+
+    Examples
+    --------
+    >>> image_id("/data/a.jpg") == image_id("file:///data/a.jpg")
+    True
+    >>> len(image_id("/data/a.jpg"))
+    32
+    """
+    return hashlib.blake2b(normalize_uri(uri).encode("utf-8"), digest_size=16).hexdigest()
+
+
+def read_bytes(uri: str) -> bytes:
+    """The whole content of a file or fsspec URL."""
+    if is_local(uri):
+        with open(local_path(uri), "rb") as f:
+            return f.read()
+    with fsspec.open(uri, "rb") as f:
+        return f.read()
+
+
+def check_inputs(inputs: Sequence[str]) -> None:
+    """Fail early, before any graph exists, on an input that matches nothing."""
+    if not inputs:
+        raise ValueError("no input given: pass at least one file, folder, glob or manifest")
+    for spec in inputs:
+        if not isinstance(spec, str) or not spec:
+            raise TypeError(f"each input must be a non-empty string, got {spec!r}")
+        if any(c in spec for c in _GLOB_CHARS):
+            continue  # a glob may legitimately match nothing
+        fs, path = fsspec.core.url_to_fs(spec)
+        if not fs.exists(path):
+            raise FileNotFoundError(f"input {spec!r} does not exist")
+
+
+def iter_uris(inputs: Iterable[str]) -> Iterator[str]:
+    """Expand inputs into a stream of normalised image URIs, in a deterministic order.
+
+    Files named explicitly are taken as images (or manifests, by extension);
+    folders and globs contribute files with an image extension. Relative paths
+    in a local manifest are relative to the manifest's folder.
+
+    Examples
+    --------
+    >>> fs = fsspec.filesystem("memory")
+    >>> fs.pipe({"/doc/b.png": b"", "/doc/a.jpg": b"", "/doc/notes.md": b""})
+    >>> list(iter_uris(["memory://doc"]))
+    ['memory:///doc/a.jpg', 'memory:///doc/b.png']
+    """
+    for spec in inputs:
+        if any(c in spec for c in _GLOB_CHARS):
+            fs, pattern = fsspec.core.url_to_fs(spec)
+            for path in sorted(fs.glob(pattern)):
+                if fs.isdir(path):
+                    yield from _walk(fs, path)
+                elif _has_extension(path, IMAGE_EXTENSIONS):
+                    yield _to_uri(fs, path)
+            continue
+        fs, path = fsspec.core.url_to_fs(spec)
+        if fs.isdir(path):
+            yield from _walk(fs, path)
+        elif _has_extension(path, MANIFEST_EXTENSIONS):
+            yield from iter_manifest(spec)
+        else:
+            yield _to_uri(fs, path)
+
+
+def iter_manifest(manifest: str) -> Iterator[str]:
+    """URIs listed in a manifest, read in bounded chunks.
+
+    A ``.txt`` manifest has one URI per line (blank lines and ``#`` comments are
+    skipped); ``.csv`` and ``.parquet`` manifests have a ``uri`` column.
+    """
+    base = os.path.dirname(local_path(manifest)) if is_local(manifest) else None
+    for entry in _manifest_entries(manifest):
+        entry = entry.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        if base is not None and "://" not in entry and not os.path.isabs(entry):
+            entry = os.path.join(base, entry)
+        yield normalize_uri(entry)
+
+
+def _manifest_entries(manifest: str) -> Iterator[str]:
+    lower = manifest.lower()
+    if lower.endswith(".txt"):
+        with fsspec.open(manifest, "rt", encoding="utf-8") as f:
+            yield from f
+    elif lower.endswith(".csv"):
+        with fsspec.open(manifest, "rb") as f:
+            reader = pacsv.open_csv(
+                f, read_options=pacsv.ReadOptions(block_size=1 << 22)
+            )
+            if MANIFEST_COLUMN not in reader.schema.names:
+                raise ValueError(
+                    f"manifest {manifest!r} has no {MANIFEST_COLUMN!r} column "
+                    f"(columns: {reader.schema.names})"
+                )
+            for batch in reader:
+                yield from (u for u in batch.column(MANIFEST_COLUMN).to_pylist() if u)
+    elif lower.endswith(".parquet"):
+        with fsspec.open(manifest, "rb") as f:
+            parquet = pq.ParquetFile(f)
+            if MANIFEST_COLUMN not in parquet.schema_arrow.names:
+                raise ValueError(
+                    f"manifest {manifest!r} has no {MANIFEST_COLUMN!r} column "
+                    f"(columns: {parquet.schema_arrow.names})"
+                )
+            for batch in parquet.iter_batches(MANIFEST_BATCH_ROWS, columns=[MANIFEST_COLUMN]):
+                yield from (u for u in batch.column(0).to_pylist() if u)
+    else:
+        raise ValueError(
+            f"manifest {manifest!r} must end in one of {MANIFEST_EXTENSIONS}"
+        )
+
+
+def _walk(fs, root: str) -> Iterator[str]:
+    """Image files below ``root``, depth first, each folder's entries sorted by name."""
+    if _is_local_fs(fs):
+        yield from _walk_local(root)
+        return
+    for path in sorted(fs.find(root)):
+        if _has_extension(path, IMAGE_EXTENSIONS):
+            yield _to_uri(fs, path)
+
+
+def _walk_local(root: str) -> Iterator[str]:
+    with os.scandir(root) as entries:
+        ordered = sorted(entries, key=lambda e: e.name)
+    for entry in ordered:
+        if entry.is_dir(follow_symlinks=True):
+            yield from _walk_local(entry.path)
+        elif _has_extension(entry.name, IMAGE_EXTENSIONS):
+            yield normalize_uri(entry.path)
+
+
+def _is_local_fs(fs) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+    return "file" in protocols
+
+
+def _to_uri(fs, path: str) -> str:
+    if _is_local_fs(fs):
+        return normalize_uri(path)
+    return fs.unstrip_protocol(path)
+
+
+def _has_extension(path: str, extensions: tuple[str, ...]) -> bool:
+    return path.lower().endswith(extensions)
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items (the last may be shorter), drawn lazily.
+
+    Examples
+    --------
+    >>> list(chunked(range(5), 2))
+    [[0, 1], [2, 3], [4]]
+    """
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk

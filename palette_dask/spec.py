@@ -1,0 +1,142 @@
+"""Job settings: one frozen dataclass, read from TOML, overridden by CLI flags.
+
+A job spec is a flat TOML table whose keys are the fields of :class:`JobSpec`::
+
+    input = ["data/samples"]
+    output = "out/sample"
+    k = 5
+    color_space = "lab"
+
+Relative paths are relative to the directory the job is started from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+
+from ._checks import check_int
+from .palette import DEFAULT_MAX_IMAGE_PIXELS, check_palette_options
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a palette job needs to know.
+
+    Parameters
+    ----------
+    input : tuple of str
+        Files, folders, globs, fsspec URLs or manifests (see :mod:`palette_dask.sources`).
+    output : str
+        Dataset folder (local path or fsspec URL).
+    k : int
+        Largest number of colours per image, 1–254.
+    color_space : {"rgb", "lab", "oklab"}
+    engine : {"sklearn", "dask-ml"}
+    random_state : int
+    max_pixels : int
+        Pixel budget of each image's sample (200×200 by default).
+    alpha_threshold : int
+        Pixels with alpha below this are left out of clustering.
+    max_image_pixels : int
+        Images declaring more pixels are refused before decoding.
+    partition_size : int
+        Images per Dask partition; each partition writes one file per table.
+    wave_size : int
+        Images submitted to the cluster at a time; rounded up to a whole
+        number of partitions. Bounds client and scheduler memory.
+    workers : int or None
+        Worker processes of the embedded cluster (default: one per core).
+    scheduler : str or None
+        Address of a running Dask scheduler to submit to.
+    scheduler_file : str or None
+        Scheduler file of a running Dask cluster.
+    overwrite : bool
+        Replace an existing dataset at ``output``.
+    """
+
+    input: tuple[str, ...]
+    output: str
+    k: int = 5
+    color_space: str = "rgb"
+    engine: str = "sklearn"
+    random_state: int = 0
+    max_pixels: int = 40_000
+    alpha_threshold: int = 128
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    partition_size: int = 128
+    wave_size: int = 32_768
+    workers: int | None = None
+    scheduler: str | None = None
+    scheduler_file: str | None = None
+    overwrite: bool = field(default=False, compare=False)
+
+    def __post_init__(self):
+        if isinstance(self.input, str):
+            object.__setattr__(self, "input", (self.input,))
+        else:
+            object.__setattr__(self, "input", tuple(self.input))
+        _check_spec(self)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike, **overrides) -> JobSpec:
+        """Read a spec from a TOML file; ``overrides`` that are not ``None`` replace its values."""
+        with open(path, "rb") as f:
+            try:
+                values = tomllib.load(f)
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"job spec {os.fspath(path)!r} is not valid TOML: {exc}") from None
+        return cls.from_dict(values, source=os.fspath(path), **overrides)
+
+    @classmethod
+    def from_dict(cls, values: dict, *, source: str = "job spec", **overrides) -> JobSpec:
+        """Build a spec from a mapping of field names, rejecting unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) {', '.join(unknown)} in {source}; known keys: {', '.join(sorted(known))}"
+            )
+        merged = {**values, **{k: v for k, v in overrides.items() if v is not None}}
+        missing = [name for name in ("input", "output") if not merged.get(name)]
+        if missing:
+            raise ValueError(f"{source} needs {' and '.join(missing)}")
+        return cls(**merged)
+
+    def to_dict(self) -> dict:
+        """The spec as plain values (for ``_job.json``)."""
+        values = dataclasses.asdict(self)
+        values["input"] = list(self.input)
+        return values
+
+    def replace(self, **changes) -> JobSpec:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def partitions_per_wave(self) -> int:
+        return -(-self.wave_size // self.partition_size)
+
+
+def _check_spec(spec: JobSpec) -> None:
+    if not spec.input or not all(isinstance(i, str) and i for i in spec.input):
+        raise ValueError(f"`input` must be one or more non-empty strings, got {spec.input!r}")
+    if not isinstance(spec.output, str) or not spec.output:
+        raise ValueError(f"`output` must be a non-empty path, got {spec.output!r}")
+    check_palette_options(
+        k=spec.k,
+        color_space=spec.color_space,
+        engine=spec.engine,
+        max_pixels=spec.max_pixels,
+        alpha_threshold=spec.alpha_threshold,
+        random_state=spec.random_state,
+        max_image_pixels=spec.max_image_pixels,
+    )
+    check_int("partition_size", spec.partition_size, 1)
+    check_int("wave_size", spec.wave_size, 1)
+    if spec.workers is not None:
+        check_int("workers", spec.workers, 1)
+    if spec.scheduler and spec.scheduler_file:
+        raise ValueError("give either `scheduler` or `scheduler_file`, not both")
