@@ -74,6 +74,8 @@ def sample_shape(width: int, height: int, max_pixels: int) -> tuple[int, int]:
     scale = math.sqrt(max_pixels / (width * height))
     out_w = max(1, math.floor(width * scale))
     out_h = max(1, math.floor(height * scale))
+    # A side clamped to one pixel must not let the other break the budget.
+    out_h = min(out_h, max(1, max_pixels // out_w))
     # Flooring both sides keeps the product under budget; one side may still grow by a pixel.
     if (out_w + 1) * out_h <= max_pixels and abs((out_w + 1) / out_h - width / height) < abs(
         out_w / out_h - width / height

@@ -1,0 +1,42 @@
+import os
+import sys
+
+import pytest
+from distributed import Client, LocalCluster
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from palette_dask.samples import export_samples  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory):
+    """The sample photographs, exported once per test session."""
+    folder = tmp_path_factory.mktemp("samples")
+    export_samples(str(folder))
+    return folder
+
+
+def _client(n_workers):
+    cluster = LocalCluster(
+        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    return cluster, Client(cluster)
+
+
+@pytest.fixture(scope="session")
+def client1():
+    """A real one-worker process cluster."""
+    cluster, client = _client(1)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def client2():
+    """A real two-worker process cluster."""
+    cluster, client = _client(2)
+    yield client
+    client.close()
+    cluster.close()

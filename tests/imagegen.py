@@ -1,0 +1,86 @@
+"""Test images made on the fly: solid colour blocks, every supported format, broken files."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+
+
+def blocks(colors, shares, *, size=(100, 120)) -> np.ndarray:
+    """An RGB image of horizontal bands, band ``i`` in ``colors[i]`` covering ``shares[i]`` of the rows.
+
+    Shares are rounded to whole rows, so choose sizes where they divide evenly.
+    """
+    height, width = size
+    rows = np.rint(np.cumsum([0, *shares]) * height).astype(int)
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    for color, top, bottom in zip(colors, rows[:-1], rows[1:]):
+        image[top:bottom] = color
+    return image
+
+
+def encode(pixels: np.ndarray, fmt: str, **options) -> bytes:
+    """Encode pixels with Pillow (``fmt`` as Pillow names it: JPEG, PNG, WEBP, ...)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def png16(pixels: np.ndarray) -> bytes:
+    """A 16-bit PNG (RGB or greyscale) written by hand, since Pillow cannot write 16-bit RGB."""
+    height, width = pixels.shape[:2]
+    color_type = 2 if pixels.ndim == 3 else 0
+    raw = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def jpeg_with_orientation(pixels: np.ndarray, orientation: int) -> bytes:
+    """A JPEG whose EXIF orientation tag is ``orientation`` (pixels stored as given)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(pixels, "JPEG", quality=95, exif=exif.tobytes())
+
+
+def palette_png_with_transparency(size=(20, 30)) -> bytes:
+    """A palette PNG: left half red, right half the transparent palette entry."""
+    index = np.zeros(size, dtype=np.uint8)
+    index[:, size[1] // 2 :] = 1
+    image = Image.fromarray(index, mode="P")
+    image.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", transparency=1)
+    return buffer.getvalue()
+
+
+def animated_gif(first, second, size=(16, 16)) -> bytes:
+    """A two-frame GIF; only the first frame should count."""
+    frames = [Image.new("RGB", size, tuple(c)) for c in (first, second)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return buffer.getvalue()
+
+
+def transparent_png(size=(10, 10)) -> bytes:
+    """An RGBA PNG in which every pixel is fully transparent."""
+    return encode(np.zeros((*size, 4), dtype=np.uint8), "PNG")
+
+
+def truncated_jpeg(pixels: np.ndarray) -> bytes:
+    """A JPEG cut off halfway through its data."""
+    data = encode(pixels, "JPEG", quality=90)
+    return data[: len(data) // 2]

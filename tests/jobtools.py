@@ -1,0 +1,57 @@
+"""Helpers for tests that run whole jobs: a mixed corpus and table comparisons."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+from imagegen import blocks, encode, transparent_png, truncated_jpeg
+
+BAD_INPUTS = {
+    "truncated.jpg": "truncated or corrupt JPEG",
+    "text.jpg": "not a recognised image",
+    "empty.jpg": "empty file",
+    "transparent.png": "no opaque pixels",
+}
+SORT_KEYS = {"images": ["image_id"], "palettes": ["image_id", "rank"], "assignments": ["image_id"]}
+
+
+def make_corpus(folder: Path, sample_dir: Path) -> Path:
+    """Sample photographs, synthetic block images and four broken files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for photo in sorted(sample_dir.iterdir()):
+        shutil.copy(photo, folder / photo.name)
+    rng = np.random.default_rng(0)
+    synthetic = folder / "synthetic"
+    synthetic.mkdir(exist_ok=True)
+    for i in range(6):
+        colors = rng.integers(0, 256, (4, 3))
+        image = blocks(colors, [0.4, 0.3, 0.2, 0.1], size=(120 + 10 * i, 90))
+        fmt, ext = [("PNG", "png"), ("JPEG", "jpg"), ("WEBP", "webp")][i % 3]
+        (synthetic / f"blocks{i}.{ext}").write_bytes(encode(image, fmt))
+    broken = folder / "broken"
+    broken.mkdir(exist_ok=True)
+    (broken / "truncated.jpg").write_bytes(truncated_jpeg(rng.integers(0, 256, (64, 64, 3), np.uint8)))
+    (broken / "text.jpg").write_text("this is a text file pretending to be a JPEG\n")
+    (broken / "empty.jpg").write_bytes(b"")
+    (broken / "transparent.png").write_bytes(transparent_png())
+    return folder
+
+
+def read_table(output, name: str, drop=()) -> pa.Table:
+    """A table of a dataset, sorted by its key so that runs can be compared row for row."""
+    table = pads.dataset(Path(output) / name, format="parquet").to_table()
+    table = table.drop_columns(list(drop)) if drop else table
+    return table.sort_by([(key, "ascending") for key in SORT_KEYS[name]])
+
+
+def assert_same_dataset(a, b) -> None:
+    """Equal tables in every respect but timing."""
+    assert read_table(a, "palettes").equals(read_table(b, "palettes"))
+    assert read_table(a, "assignments").equals(read_table(b, "assignments"))
+    assert read_table(a, "images", drop=["elapsed_ms"]).equals(
+        read_table(b, "images", drop=["elapsed_ms"])
+    )
