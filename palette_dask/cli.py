@@ -41,17 +41,33 @@ def main():
 
 def _clustering_options(command):
     options = [
-        click.option("-k", "k", type=int, help="Largest number of colours per image (1-254). [default: 5]"),
-        click.option("--color-space", type=click.Choice(COLOR_SPACES),
-                     help="Space the pixels are clustered in. [default: rgb]"),
-        click.option("--engine", type=click.Choice(ENGINES),
-                     help="Clustering engine: in-memory scikit-learn per image, or dask-ml. "
-                          "[default: sklearn]"),
-        click.option("--random-state", type=int, help="Seed; same seed, same palettes. [default: 0]"),
-        click.option("--max-pixels", type=int,
-                     help="Resize each image to at most this many pixels. [default: 40000]"),
-        click.option("--alpha-threshold", type=int,
-                     help="Leave out pixels with alpha below this (0-255). [default: 128]"),
+        click.option(
+            "-k", "k", type=int, help="Largest number of colours per image (1-254). [default: 5]"
+        ),
+        click.option(
+            "--color-space",
+            type=click.Choice(COLOR_SPACES),
+            help="Space the pixels are clustered in. [default: rgb]",
+        ),
+        click.option(
+            "--engine",
+            type=click.Choice(ENGINES),
+            help="Clustering engine: in-memory scikit-learn per image, or dask-ml. "
+            "[default: sklearn]",
+        ),
+        click.option(
+            "--random-state", type=int, help="Seed; same seed, same palettes. [default: 0]"
+        ),
+        click.option(
+            "--max-pixels",
+            type=int,
+            help="Resize each image to at most this many pixels. [default: 40000]",
+        ),
+        click.option(
+            "--alpha-threshold",
+            type=int,
+            help="Leave out pixels with alpha below this (0-255). [default: 128]",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -60,18 +76,34 @@ def _clustering_options(command):
 
 @main.command(context_settings=CONTEXT)
 @click.argument("spec", required=False, type=click.Path(exists=True, dir_okay=False))
-@click.option("-i", "--input", "inputs", multiple=True,
-              help="File, folder, glob, fsspec URL or manifest (.txt/.csv/.parquet); repeatable.")
+@click.option(
+    "-i",
+    "--input",
+    "inputs",
+    multiple=True,
+    help="File, folder, glob, fsspec URL or manifest (.txt/.csv/.parquet); repeatable.",
+)
 @click.option("-o", "--output", help="Dataset folder to write.")
 @_clustering_options
 @click.option("--partition-size", type=int, help="Images per Dask partition. [default: 128]")
-@click.option("--wave-size", type=int,
-              help="Images submitted to the cluster at a time. [default: 32768]")
-@click.option("--workers", type=int, help="Worker processes of the embedded cluster. [default: one per core]")
-@click.option("--scheduler", help="Submit to the Dask scheduler at this address (or set DASK_SCHEDULER_ADDRESS).")
-@click.option("--scheduler-file", type=click.Path(exists=True, dir_okay=False),
-              help="Submit to the Dask cluster described by this scheduler file.")
-@click.option("--overwrite", is_flag=True, default=None, help="Replace an existing dataset at the output.")
+@click.option(
+    "--wave-size", type=int, help="Images submitted to the cluster at a time. [default: 32768]"
+)
+@click.option(
+    "--workers", type=int, help="Worker processes of the embedded cluster. [default: one per core]"
+)
+@click.option(
+    "--scheduler",
+    help="Submit to the Dask scheduler at this address (or set DASK_SCHEDULER_ADDRESS).",
+)
+@click.option(
+    "--scheduler-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Submit to the Dask cluster described by this scheduler file.",
+)
+@click.option(
+    "--overwrite", is_flag=True, default=None, help="Replace an existing dataset at the output."
+)
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar. [default: on]")
 def run(spec, inputs, output, progress, **options):
     """Compute the palette of every image and write the dataset's tables.
@@ -116,18 +148,35 @@ def show(image, as_json, **options):
 
     palette = extract_palette(image, **{k: v for k, v in options.items() if v is not None})
     if as_json:
-        click.echo(json.dumps({
-            "image": image,
-            "colors": [
-                {"hex": h, "rgb": rgb, "proportion": round(float(p), 6), "pixel_count": int(n)}
-                for h, rgb, p, n in zip(palette.hex, palette.colors.tolist(),
-                                        palette.proportions, palette.counts)
-            ],
-            "mse_rgb": palette.mse_rgb,
-        }, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "image": image,
+                    "colors": [
+                        {
+                            "hex": h,
+                            "rgb": rgb,
+                            "proportion": round(float(p), 6),
+                            "pixel_count": int(n),
+                        }
+                        for h, rgb, p, n in zip(
+                            palette.hex,
+                            palette.colors.tolist(),
+                            palette.proportions,
+                            palette.counts,
+                            strict=True,
+                        )
+                    ],
+                    "mse_rgb": palette.mse_rgb,
+                },
+                indent=2,
+            )
+        )
         return
     click.echo(f"{image}: {len(palette.colors)} colours, mse_rgb {palette.mse_rgb:.1f}")
-    for hex_code, rgb, share in zip(palette.hex, palette.colors.tolist(), palette.proportions):
+    for hex_code, rgb, share in zip(
+        palette.hex, palette.colors.tolist(), palette.proportions, strict=True
+    ):
         click.echo(f"  {click.style('      ', bg=tuple(rgb))} {hex_code}  {share:6.1%}")
 
 

@@ -60,7 +60,7 @@ class Sample:
 
 
 def sample_shape(width: int, height: int, max_pixels: int) -> tuple[int, int]:
-    """Height and width of the sample: the aspect ratio kept, at most ``max_pixels``, never upscaled.
+    """Height and width of the sample: aspect kept, at most ``max_pixels``, never upscaled.
 
     Examples
     --------
@@ -125,7 +125,9 @@ def decode_sample(data: bytes, *, max_pixels: int, max_image_pixels: int) -> Sam
     with opened:
         fmt = opened.format or "unknown"
         if fmt not in IMAGE_FORMATS:
-            raise ImageError(f"unsupported image format {fmt}; supported: {', '.join(IMAGE_FORMATS)}")
+            raise ImageError(
+                f"unsupported image format {fmt}; supported: {', '.join(IMAGE_FORMATS)}"
+            )
         width, height = opened.size
         if width * height > max_image_pixels:
             raise ImageError(

@@ -198,16 +198,12 @@ class DaskKMeans:
         return pairs[:, 0].astype(np.int32), pairs[:, 1]
 
 
-def dask_ml_kmeans(
-    points: np.ndarray, *, k: int, random_state: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """K-means of one image's pixels with :class:`DaskKMeans`, run on the calling thread.
+def dask_ml_centers(points: np.ndarray, *, k: int, random_state: int) -> np.ndarray:
+    """Non-empty k-means centres of one image's pixels with :class:`DaskKMeans`.
 
-    Returns the (non-empty) centres and each point's label, like :func:`weighted_kmeans`.
+    Runs on the calling thread; assumes more than ``k`` points.
     """
     X = da.from_array(np.asarray(points, dtype=np.float32), chunks=(PIXEL_CHUNK_ROWS, -1))
     # Inside a worker task, nested computations must not go back to the cluster.
     with dask.config.set(scheduler="synchronous"):
-        model = DaskKMeans(k, random_state=random_state).fit(X)
-        labels = model.predict(X).compute()
-    return model.cluster_centers_, labels
+        return DaskKMeans(k, random_state=random_state).fit(X).cluster_centers_

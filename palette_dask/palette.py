@@ -24,7 +24,7 @@ from .color import (
     unpack_rgb,
 )
 from .imaging import ImageError, Sample, array_to_sample, decode_sample
-from .kmeans import ENGINES, dask_ml_kmeans, nearest_center, weighted_kmeans
+from .kmeans import ENGINES, dask_ml_centers, nearest_center, weighted_kmeans
 from .sources import read_bytes
 
 # 255 marks a pixel left out of clustering, so a palette holds at most 254 colours.
@@ -86,7 +86,7 @@ class Palette:
         return lut[self.labels]
 
     def __repr__(self) -> str:
-        shares = ", ".join(f"{h} {p:.1%}" for h, p in zip(self.hex, self.proportions))
+        shares = ", ".join(f"{h} {p:.1%}" for h, p in zip(self.hex, self.proportions, strict=True))
         return f"Palette({shares})"
 
 
@@ -149,7 +149,9 @@ def extract_palette(
     if isinstance(image, np.ndarray):
         sample = array_to_sample(image, max_pixels=max_pixels)
     elif isinstance(image, (bytes, bytearray, memoryview)):
-        sample = decode_sample(bytes(image), max_pixels=max_pixels, max_image_pixels=max_image_pixels)
+        sample = decode_sample(
+            bytes(image), max_pixels=max_pixels, max_image_pixels=max_image_pixels
+        )
     elif isinstance(image, (str, os.PathLike)):
         sample = decode_sample(
             read_bytes(os.fspath(image)), max_pixels=max_pixels, max_image_pixels=max_image_pixels
@@ -228,9 +230,7 @@ def palette_from_sample(
                 coords, key_counts, k=k, random_state=random_state
             )
         elif engine == "dask-ml":
-            centers, pixel_labels = dask_ml_kmeans(
-                coords[inverse], k=k, random_state=random_state
-            )
+            centers = dask_ml_centers(coords[inverse], k=k, random_state=random_state)
             # Equal colours have equal coordinates, hence the same nearest centre.
             distinct_labels, _ = nearest_center(coords, centers)
         else:
@@ -266,4 +266,3 @@ def palette_from_sample(
         mse_rgb=float(np.mean(np.square(error, dtype=np.float64))),
         sample=sample,
     )
-

@@ -27,15 +27,23 @@ from tqdm import tqdm
 from .cluster import job_client
 from .imaging import ImageError, decode_sample
 from .palette import Palette, palette_from_sample
-from .sources import chunked, check_inputs, image_id, iter_uris, read_bytes
+from .sources import check_inputs, chunked, image_id, iter_uris, read_bytes
 from .spec import JobSpec
 from .tables import JOB_FILE, SCHEMAS, TableBuilder, write_job_file, write_partition
 
 logger = logging.getLogger(__name__)
 
 _VERSIONED_PACKAGES = (
-    "palette-dask", "dask", "distributed", "dask-ml", "scikit-learn", "scikit-image",
-    "numpy", "pyarrow", "pillow", "imageio",
+    "palette-dask",
+    "dask",
+    "distributed",
+    "dask-ml",
+    "scikit-learn",
+    "scikit-image",
+    "numpy",
+    "pyarrow",
+    "pillow",
+    "imageio",
 )
 
 
@@ -99,8 +107,9 @@ def process_partition(items: list[tuple[int, str]], spec: JobSpec) -> list[dict]
             try:
                 palette = image_palette(uri, spec)
             except Exception as exc:  # one bad image is data, not a failed job
-                builder.add(image_id(uri), uri, error=describe_failure(exc),
-                            elapsed_ms=_ms_since(t0))
+                builder.add(
+                    image_id(uri), uri, error=describe_failure(exc), elapsed_ms=_ms_since(t0)
+                )
             else:
                 builder.add(image_id(uri), uri, palette=palette, elapsed_ms=_ms_since(t0))
     tables = builder.tables()
@@ -242,13 +251,22 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
             "versions": package_versions(),
             "started": started.isoformat(),
             "finished": datetime.now(timezone.utc).isoformat(),
-            "counts": {"images": images, "ok": report.ok, "errors": errors,
-                       "partitions": partitions},
+            "counts": {
+                "images": images,
+                "ok": report.ok,
+                "errors": errors,
+                "partitions": partitions,
+            },
             "elapsed_s": round(report.elapsed_s, 3),
         },
     )
     logger.info(
         "%d images (%d ok, %d failed) in %d partitions, %.1f s -> %s",
-        images, report.ok, errors, partitions, report.elapsed_s, spec.output,
+        images,
+        report.ok,
+        errors,
+        partitions,
+        report.elapsed_s,
+        spec.output,
     )
     return report

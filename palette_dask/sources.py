@@ -144,9 +144,7 @@ def _manifest_entries(manifest: str) -> Iterator[str]:
             yield from f
     elif lower.endswith(".csv"):
         with fsspec.open(manifest, "rb") as f:
-            reader = pacsv.open_csv(
-                f, read_options=pacsv.ReadOptions(block_size=1 << 22)
-            )
+            reader = pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=1 << 22))
             if MANIFEST_COLUMN not in reader.schema.names:
                 raise ValueError(
                     f"manifest {manifest!r} has no {MANIFEST_COLUMN!r} column "
@@ -165,9 +163,7 @@ def _manifest_entries(manifest: str) -> Iterator[str]:
             for batch in parquet.iter_batches(MANIFEST_BATCH_ROWS, columns=[MANIFEST_COLUMN]):
                 yield from (u for u in batch.column(0).to_pylist() if u)
     else:
-        raise ValueError(
-            f"manifest {manifest!r} must end in one of {MANIFEST_EXTENSIONS}"
-        )
+        raise ValueError(f"manifest {manifest!r} must end in one of {MANIFEST_EXTENSIONS}")
 
 
 def _walk(fs, root: str) -> Iterator[str]:

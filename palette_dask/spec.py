@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from dataclasses import dataclass, field
+
+import tomllib
 
 from ._checks import check_int
 from .palette import DEFAULT_MAX_IMAGE_PIXELS, check_palette_options
@@ -97,7 +98,8 @@ class JobSpec:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(
-                f"unknown key(s) {', '.join(unknown)} in {source}; known keys: {', '.join(sorted(known))}"
+                f"unknown key(s) {', '.join(unknown)} in {source}; "
+                f"known keys: {', '.join(sorted(known))}"
             )
         merged = {**values, **{k: v for k, v in overrides.items() if v is not None}}
         missing = [name for name in ("input", "output") if not merged.get(name)]

@@ -95,8 +95,12 @@ class TableBuilder:
     """
 
     def __init__(self, *, k: int, color_space: str, engine: str, random_state: int):
-        self._options = {"k": k, "color_space": color_space, "engine": engine,
-                         "random_state": random_state}
+        self._options = {
+            "k": k,
+            "color_space": color_space,
+            "engine": engine,
+            "random_state": random_state,
+        }
         self._images = {name: [] for name in IMAGES_SCHEMA.names}
         self._palettes: list[pa.RecordBatch] = []
         self._assign_ids: list[str] = []
@@ -154,7 +158,9 @@ class TableBuilder:
         values = (
             np.concatenate(self._assign_labels) if self._assign_labels else np.empty(0, np.uint8)
         )
-        widths, heights = (zip(*self._assign_shapes) if self._assign_shapes else ((), ()))
+        widths, heights = (
+            zip(*self._assign_shapes, strict=True) if self._assign_shapes else ((), ())
+        )
         assignments = pa.table(
             {
                 "image_id": pa.array(self._assign_ids, pa.string()),

@@ -6,7 +6,7 @@ from distributed import Client, LocalCluster
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from palette_dask.samples import export_samples  # noqa: E402
+from palette_dask.samples import export_samples
 
 
 @pytest.fixture(scope="session")

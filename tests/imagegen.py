@@ -11,14 +11,14 @@ from PIL import Image
 
 
 def blocks(colors, shares, *, size=(100, 120)) -> np.ndarray:
-    """An RGB image of horizontal bands, band ``i`` in ``colors[i]`` covering ``shares[i]`` of the rows.
+    """An RGB image of horizontal bands: band ``i`` is ``colors[i]`` over ``shares[i]`` of the rows.
 
     Shares are rounded to whole rows, so choose sizes where they divide evenly.
     """
     height, width = size
     rows = np.rint(np.cumsum([0, *shares]) * height).astype(int)
     image = np.zeros((height, width, 3), dtype=np.uint8)
-    for color, top, bottom in zip(colors, rows[:-1], rows[1:]):
+    for color, top, bottom in zip(colors, rows[:-1], rows[1:], strict=True):
         image[top:bottom] = color
     return image
 

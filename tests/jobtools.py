@@ -34,7 +34,9 @@ def make_corpus(folder: Path, sample_dir: Path) -> Path:
         (synthetic / f"blocks{i}.{ext}").write_bytes(encode(image, fmt))
     broken = folder / "broken"
     broken.mkdir(exist_ok=True)
-    (broken / "truncated.jpg").write_bytes(truncated_jpeg(rng.integers(0, 256, (64, 64, 3), np.uint8)))
+    (broken / "truncated.jpg").write_bytes(
+        truncated_jpeg(rng.integers(0, 256, (64, 64, 3), np.uint8))
+    )
     (broken / "text.jpg").write_text("this is a text file pretending to be a JPEG\n")
     (broken / "empty.jpg").write_bytes(b"")
     (broken / "transparent.png").write_bytes(transparent_png())

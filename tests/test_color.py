@@ -34,8 +34,9 @@ def test_perceptual_spaces_put_white_at_lightness_100(space):
 
 def test_lab_of_primary_red_matches_reference():
     # CIELAB D65 of sRGB red, as published by Bruce Lindbloom's calculator.
-    np.testing.assert_allclose(rgb_to_lab(np.array([[255, 0, 0]], np.uint8))[0],
-                               [53.24, 80.09, 67.20], atol=0.02)
+    np.testing.assert_allclose(
+        rgb_to_lab(np.array([[255, 0, 0]], np.uint8))[0], [53.24, 80.09, 67.20], atol=0.02
+    )
 
 
 def test_out_of_gamut_coordinates_are_clipped():
@@ -62,5 +63,5 @@ def test_pack_and_unpack_are_inverse(random_rgb):
 
 
 def test_unknown_space_is_refused():
-    with pytest.raises(ValueError, match="`color_space` must be one of .* got 'hsv'"):
+    with pytest.raises(ValueError, match=r"`color_space` must be one of .* got 'hsv'"):
         rgb_to_space(np.zeros((1, 3), np.uint8), "hsv")

@@ -96,8 +96,10 @@ def test_exif_orientation_is_applied(orientation):
 
 
 def test_large_image_is_resized_to_budget_keeping_aspect():
-    sample = decode(encode(blocks([(255, 0, 0), (0, 0, 255)], [0.5, 0.5], size=(600, 900)), "PNG"),
-                    max_pixels=40_000)
+    sample = decode(
+        encode(blocks([(255, 0, 0), (0, 0, 255)], [0.5, 0.5], size=(600, 900)), "PNG"),
+        max_pixels=40_000,
+    )
     h, w = sample.rgb.shape[:2]
     assert h * w <= 40_000
     assert h * w >= 0.98 * 40_000
@@ -137,8 +139,10 @@ def test_resize_does_not_bleed_transparent_colour_into_edges():
     [
         (b"", "empty file"),
         (b"hello, this is text and not an image at all", "not a recognised image"),
-        (truncated_jpeg(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)),
-         "truncated or corrupt JPEG"),
+        (
+            truncated_jpeg(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)),
+            "truncated or corrupt JPEG",
+        ),
     ],
 )
 def test_undecodable_input_raises_clear_error(data, message):

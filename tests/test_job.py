@@ -27,7 +27,9 @@ def n_inputs(corpus):
 @pytest.fixture(scope="module")
 def dataset(corpus, client2, tmp_path_factory):
     out = tmp_path_factory.mktemp("job") / "out"
-    report = run_job(JobSpec(input=[str(corpus)], output=str(out), partition_size=4), client=client2)
+    report = run_job(
+        JobSpec(input=[str(corpus)], output=str(out), partition_size=4), client=client2
+    )
     return out, report
 
 
@@ -56,8 +58,11 @@ def test_broken_files_become_error_rows_with_clear_messages(dataset):
 
 def test_tables_have_their_declared_schemas(dataset):
     out, _ = dataset
-    for name, schema in [("images", IMAGES_SCHEMA), ("palettes", PALETTES_SCHEMA),
-                         ("assignments", ASSIGNMENTS_SCHEMA)]:
+    for name, schema in [
+        ("images", IMAGES_SCHEMA),
+        ("palettes", PALETTES_SCHEMA),
+        ("assignments", ASSIGNMENTS_SCHEMA),
+    ]:
         assert pads.dataset(out / name, format="parquet").schema.equals(schema), name
 
 
@@ -72,8 +77,9 @@ def test_palettes_agree_with_images_and_assignments(dataset):
     assert (per_image["pixel_count"].sum() == ok["n_pixels"].reindex(per_image.size().index)).all()
     assert (per_image.size() <= 5).all()
     assert not palettes.duplicated(["image_id", "hex"]).any()
-    assert (palettes["hex"] == palettes.apply(
-        lambda r: f"#{r.r:02x}{r.g:02x}{r.b:02x}", axis=1)).all()
+    assert (
+        palettes["hex"] == palettes.apply(lambda r: f"#{r.r:02x}{r.g:02x}{r.b:02x}", axis=1)
+    ).all()
     for row in assignments.itertuples():
         labels = np.asarray(row.labels, dtype=np.uint8)
         assert len(labels) == row.sample_width * row.sample_height
@@ -111,20 +117,24 @@ def test_no_temporary_file_is_left_behind(dataset):
     assert leftovers == []
 
 
-@pytest.mark.parametrize(("which", "partition_size"), [("client1", 1), ("client2", 7),
-                                                        ("client1", 7), ("client2", 1)])
+@pytest.mark.parametrize(
+    ("which", "partition_size"), [("client1", 1), ("client2", 7), ("client1", 7), ("client2", 1)]
+)
 def test_results_do_not_depend_on_workers_or_partitions(
     which, partition_size, corpus, dataset, tmp_path, request
 ):
     client = request.getfixturevalue(which)
     out = tmp_path / "out"
-    run_job(JobSpec(input=[str(corpus)], output=str(out), partition_size=partition_size),
-            client=client)
+    run_job(
+        JobSpec(input=[str(corpus)], output=str(out), partition_size=partition_size), client=client
+    )
     reference, _ = dataset
     assert_same_dataset(out, reference)
     # Bit-identical, not merely close: compare the raw colour and share columns.
     a, b = read_table(out, "palettes"), read_table(reference, "palettes")
-    assert a.column("proportion").to_numpy().tobytes() == b.column("proportion").to_numpy().tobytes()
+    assert (
+        a.column("proportion").to_numpy().tobytes() == b.column("proportion").to_numpy().tobytes()
+    )
 
 
 def test_small_waves_cover_every_image_once(corpus, client2, tmp_path, n_inputs):
@@ -144,8 +154,9 @@ def test_small_waves_cover_every_image_once(corpus, client2, tmp_path, n_inputs)
 def test_dask_ml_engine_runs_in_the_job(sample_dir, client2, tmp_path):
     out = tmp_path / "out"
     inputs = [str(sample_dir / "coffee.jpg"), str(sample_dir / "rocket.jpg")]
-    run_job(JobSpec(input=inputs, output=str(out), engine="dask-ml", partition_size=1),
-            client=client2)
+    run_job(
+        JobSpec(input=inputs, output=str(out), engine="dask-ml", partition_size=1), client=client2
+    )
     images = read_table(out, "images").to_pandas()
     assert (images["status"] == "ok").all() and (images["engine"] == "dask-ml").all()
     assert len(read_table(out, "palettes")) == 10
@@ -156,8 +167,10 @@ def test_existing_dataset_is_kept_unless_overwrite(corpus, client2, tmp_path):
     run_job(JobSpec(input=[str(corpus)], output=str(out), partition_size=1), client=client2)
     with pytest.raises(FileExistsError, match="already holds a dataset; pass --overwrite"):
         run_job(JobSpec(input=[str(corpus)], output=str(out)), client=client2)
-    run_job(JobSpec(input=[str(corpus)], output=str(out), partition_size=50, overwrite=True),
-            client=client2)
+    run_job(
+        JobSpec(input=[str(corpus)], output=str(out), partition_size=50, overwrite=True),
+        client=client2,
+    )
     # The old one-image partitions are gone, not mixed in.
     assert [p.name for p in (out / "images").iterdir()] == [part_name(0)]
 

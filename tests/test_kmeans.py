@@ -60,8 +60,9 @@ def test_integer_data_does_not_truncate_centres():
 def test_empty_cluster_is_dropped_not_made_black():
     # Only two distinct colours, asked for three clusters: one must end up empty.
     points = np.repeat(np.array([[250, 250, 250], [200, 10, 10]], np.float32), 50, axis=0)
-    raw = DaskMLKMeans(n_clusters=3, init=np.array([[250, 250, 250], [200, 10, 10],
-                                                    [250, 250, 250]], np.float32))
+    raw = DaskMLKMeans(
+        n_clusters=3, init=np.array([[250, 250, 250], [200, 10, 10], [250, 250, 250]], np.float32)
+    )
     raw.fit(as_dask(points, chunk=25))
     assert [0, 0, 0] in raw.cluster_centers_.tolist()  # the defect: a fake black centre
     model = DaskKMeans(3, random_state=0).fit(as_dask(points, chunk=25))
@@ -86,8 +87,9 @@ def test_start_does_not_depend_on_the_first_row():
     outlier_last = np.concatenate([points, [[255, 255, 0]]]).astype(np.float32)
     first = DaskKMeans(4, random_state=0).fit(as_dask(outlier_first))
     last = DaskKMeans(4, random_state=0).fit(as_dask(outlier_last))
-    np.testing.assert_allclose(np.sort(first.cluster_centers_, axis=0),
-                               np.sort(last.cluster_centers_, axis=0), atol=0.5)
+    np.testing.assert_allclose(
+        np.sort(first.cluster_centers_, axis=0), np.sort(last.cluster_centers_, axis=0), atol=0.5
+    )
 
 
 def test_same_seed_same_chunks_give_identical_centres():
@@ -117,5 +119,7 @@ def test_weighted_kmeans_equals_kmeans_on_repeated_points():
 
 
 def test_too_few_points_is_refused():
-    with pytest.raises(ValueError, match="`n_clusters` \\(5\\) must not exceed the number of points"):
+    with pytest.raises(
+        ValueError, match="`n_clusters` \\(5\\) must not exceed the number of points"
+    ):
         DaskKMeans(5).fit(as_dask(np.zeros((3, 3), np.float32)))

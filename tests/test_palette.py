@@ -93,9 +93,9 @@ def test_path_bytes_and_pixels_give_the_same_palette(tmp_path):
 
 def test_transparent_pixels_are_left_out():
     image = np.zeros((40, 40, 4), np.uint8)
-    image[:, :10] = (200, 30, 30, 255)      # opaque red
-    image[:, 10:20] = (30, 30, 200, 150)    # semi-transparent blue, above the threshold
-    image[:, 20:] = (0, 255, 0, 40)         # nearly invisible green
+    image[:, :10] = (200, 30, 30, 255)  # opaque red
+    image[:, 10:20] = (30, 30, 200, 150)  # semi-transparent blue, above the threshold
+    image[:, 20:] = (0, 255, 0, 40)  # nearly invisible green
     palette = extract_palette(image, k=5)
     assert palette.hex == ["#1e1ec8", "#c81e1e"] or palette.hex == ["#c81e1e", "#1e1ec8"]
     assert palette.counts.sum() == 800

@@ -24,16 +24,19 @@ def sample_palettes(sample_dir):
         for path in paths:
             ours = extract_palette(str(path), k=5)
             dask_ml = extract_palette(str(path), k=5, engine="dask-ml")
-            rows.append((path.name, ours.mse_rgb, dask_ml.mse_rgb,
-                         reference_mse(ours.sample.rgb, 5)))
+            rows.append(
+                (path.name, ours.mse_rgb, dask_ml.mse_rgb, reference_mse(ours.sample.rgb, 5))
+            )
     return rows
 
 
 def test_default_engine_is_within_2_percent_of_scikit_learn_n_init_10(sample_palettes):
     ours = np.mean([r[1] for r in sample_palettes])
     reference = np.mean([r[3] for r in sample_palettes])
-    print(f"\nmean mse_rgb: ours {ours:.2f}, scikit-learn n_init=10 {reference:.2f}, "
-          f"ratio {ours / reference:.4f}")
+    print(
+        f"\nmean mse_rgb: ours {ours:.2f}, scikit-learn n_init=10 {reference:.2f}, "
+        f"ratio {ours / reference:.4f}"
+    )
     assert ours <= 1.02 * reference
 
 

@@ -36,8 +36,12 @@ def test_folder_is_walked_recursively_in_sorted_order(tree):
 
 def test_glob_keeps_image_files(tree):
     assert list(iter_uris([str(tree / "**" / "*.*")])) == sorted(
-        [str(tree / "a.JPG"), str(tree / "b.png"), str(tree / "sub/c.webp"),
-         str(tree / "sub/deeper/d.tiff")]
+        [
+            str(tree / "a.JPG"),
+            str(tree / "b.png"),
+            str(tree / "sub/c.webp"),
+            str(tree / "sub/deeper/d.tiff"),
+        ]
     )
 
 
@@ -57,7 +61,10 @@ def test_text_manifest_resolves_relative_paths_and_skips_comments(tree):
     manifest = tree / "list.txt"
     manifest.write_text("# images\nb.png\n\nsub/c.webp\n/elsewhere/missing.jpg\nmemory://x/y.png\n")
     assert list(iter_uris([str(manifest)])) == [
-        str(tree / "b.png"), str(tree / "sub/c.webp"), "/elsewhere/missing.jpg", "memory://x/y.png"
+        str(tree / "b.png"),
+        str(tree / "sub/c.webp"),
+        "/elsewhere/missing.jpg",
+        "memory://x/y.png",
     ]
 
 
@@ -96,7 +103,7 @@ def test_memory_urls_are_listed_and_read():
 
 
 def test_missing_input_fails_before_anything_runs(tmp_path):
-    with pytest.raises(FileNotFoundError, match="input .*nope.* does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"input .*nope.* does not exist"):
         check_inputs([str(tmp_path / "nope")])
     with pytest.raises(ValueError, match="no input given"):
         check_inputs([])

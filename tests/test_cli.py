@@ -1,0 +1,152 @@
+"""The command line, driven as a user types it."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from jobtools import read_table
+
+from palette_dask import __version__
+from palette_dask.cli import main
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def palette_dask(*args, cwd=None, timeout=300):
+    return subprocess.run(
+        [str(BIN / "palette-dask"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def test_every_command_has_help_with_an_example_and_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    runner = CliRunner()
+    top = runner.invoke(main, ["--help"])
+    assert top.exit_code == 0
+    assert main.commands
+    for name, command in main.commands.items():
+        result = runner.invoke(main, [name, "-h"])
+        assert result.exit_code == 0, name
+        assert "Example" in result.output, name
+        for option in command.params:
+            if option.param_type_name == "option" and option.name not in ("help",):
+                assert option.help, f"{name} {option.name} has no help text"
+        assert f"palette-dask {name}" in readme, f"README does not show `palette-dask {name}`"
+
+
+def test_version():
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_run_spec_with_overrides_end_to_end(sample_dir, tmp_path):
+    spec = tmp_path / "job.toml"
+    spec.write_text(f'input = ["{sample_dir}"]\noutput = "{tmp_path / "ignored"}"\nk = 3\n')
+    out = tmp_path / "out"
+    result = palette_dask(
+        "run",
+        spec,
+        "--output",
+        out,
+        "-k",
+        4,
+        "--color-space",
+        "oklab",
+        "--workers",
+        1,
+        "--partition-size",
+        3,
+        "--no-progress",
+    )
+    assert result.returncode == 0, result.stderr
+    n = len(list(sample_dir.iterdir()))
+    assert f"{n} images ({n} ok, 0 failed)" in result.stdout
+    assert "starting an embedded Dask cluster with 1 worker process(es)" in result.stderr
+    assert "Dask dashboard: http" in result.stderr
+    images = read_table(out, "images").to_pandas()
+    assert (images["k"] == 4).all() and (images["color_space"] == "oklab").all()
+    assert not (tmp_path / "ignored").exists()
+    assert json.loads((out / "_job.json").read_text())["spec"]["workers"] == 1
+
+    listing = palette_dask("palettes", out)
+    assert listing.returncode == 0
+    lines = listing.stdout.strip().splitlines()
+    assert len(lines) == n
+    assert all(len(re.findall(r"#[0-9a-f]{6}", line)) == 4 for line in lines)
+
+
+def test_sample_job_spec_is_valid():
+    from palette_dask import JobSpec
+
+    spec = JobSpec.from_toml(ROOT / "jobs" / "sample.toml")
+    assert spec.input == ("data/samples",) and spec.k == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-k", "0"], "`k` must be between 1 and 254, got 0"),
+        (["--partition-size", "0"], "`partition_size` must be at least 1, got 0"),
+        (["-i", "/no/such/folder"], "input '/no/such/folder' does not exist"),
+    ],
+)
+def test_bad_arguments_fail_cleanly(args, message, tmp_path, sample_dir):
+    base = ["run", "-i", str(sample_dir), "-o", str(tmp_path / "out")]
+    result = CliRunner().invoke(main, base + args)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_run_without_input_explains_what_is_missing(tmp_path):
+    result = CliRunner().invoke(main, ["run", "-o", str(tmp_path)])
+    assert result.exit_code == 1 and "needs input" in result.output
+
+
+def test_unknown_spec_key_is_named(tmp_path):
+    spec = tmp_path / "job.toml"
+    spec.write_text('input = ["x"]\noutput = "y"\ncolour_space = "lab"\n')
+    result = CliRunner().invoke(main, ["run", str(spec)])
+    assert result.exit_code == 1 and "unknown key(s) colour_space" in result.output
+
+
+def test_show_prints_the_palette(sample_dir):
+    result = palette_dask("show", sample_dir / "coffee.jpg", "-k", 5)
+    assert result.returncode == 0, result.stderr
+    shares = [float(s) for s in re.findall(r"(\d+\.\d)%", result.stdout)]
+    assert len(re.findall(r"#[0-9a-f]{6}", result.stdout)) == 5
+    assert sum(shares) == pytest.approx(100, abs=0.3) and shares == sorted(shares, reverse=True)
+
+
+def test_show_json_matches_the_library(sample_dir):
+    from palette_dask import extract_palette
+
+    result = CliRunner().invoke(
+        main, ["show", str(sample_dir / "rocket.jpg"), "--json", "--color-space", "lab", "-k", "6"]
+    )
+    assert result.exit_code == 0
+    shown = json.loads(result.output)
+    expected = extract_palette(str(sample_dir / "rocket.jpg"), color_space="lab", k=6)
+    assert [c["hex"] for c in shown["colors"]] == expected.hex
+
+
+def test_show_of_a_broken_file_is_a_clean_error(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    result = CliRunner().invoke(main, ["show", str(bad)])
+    assert result.exit_code == 1 and "not a recognised image file" in result.output
+
+
+def test_samples_writes_the_photographs(tmp_path):
+    result = CliRunner().invoke(main, ["samples", str(tmp_path / "s")])
+    assert result.exit_code == 0
+    assert len(list((tmp_path / "s").iterdir())) >= 9
