@@ -66,8 +66,8 @@ def rgb_to_oklab(rgb: np.ndarray) -> np.ndarray:
 
     Examples
     --------
-    >>> rgb_to_oklab(np.array([[255, 255, 255]], dtype=np.uint8)).round(2)
-    array([[100.,   0.,  -0.]], dtype=float32)
+    >>> rgb_to_oklab(np.array([[255, 255, 255]], dtype=np.uint8)).round(2) + 0.0  # no -0.0
+    array([[100.,   0.,   0.]], dtype=float32)
     """
     linear = _srgb_to_linear(np.asarray(rgb, dtype=np.float64) / 255.0)
     lms = np.cbrt(linear @ _OKLAB_M1.T)

@@ -65,7 +65,7 @@ def sample_shape(width: int, height: int, max_pixels: int) -> tuple[int, int]:
     Examples
     --------
     >>> sample_shape(4000, 3000, 40_000)
-    (173, 230)
+    (173, 231)
     >>> sample_shape(100, 50, 40_000)
     (50, 100)
     """

@@ -57,8 +57,8 @@ def weighted_kmeans(
     --------
     >>> pts = np.array([[0, 0, 0], [1, 1, 1], [250, 250, 250]], dtype=np.float32)
     >>> centers, labels = weighted_kmeans(pts, np.array([1, 1, 2]), k=2, random_state=0)
-    >>> sorted(map(tuple, centers.round()))
-    [(0.0, 0.0, 0.0), (250.0, 250.0, 250.0)]
+    >>> sorted(centers.round().tolist())
+    [[0.0, 0.0, 0.0], [250.0, 250.0, 250.0]]
     """
     model = KMeans(
         n_clusters=k, n_init=SKLEARN_N_INIT, random_state=random_state, algorithm="lloyd"
