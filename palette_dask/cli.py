@@ -177,7 +177,7 @@ def show(image, as_json, **options):
     for hex_code, rgb, share in zip(
         palette.hex, palette.colors.tolist(), palette.proportions, strict=True
     ):
-        click.echo(f"  {click.style('      ', bg=tuple(rgb))} {hex_code}  {share:6.1%}")
+        click.echo(f"  {_swatch(rgb, 6)}{hex_code}  {share:6.1%}")
 
 
 @main.command(context_settings=CONTEXT)
@@ -190,24 +190,41 @@ def palettes(dataset, limit):
     Example:
       palette-dask palettes out/sample --limit 10
     """
+    import pyarrow.compute as pc
+
     from .dataset import open_dataset
 
     ds = open_dataset(dataset)
-    images = ds.images.sort_values("uri")
+    images = ds.arrow_dataset("images").to_table(columns=["image_id", "uri", "status", "error"])
+    images = images.sort_by("uri")
     if limit:
-        images = images.head(limit)
-    by_image = {key: rows for key, rows in ds.palettes.sort_values("rank").groupby("image_id")}
-    for row in images.itertuples():
-        name = os.path.basename(row.uri)
-        if row.status != "ok":
-            click.echo(f"{name}  error: {row.error}")
+        images = images.slice(0, limit)
+    wanted = images.column("image_id")
+    colors = (
+        ds.arrow_dataset("palettes")
+        .to_table(filter=pc.field("image_id").isin(wanted))
+        .sort_by([("image_id", "ascending"), ("rank", "ascending")])
+        .to_pandas()
+    )
+    by_image = dict(tuple(colors.groupby("image_id")))
+    names = [os.path.basename(uri) for uri in images.column("uri").to_pylist()]
+    width = max(map(len, names), default=0)
+    for name, row in zip(names, images.to_pylist(), strict=True):
+        if row["status"] != "ok":
+            click.echo(f"{name:<{width}}  error: {row['error']}")
             continue
-        rows = by_image[row.image_id]
         swatches = "  ".join(
-            f"{click.style('  ', bg=(int(r.r), int(r.g), int(r.b)))} {r.hex} {r.proportion:5.1%}"
-            for r in rows.itertuples()
+            f"{_swatch((r.r, r.g, r.b), 2)}{r.hex} {r.proportion:5.1%}"
+            for r in by_image[row["image_id"]].itertuples()
         )
-        click.echo(f"{name}  {swatches}")
+        click.echo(f"{name:<{width}}  {swatches}")
+
+
+def _swatch(rgb, width: int) -> str:
+    """A block of colour on a terminal; nothing when the output is piped or redirected."""
+    if not click.get_text_stream("stdout").isatty():
+        return ""
+    return click.style(" " * width, bg=tuple(int(c) for c in rgb)) + " "
 
 
 @main.command(context_settings=CONTEXT)

@@ -29,7 +29,14 @@ _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 
 
 class ImageError(ValueError):
-    """An input that cannot be turned into a sample; its message ends up in the ``error`` column."""
+    """An input that cannot be turned into a palette; its message ends up in the ``error`` column.
+
+    ``format`` is the encoded format when it was recognised before the failure.
+    """
+
+    def __init__(self, message: str, *, format: str | None = None):
+        super().__init__(message)
+        self.format = format
 
 
 @dataclass(frozen=True)
@@ -126,13 +133,15 @@ def decode_sample(data: bytes, *, max_pixels: int, max_image_pixels: int) -> Sam
         fmt = opened.format or "unknown"
         if fmt not in IMAGE_FORMATS:
             raise ImageError(
-                f"unsupported image format {fmt}; supported: {', '.join(IMAGE_FORMATS)}"
+                f"unsupported image format {fmt}; supported: {', '.join(IMAGE_FORMATS)}",
+                format=fmt,
             )
         width, height = opened.size
         if width * height > max_image_pixels:
             raise ImageError(
                 f"image declares {width}x{height} = {width * height:,} pixels, "
-                f"over max_image_pixels={max_image_pixels:,}"
+                f"over max_image_pixels={max_image_pixels:,}",
+                format=fmt,
             )
         if opened.getexif().get(0x0112) in _TRANSPOSING_ORIENTATIONS:
             width, height = height, width
@@ -143,7 +152,7 @@ def decode_sample(data: bytes, *, max_pixels: int, max_image_pixels: int) -> Sam
             else:
                 rgb, alpha = _decode_with_imageio(data, opened.mode, opened.info)
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise ImageError(f"truncated or corrupt {fmt} data: {exc}") from None
+            raise ImageError(f"truncated or corrupt {fmt} data: {exc}", format=fmt) from None
     rgb, alpha = _resize_premultiplied(rgb, alpha, target)
     return Sample(rgb=rgb, alpha=alpha, format=fmt, width=width, height=height)
 

@@ -216,7 +216,8 @@ def palette_from_sample(
     pixels = rgb if opaque is None else rgb[opaque]
     if len(pixels) == 0:
         raise ImageError(
-            f"no opaque pixels: every pixel has alpha below alpha_threshold={alpha_threshold}"
+            f"no opaque pixels: every pixel has alpha below alpha_threshold={alpha_threshold}",
+            format=sample.format,
         )
 
     keys, inverse, key_counts = np.unique(pack_rgb(pixels), return_inverse=True, return_counts=True)

@@ -108,7 +108,11 @@ def process_partition(items: list[tuple[int, str]], spec: JobSpec) -> list[dict]
                 palette = image_palette(uri, spec)
             except Exception as exc:  # one bad image is data, not a failed job
                 builder.add(
-                    image_id(uri), uri, error=describe_failure(exc), elapsed_ms=_ms_since(t0)
+                    image_id(uri),
+                    uri,
+                    error=describe_failure(exc),
+                    format=getattr(exc, "format", None),
+                    elapsed_ms=_ms_since(t0),
                 )
             else:
                 builder.add(image_id(uri), uri, palette=palette, elapsed_ms=_ms_since(t0))

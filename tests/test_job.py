@@ -50,6 +50,10 @@ def test_broken_files_become_error_rows_with_clear_messages(dataset):
     for name, message in BAD_INPUTS.items():
         assert message in failed.loc[name, "error"], failed.loc[name, "error"]
     assert failed["n_pixels"].isna().all() and failed["mse_rgb"].isna().all()
+    # The format is kept when it was recognised before the failure.
+    assert failed.loc["truncated.jpg", "format"] == "JPEG"
+    assert failed.loc["transparent.png", "format"] == "PNG"
+    assert pd.isna(failed.loc["text.jpg", "format"])
     ok = images[images["status"] == "ok"]
     assert ok["error"].isna().all()
     assert (ok["sample_width"] * ok["sample_height"] <= 40_000).all()
@@ -180,3 +184,25 @@ def test_non_dataset_folder_is_refused(corpus, tmp_path):
     with pytest.raises(FileExistsError, match="not a palette-dask dataset"):
         run_job(JobSpec(input=[str(corpus)], output=str(tmp_path), overwrite=True))
     assert (tmp_path / "thesis.tex").read_text() == "precious"
+
+
+def test_waves_are_drawn_lazily_and_stay_bounded(corpus, client2, tmp_path, n_inputs):
+    from palette_dask.pipeline import iter_waves, prepare_output, run_waves
+
+    spec = JobSpec(input=[str(corpus)], output=str(tmp_path / "out"), partition_size=1, wave_size=4)
+    prepare_output(spec)
+    wave_images = spec.partitions_per_wave * spec.partition_size
+    drawn = []
+
+    def watched_waves():
+        for wave in iter_waves(spec):
+            drawn.append(len(wave))
+            yield wave
+
+    done = 0
+    for summary in run_waves(client2, spec, watched_waves(), progress=False):
+        done += summary["images"]
+        # Never more than two waves of images submitted but unfinished.
+        assert sum(drawn) - done <= 2 * wave_images
+    assert done == sum(drawn) == n_inputs
+    assert len(drawn) == -(-n_inputs // wave_images)
