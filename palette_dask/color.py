@@ -47,8 +47,19 @@ def _linear_to_srgb(c: np.ndarray) -> np.ndarray:
     return np.where(c <= 0.0031308, 12.92 * c, 1.055 * c ** (1 / 2.4) - 0.055)
 
 
+def round_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Round and clip values on the 0–255 scale to ``uint8``.
+
+    Examples
+    --------
+    >>> round_to_uint8(np.array([-3.0, 127.5, 128.4, 300.0]))
+    array([  0, 128, 128, 255], dtype=uint8)
+    """
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
 def _to_uint8(unit_rgb: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(unit_rgb * 255.0), 0, 255).astype(np.uint8)
+    return round_to_uint8(unit_rgb * 255.0)
 
 
 def rgb_to_oklab(rgb: np.ndarray) -> np.ndarray:
@@ -128,14 +139,7 @@ def rgb_to_space(rgb: np.ndarray, color_space: str) -> np.ndarray:
     >>> rgb_to_space(np.array([[0, 128, 255]], dtype=np.uint8), "rgb")
     array([[  0., 128., 255.]], dtype=float32)
     """
-    if color_space == "rgb":
-        return np.asarray(rgb, dtype=np.float32)
-    elif color_space == "lab":
-        return rgb_to_lab(rgb)
-    elif color_space == "oklab":
-        return rgb_to_oklab(rgb)
-    else:
-        raise ValueError(f"`color_space` must be one of {COLOR_SPACES}, got {color_space!r}")
+    return _converters(color_space)[0](rgb)
 
 
 def space_to_rgb(coords: np.ndarray, color_space: str) -> np.ndarray:
@@ -146,12 +150,21 @@ def space_to_rgb(coords: np.ndarray, color_space: str) -> np.ndarray:
     >>> space_to_rgb(np.array([[0.4, 127.6, 300.0]]), "rgb")
     array([[  0, 128, 255]], dtype=uint8)
     """
+    return _converters(color_space)[1](coords)
+
+
+def _rgb_identity(rgb: np.ndarray) -> np.ndarray:
+    return np.asarray(rgb, dtype=np.float32)
+
+
+def _converters(color_space: str):
+    """(to space, back to 8-bit sRGB) functions of a clustering space."""
     if color_space == "rgb":
-        return np.clip(np.rint(coords), 0, 255).astype(np.uint8)
+        return _rgb_identity, round_to_uint8
     elif color_space == "lab":
-        return lab_to_rgb(coords)
+        return rgb_to_lab, lab_to_rgb
     elif color_space == "oklab":
-        return oklab_to_rgb(coords)
+        return rgb_to_oklab, oklab_to_rgb
     else:
         raise ValueError(f"`color_space` must be one of {COLOR_SPACES}, got {color_space!r}")
 

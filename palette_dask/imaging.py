@@ -21,6 +21,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from skimage.transform import resize
 
+from .color import round_to_uint8
+
 # Pillow format names we decode; MPO is the multi-picture JPEG many cameras write.
 IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "TIFF", "BMP")
 _JPEG_FORMATS = ("JPEG", "MPO")
@@ -202,18 +204,14 @@ def _resize_premultiplied(rgb: np.ndarray, alpha: np.ndarray | None, target: tup
         scaled = resize(
             rgb.astype(np.float32), target, order=1, anti_aliasing=True, preserve_range=True
         )
-        return _round_uint8(scaled), None
+        return round_to_uint8(scaled), None
     weight = alpha.astype(np.float32)[..., None] / 255.0
     stacked = np.concatenate([rgb.astype(np.float32) * weight, weight * 255.0], axis=2)
     scaled = resize(stacked, target, order=1, anti_aliasing=True, preserve_range=True)
     new_alpha = scaled[..., 3:]
     with np.errstate(divide="ignore", invalid="ignore"):
         color = np.where(new_alpha > 0, scaled[..., :3] * 255.0 / new_alpha, 0.0)
-    return _round_uint8(color), _round_uint8(new_alpha[..., 0])
-
-
-def _round_uint8(values: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    return round_to_uint8(color), round_to_uint8(new_alpha[..., 0])
 
 
 def array_to_sample(pixels: np.ndarray, *, max_pixels: int) -> Sample:

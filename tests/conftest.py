@@ -17,26 +17,23 @@ def sample_dir(tmp_path_factory):
     return folder
 
 
-def _client(n_workers):
+def _cluster_client(n_workers):
     cluster = LocalCluster(
         n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
     )
-    return cluster, Client(cluster)
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
 
 
 @pytest.fixture(scope="session")
 def client1():
     """A real one-worker process cluster."""
-    cluster, client = _client(1)
-    yield client
-    client.close()
-    cluster.close()
+    yield from _cluster_client(1)
 
 
 @pytest.fixture(scope="session")
 def client2():
     """A real two-worker process cluster."""
-    cluster, client = _client(2)
-    yield client
-    client.close()
-    cluster.close()
+    yield from _cluster_client(2)

@@ -112,11 +112,25 @@ def test_run_without_input_explains_what_is_missing(tmp_path):
     assert result.exit_code == 1 and "needs input" in result.output
 
 
-def test_unknown_spec_key_is_named(tmp_path):
-    spec = tmp_path / "job.toml"
-    spec.write_text('input = ["x"]\noutput = "y"\ncolour_space = "lab"\n')
-    result = CliRunner().invoke(main, ["run", str(spec)])
-    assert result.exit_code == 1 and "unknown key(s) colour_space" in result.output
+@pytest.mark.parametrize(
+    ("filename", "content", "command", "message"),
+    [
+        (
+            "job.toml",
+            'input = ["x"]\noutput = "y"\ncolour_space = "lab"\n',
+            "run",
+            "unknown key(s) colour_space",
+        ),
+        ("job.toml", "input = [unclosed\n", "run", "is not valid TOML"),
+        ("bad.jpg", "not an image", "show", "not a recognised image file"),
+    ],
+)
+def test_bad_file_argument_fails_cleanly(filename, content, command, message, tmp_path):
+    path = tmp_path / filename
+    path.write_text(content)
+    result = CliRunner().invoke(main, [command, str(path)])
+    assert result.exit_code == 1 and message in result.output
+    assert "Traceback" not in result.output
 
 
 def test_show_prints_the_palette(sample_dir):
@@ -137,13 +151,6 @@ def test_show_json_matches_the_library(sample_dir):
     shown = json.loads(result.output)
     expected = extract_palette(str(sample_dir / "rocket.jpg"), color_space="lab", k=6)
     assert [c["hex"] for c in shown["colors"]] == expected.hex
-
-
-def test_show_of_a_broken_file_is_a_clean_error(tmp_path):
-    bad = tmp_path / "bad.jpg"
-    bad.write_text("not an image")
-    result = CliRunner().invoke(main, ["show", str(bad)])
-    assert result.exit_code == 1 and "not a recognised image file" in result.output
 
 
 def test_samples_writes_the_photographs(tmp_path):
