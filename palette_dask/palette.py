@@ -137,7 +137,7 @@ def extract_palette(
     >>> extract_palette(img, k=5)
     Palette(#000000 70.0%, #ff0000 30.0%)
     """
-    check_palette_options(
+    options = PaletteOptions(
         k=k,
         color_space=color_space,
         engine=engine,
@@ -146,62 +146,64 @@ def extract_palette(
         random_state=random_state,
         max_image_pixels=max_image_pixels,
     )
-    if isinstance(image, np.ndarray):
-        sample = array_to_sample(image, max_pixels=max_pixels)
-    elif isinstance(image, (bytes, bytearray, memoryview)):
-        sample = decode_sample(
-            bytes(image), max_pixels=max_pixels, max_image_pixels=max_image_pixels
-        )
-    elif isinstance(image, (str, os.PathLike)):
-        sample = decode_sample(
-            read_bytes(os.fspath(image)), max_pixels=max_pixels, max_image_pixels=max_image_pixels
-        )
-    else:
-        raise TypeError(
-            f"`image` must be a path, URL, bytes or ndarray, got {type(image).__name__}"
-        )
+    sample = load_sample(image, options)
     with threadpool_limits(1):
-        return palette_from_sample(
-            sample,
-            k=k,
-            color_space=color_space,
-            engine=engine,
-            alpha_threshold=alpha_threshold,
-            random_state=random_state,
+        return palette_from_sample(sample, options)
+
+
+@dataclass(frozen=True)
+class PaletteOptions:
+    """How one image becomes a palette; validated on creation.
+
+    The fields are those of :func:`extract_palette`; a job's are in its
+    :class:`~palette_dask.JobSpec`.
+
+    Examples
+    --------
+    >>> PaletteOptions(k=8, color_space="lab").k
+    8
+    >>> PaletteOptions(k=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `k` must be between 1 and 254, got 0
+    """
+
+    k: int = 5
+    color_space: str = "rgb"
+    engine: str = "sklearn"
+    max_pixels: int = 40_000
+    alpha_threshold: int = 128
+    random_state: int = 0
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+
+    def __post_init__(self):
+        check_int("k", self.k, 1, MAX_K)
+        if self.color_space not in COLOR_SPACES:
+            raise ValueError(
+                f"`color_space` must be one of {COLOR_SPACES}, got {self.color_space!r}"
+            )
+        if self.engine not in ENGINES:
+            raise ValueError(f"`engine` must be one of {ENGINES}, got {self.engine!r}")
+        check_int("max_pixels", self.max_pixels, 1)
+        check_int("alpha_threshold", self.alpha_threshold, 0, 255)
+        check_int("random_state", self.random_state, 0, 2**32 - 1)
+        check_int("max_image_pixels", self.max_image_pixels, 1)
+
+
+def load_sample(image, options: PaletteOptions) -> Sample:
+    """The resized :class:`Sample` of a path, URL, encoded bytes or pixel array."""
+    if isinstance(image, np.ndarray):
+        return array_to_sample(image, max_pixels=options.max_pixels)
+    if isinstance(image, (str, os.PathLike)):
+        image = read_bytes(os.fspath(image))
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_sample(
+            bytes(image), max_pixels=options.max_pixels, max_image_pixels=options.max_image_pixels
         )
+    raise TypeError(f"`image` must be a path, URL, bytes or ndarray, got {type(image).__name__}")
 
 
-def check_palette_options(
-    *,
-    k: int,
-    color_space: str,
-    engine: str,
-    max_pixels: int,
-    alpha_threshold: int,
-    random_state: int,
-    max_image_pixels: int,
-) -> None:
-    """Validate the clustering options once, at a public entry point."""
-    check_int("k", k, 1, MAX_K)
-    if color_space not in COLOR_SPACES:
-        raise ValueError(f"`color_space` must be one of {COLOR_SPACES}, got {color_space!r}")
-    if engine not in ENGINES:
-        raise ValueError(f"`engine` must be one of {ENGINES}, got {engine!r}")
-    check_int("max_pixels", max_pixels, 1, None)
-    check_int("alpha_threshold", alpha_threshold, 0, 255)
-    check_int("random_state", random_state, 0, 2**32 - 1)
-    check_int("max_image_pixels", max_image_pixels, 1, None)
-
-
-def palette_from_sample(
-    sample: Sample,
-    *,
-    k: int,
-    color_space: str,
-    engine: str,
-    alpha_threshold: int,
-    random_state: int,
-) -> Palette:
+def palette_from_sample(sample: Sample, options: PaletteOptions) -> Palette:
     """Cluster a sample's opaque pixels into a :class:`Palette`; assumes validated options.
 
     The pixels are de-duplicated first. An image with at most ``k`` distinct
@@ -210,6 +212,8 @@ def palette_from_sample(
     palette never repeats a colour, and colours are sorted by share (ties by
     colour value) so the result is fully deterministic.
     """
+    k, color_space, engine = options.k, options.color_space, options.engine
+    alpha_threshold, random_state = options.alpha_threshold, options.random_state
     height, width = sample.shape
     rgb = sample.rgb.reshape(-1, 3)
     opaque = None if sample.alpha is None else sample.alpha.reshape(-1) >= alpha_threshold

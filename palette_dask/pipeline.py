@@ -25,9 +25,9 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from .cluster import job_client
-from .imaging import ImageError, decode_sample
-from .palette import Palette, palette_from_sample
-from .sources import check_inputs, chunked, image_id, iter_uris, read_bytes
+from .imaging import ImageError
+from .palette import load_sample, palette_from_sample
+from .sources import check_inputs, chunked, image_id, iter_uris
 from .spec import JobSpec
 from .tables import JOB_FILE, SCHEMAS, TableBuilder, write_job_file, write_partition
 
@@ -59,21 +59,6 @@ class JobReport:
     elapsed_s: float
 
 
-def image_palette(uri: str, spec: JobSpec) -> Palette:
-    """Read, decode and cluster one image as the job does; raises on failure."""
-    sample = decode_sample(
-        read_bytes(uri), max_pixels=spec.max_pixels, max_image_pixels=spec.max_image_pixels
-    )
-    return palette_from_sample(
-        sample,
-        k=spec.k,
-        color_space=spec.color_space,
-        engine=spec.engine,
-        alpha_threshold=spec.alpha_threshold,
-        random_state=spec.random_state,
-    )
-
-
 def describe_failure(exc: Exception) -> str:
     """The ``error`` column's text for an exception raised by one image."""
     if isinstance(exc, ImageError):
@@ -96,16 +81,15 @@ def process_partition(items: list[tuple[int, str]], spec: JobSpec) -> list[dict]
     """
     partition = items[0][0] // spec.partition_size
     started = time.perf_counter()
-    builder = TableBuilder(
-        k=spec.k, color_space=spec.color_space, engine=spec.engine, random_state=spec.random_state
-    )
+    options = spec.palette_options
+    builder = TableBuilder(options)
     # Single-threaded BLAS/OpenMP: parallelism comes from the workers, and a fixed
     # thread count keeps floating-point results identical everywhere.
     with threadpool_limits(1):
         for _, uri in items:
             t0 = time.perf_counter()
             try:
-                palette = image_palette(uri, spec)
+                palette = palette_from_sample(load_sample(uri, options), options)
             except Exception as exc:  # one bad image is data, not a failed job
                 builder.add(
                     image_id(uri),

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import tomllib
 
 from ._checks import check_int
-from .palette import DEFAULT_MAX_IMAGE_PIXELS, check_palette_options
+from .palette import DEFAULT_MAX_IMAGE_PIXELS, PaletteOptions
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,13 @@ class JobSpec:
         return dataclasses.replace(self, **changes)
 
     @property
+    def palette_options(self) -> PaletteOptions:
+        """The options that turn each image into a palette."""
+        return PaletteOptions(
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(PaletteOptions)}
+        )
+
+    @property
     def partitions_per_wave(self) -> int:
         return -(-self.wave_size // self.partition_size)
 
@@ -127,15 +134,7 @@ def _check_spec(spec: JobSpec) -> None:
         raise ValueError(f"`input` must be one or more non-empty strings, got {spec.input!r}")
     if not isinstance(spec.output, str) or not spec.output:
         raise ValueError(f"`output` must be a non-empty path, got {spec.output!r}")
-    check_palette_options(
-        k=spec.k,
-        color_space=spec.color_space,
-        engine=spec.engine,
-        max_pixels=spec.max_pixels,
-        alpha_threshold=spec.alpha_threshold,
-        random_state=spec.random_state,
-        max_image_pixels=spec.max_image_pixels,
-    )
+    _ = spec.palette_options  # building it validates the clustering options
     check_int("partition_size", spec.partition_size, 1)
     check_int("wave_size", spec.wave_size, 1)
     if spec.workers is not None:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .color import rgb_to_hex
-from .palette import Palette
+from .palette import Palette, PaletteOptions
 from .sources import is_local, local_path
 
 IMAGES_SCHEMA = pa.schema(
@@ -90,16 +90,16 @@ class TableBuilder:
 
     Parameters
     ----------
-    k, color_space, engine, random_state
-        The job's clustering options, repeated on every ``images`` row.
+    options : PaletteOptions
+        The job's options; the clustering ones are repeated on every ``images`` row.
     """
 
-    def __init__(self, *, k: int, color_space: str, engine: str, random_state: int):
+    def __init__(self, options: PaletteOptions):
         self._options = {
-            "k": k,
-            "color_space": color_space,
-            "engine": engine,
-            "random_state": random_state,
+            "k": options.k,
+            "color_space": options.color_space,
+            "engine": options.engine,
+            "random_state": options.random_state,
         }
         self._images = {name: [] for name in IMAGES_SCHEMA.names}
         self._palettes: list[pa.RecordBatch] = []
