@@ -170,23 +170,29 @@ class DaskKMeans:
         )
         model.fit(X)
         centers = np.asarray(model.cluster_centers_, dtype=np.float32)
-        labels, d2 = self._assign(X, centers)
-        counts = np.bincount(labels.compute(), minlength=len(centers))
+        counts, inertia = self._counts_and_inertia(X, centers)
         kept = counts > 0
         self.n_empty_ = int((~kept).sum())
         if self.n_empty_:
-            centers = centers[kept]
-            labels, d2 = self._assign(X, centers)
-            counts = counts[kept]
+            # Points of an empty cluster: none, so dropping it moves no assignment.
+            centers, counts = centers[kept], counts[kept]
         self.cluster_centers_ = centers
-        self.counts_ = counts.astype(np.int64)
-        self.inertia_ = float(d2.sum().compute())
+        self.counts_ = counts
+        self.inertia_ = inertia
         self.n_iter_ = int(model.n_iter_)
         return self
 
     def predict(self, X: da.Array) -> da.Array:
         """Index of the nearest fitted centre for each row of ``X`` (a lazy dask array)."""
         return self._assign(X, self.cluster_centers_)[0]
+
+    @classmethod
+    def _counts_and_inertia(cls, X: da.Array, centers: np.ndarray) -> tuple[np.ndarray, float]:
+        """Points per centre and the sum of squared distances, in one pass over ``X``."""
+        labels, d2 = cls._assign(X, centers)
+        counts = da.bincount(labels, minlength=len(centers))
+        counts, inertia = dask.compute(counts, d2.sum())
+        return counts.astype(np.int64), float(inertia)
 
     @staticmethod
     def _assign(X: da.Array, centers: np.ndarray) -> tuple[da.Array, da.Array]:
