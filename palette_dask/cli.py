@@ -12,6 +12,7 @@ import click
 from . import __version__
 from .color import COLOR_SPACES
 from .kmeans import ENGINES
+from .spec import CORPUS_ASSIGN_SOURCES, MODES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # Errors a user can fix: shown as one clean line with exit status 1, no traceback.
@@ -85,6 +86,24 @@ def _clustering_options(command):
 )
 @click.option("-o", "--output", help="Dataset folder to write.")
 @_clustering_options
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    help="image: each image's own palette; corpus: one shared palette for all images, "
+    "every image described over it; both. [default: image]",
+)
+@click.option("--corpus-k", type=int, help="Colours of the corpus palette (1-254). [default: 16]")
+@click.option(
+    "--sample-per-image",
+    type=int,
+    help="Pixels each image contributes to the corpus fit. [default: 2000]",
+)
+@click.option(
+    "--corpus-assign",
+    type=click.Choice(CORPUS_ASSIGN_SOURCES),
+    help="Corpus assignment reads a cache of resized samples, or decodes images again. "
+    "[default: cache]",
+)
 @click.option("--partition-size", type=int, help="Images per Dask partition. [default: 128]")
 @click.option(
     "--wave-size", type=int, help="Images submitted to the cluster at a time. [default: 32768]"
@@ -115,6 +134,7 @@ def run(spec, inputs, output, progress, **options):
     Example:
       palette-dask run jobs/sample.toml
       palette-dask run -i data/samples -o out/lab -k 8 --color-space lab --workers 2
+      palette-dask run -i data/samples -o out/corpus --mode both --corpus-k 12
     """
     from .pipeline import run_job
     from .spec import JobSpec
@@ -247,7 +267,7 @@ def _log_to_stderr() -> None:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
         )
-        for noisy in ("distributed", "bokeh", "tornado"):
+        for noisy in ("distributed", "bokeh", "tornado", "dask_ml"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -35,7 +35,12 @@ class PaletteDataset:
         self._root = root
 
     def table(self, name: str) -> pa.Table:
-        """One table as a :class:`pyarrow.Table`, with its declared schema."""
+        """One table as a :class:`pyarrow.Table`, with its declared schema.
+
+        ``corpus_palette`` is empty for a dataset made in ``image`` mode.
+        """
+        if name == "corpus_palette" and not self._fs.exists(join(self._root, name)):
+            return SCHEMAS[name].empty_table()
         return self.arrow_dataset(name).to_table()
 
     def arrow_dataset(self, name: str) -> pads.Dataset:
@@ -61,6 +66,10 @@ class PaletteDataset:
     @property
     def assignments(self) -> pd.DataFrame:
         return self.to_pandas("assignments")
+
+    @property
+    def corpus_palette(self) -> pd.DataFrame:
+        return self.to_pandas("corpus_palette")
 
     @property
     def job(self) -> dict:

@@ -15,10 +15,13 @@ Two engines:
 
 from __future__ import annotations
 
+import warnings
+
 import dask
 import dask.array as da
 import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
+from sklearn.exceptions import ConvergenceWarning
 
 ENGINES = ("sklearn", "dask-ml")
 
@@ -103,13 +106,17 @@ class DaskKMeans:
     ----------
     n_clusters : int
     random_state : int
-        Seeds the subsample and the k-means++ start.
+        Seeds the subsamples and the k-means++ starts.
     tol : float
         Relative tolerance, as in scikit-learn: iterations stop when the centres
         move by less than ``tol`` times the mean per-feature variance.
     max_iter : int
     init_sample_size : int
-        Points drawn (without replacement) for the k-means++ start.
+        Points drawn (without replacement) for the start.
+    n_init : int
+        With 1, the start is k-means++ on the subsample. Otherwise it is the best
+        of ``n_init`` seeded k-means runs on the subsample (in memory, with
+        scikit-learn), which the distributed iterations then refine on all points.
 
     Attributes
     ----------
@@ -139,8 +146,10 @@ class DaskKMeans:
         tol: float = 1e-4,
         max_iter: int = 300,
         init_sample_size: int = 10_000,
+        n_init: int = 1,
     ):
         self.n_clusters = n_clusters
+        self.n_init = n_init
         self.random_state = random_state
         self.tol = tol
         self.max_iter = max_iter
@@ -160,27 +169,37 @@ class DaskKMeans:
         rng = np.random.default_rng(self.random_state)
         take = np.sort(rng.choice(n_points, min(self.init_sample_size, n_points), replace=False))
         subsample, variances = dask.compute(X[take], X.var(axis=0, dtype=np.float64))
-        init, _ = kmeans_plusplus(subsample, self.n_clusters, random_state=self.random_state)
         model = DaskMLKMeans(
             n_clusters=self.n_clusters,
-            init=init.astype(np.float32),
+            init=self._initial_centers(subsample),
             max_iter=self.max_iter,
+            # dask-ml compares the squared centre shift with `tol` as is; scale it
+            # by the data's variance, as scikit-learn does.
             tol=float(self.tol * np.mean(variances)),
             random_state=self.random_state,
         )
         model.fit(X)
         centers = np.asarray(model.cluster_centers_, dtype=np.float32)
-        counts, inertia = self._counts_and_inertia(X, centers)
+        counts, self.inertia_ = self._counts_and_inertia(X, centers)
         kept = counts > 0
         self.n_empty_ = int((~kept).sum())
-        if self.n_empty_:
-            # Points of an empty cluster: none, so dropping it moves no assignment.
-            centers, counts = centers[kept], counts[kept]
-        self.cluster_centers_ = centers
-        self.counts_ = counts
-        self.inertia_ = inertia
+        # An empty cluster holds no point, so dropping it moves no assignment.
+        self.cluster_centers_ = centers[kept]
+        self.counts_ = counts[kept]
         self.n_iter_ = int(model.n_iter_)
         return self
+
+    def _initial_centers(self, subsample: np.ndarray) -> np.ndarray:
+        """The best of ``n_init`` seeded k-means++ runs on the in-memory subsample."""
+        if self.n_init == 1:
+            init, _ = kmeans_plusplus(subsample, self.n_clusters, random_state=self.random_state)
+        else:
+            model = KMeans(self.n_clusters, n_init=self.n_init, random_state=self.random_state)
+            with warnings.catch_warnings():
+                # Fewer distinct points than clusters: the empty ones are dropped after the fit.
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                init = model.fit(subsample).cluster_centers_
+        return init.astype(np.float32)
 
     def predict(self, X: da.Array) -> da.Array:
         """Index of the nearest fitted centre for each row of ``X`` (a lazy dask array)."""

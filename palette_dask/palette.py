@@ -56,6 +56,9 @@ class Palette:
         the palette colours against the sample, over clustered pixels.
     sample : Sample
         The resized image the palette was computed from.
+    corpus_index : (n,) int16 ndarray or None
+        For an image described over a corpus palette, the corpus colour of
+        each entry; ``None`` for the image's own palette.
     """
 
     colors: np.ndarray
@@ -65,6 +68,7 @@ class Palette:
     color_space: str
     mse_rgb: float
     sample: Sample
+    corpus_index: np.ndarray | None = None
 
     @property
     def hex(self) -> list[str]:
@@ -214,15 +218,7 @@ def palette_from_sample(sample: Sample, options: PaletteOptions) -> Palette:
     """
     k, color_space, engine = options.k, options.color_space, options.engine
     alpha_threshold, random_state = options.alpha_threshold, options.random_state
-    height, width = sample.shape
-    rgb = sample.rgb.reshape(-1, 3)
-    opaque = None if sample.alpha is None else sample.alpha.reshape(-1) >= alpha_threshold
-    pixels = rgb if opaque is None else rgb[opaque]
-    if len(pixels) == 0:
-        raise ImageError(
-            f"no opaque pixels: every pixel has alpha below alpha_threshold={alpha_threshold}",
-            format=sample.format,
-        )
+    pixels, opaque = opaque_pixels(sample, alpha_threshold)
 
     keys, inverse, key_counts = np.unique(pack_rgb(pixels), return_inverse=True, return_counts=True)
     distinct = unpack_rgb(keys)
@@ -254,11 +250,6 @@ def palette_from_sample(sample: Sample, options: PaletteOptions) -> Palette:
     rank_of_color[np.flatnonzero(used)[order]] = np.arange(len(order), dtype=np.uint8)
 
     pixel_ranks = rank_of_color[color_labels[inverse]]
-    labels = np.full(height * width, TRANSPARENT_LABEL, dtype=np.uint8)
-    if opaque is None:
-        labels[:] = pixel_ranks
-    else:
-        labels[opaque] = pixel_ranks
     colors = colors[used][order]
     counts = counts[used][order].astype(np.int64)
     error = colors[pixel_ranks].astype(np.float32) - pixels.astype(np.float32)
@@ -266,8 +257,41 @@ def palette_from_sample(sample: Sample, options: PaletteOptions) -> Palette:
         colors=colors,
         proportions=(counts / counts.sum()).astype(np.float32),
         counts=counts,
-        labels=labels.reshape(height, width),
+        labels=full_labels(pixel_ranks, opaque, sample.shape),
         color_space=color_space,
         mse_rgb=float(np.mean(np.square(error, dtype=np.float64))),
         sample=sample,
     )
+
+
+def opaque_pixels(sample: Sample, alpha_threshold: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The sample's pixels that take part in clustering, and the mask that picked them.
+
+    Returns ``(pixels, opaque)``: ``(n, 3)`` uint8 colours and a flat boolean
+    mask, or ``None`` when the sample has no alpha channel.
+
+    Raises
+    ------
+    ImageError
+        When no pixel reaches ``alpha_threshold``.
+    """
+    rgb = sample.rgb.reshape(-1, 3)
+    if sample.alpha is None:
+        return rgb, None
+    opaque = sample.alpha.reshape(-1) >= alpha_threshold
+    pixels = rgb[opaque]
+    if len(pixels) == 0:
+        raise ImageError(
+            f"no opaque pixels: every pixel has alpha below alpha_threshold={alpha_threshold}",
+            format=sample.format,
+        )
+    return pixels, opaque
+
+
+def full_labels(ranks: np.ndarray, opaque: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """The ``(h, w)`` label image: ``ranks`` at opaque pixels, 255 elsewhere."""
+    if opaque is None:
+        return ranks.astype(np.uint8).reshape(shape)
+    labels = np.full(opaque.shape, TRANSPARENT_LABEL, dtype=np.uint8)
+    labels[opaque] = ranks
+    return labels.reshape(shape)

@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 import tomllib
 
 from ._checks import check_int
-from .palette import DEFAULT_MAX_IMAGE_PIXELS, PaletteOptions
+from .palette import DEFAULT_MAX_IMAGE_PIXELS, MAX_K, PaletteOptions
+
+MODES = ("image", "corpus", "both")
+CORPUS_ASSIGN_SOURCES = ("cache", "reread")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,21 @@ class JobSpec:
         Pixels with alpha below this are left out of clustering.
     max_image_pixels : int
         Images declaring more pixels are refused before decoding.
+    mode : {"image", "corpus", "both"}
+        ``image``: each image's own palette. ``corpus``: one palette shared by
+        the whole corpus (fitted with dask-ml), every image described over it.
+        ``both``: the two in one pass over the images.
+    corpus_k : int
+        Colours of the corpus palette, 1–254.
+    sample_per_image : int
+        Opaque pixels each image contributes to the corpus fit (at most).
+    corpus_fit_pixels : int
+        Cap on the pixels the corpus palette is fitted on; beyond it a uniform,
+        seeded bottom-k sample of the contributed pixels is kept.
+    corpus_assign : {"cache", "reread"}
+        Where the corpus assignment pass gets each image's sample: a Parquet
+        cache written by the first pass under ``OUTPUT/_cache`` (faster; deleted
+        at the end), or decoding the image again (no extra disk).
     partition_size : int
         Images per Dask partition; each partition writes one file per table.
     wave_size : int
@@ -67,6 +85,11 @@ class JobSpec:
     max_pixels: int = 40_000
     alpha_threshold: int = 128
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    mode: str = "image"
+    corpus_k: int = 16
+    sample_per_image: int = 2_000
+    corpus_fit_pixels: int = 2_000_000
+    corpus_assign: str = "cache"
     partition_size: int = 128
     wave_size: int = 32_768
     workers: int | None = None
@@ -135,6 +158,15 @@ def _check_spec(spec: JobSpec) -> None:
     if not isinstance(spec.output, str) or not spec.output:
         raise ValueError(f"`output` must be a non-empty path, got {spec.output!r}")
     _ = spec.palette_options  # building it validates the clustering options
+    if spec.mode not in MODES:
+        raise ValueError(f"`mode` must be one of {MODES}, got {spec.mode!r}")
+    check_int("corpus_k", spec.corpus_k, 1, MAX_K)
+    check_int("sample_per_image", spec.sample_per_image, 1)
+    check_int("corpus_fit_pixels", spec.corpus_fit_pixels, spec.corpus_k)
+    if spec.corpus_assign not in CORPUS_ASSIGN_SOURCES:
+        raise ValueError(
+            f"`corpus_assign` must be one of {CORPUS_ASSIGN_SOURCES}, got {spec.corpus_assign!r}"
+        )
     check_int("partition_size", spec.partition_size, 1)
     check_int("wave_size", spec.wave_size, 1)
     if spec.workers is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterable
 
 import fsspec
 import numpy as np
@@ -19,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .color import rgb_to_hex
-from .palette import Palette, PaletteOptions
+from .imaging import Sample
+from .palette import TRANSPARENT_LABEL, Palette, PaletteOptions
 from .sources import is_local, local_path
 
 IMAGES_SCHEMA = pa.schema(
@@ -45,6 +47,7 @@ IMAGES_SCHEMA = pa.schema(
 PALETTES_SCHEMA = pa.schema(
     [
         pa.field("image_id", pa.string(), nullable=False),
+        pa.field("palette_kind", pa.string(), nullable=False),
         pa.field("rank", pa.uint8(), nullable=False),
         pa.field("r", pa.uint8(), nullable=False),
         pa.field("g", pa.uint8(), nullable=False),
@@ -55,34 +58,70 @@ PALETTES_SCHEMA = pa.schema(
         pa.field("lab_b", pa.float32(), nullable=False),
         pa.field("proportion", pa.float32(), nullable=False),
         pa.field("pixel_count", pa.int64(), nullable=False),
+        pa.field("corpus_index", pa.int16()),
     ]
 )
 ASSIGNMENTS_SCHEMA = pa.schema(
     [
         pa.field("image_id", pa.string(), nullable=False),
+        pa.field("palette_kind", pa.string(), nullable=False),
         pa.field("sample_width", pa.int32(), nullable=False),
         pa.field("sample_height", pa.int32(), nullable=False),
         pa.field("labels", pa.list_(pa.uint8()), nullable=False),
+    ]
+)
+CORPUS_PALETTE_SCHEMA = pa.schema(
+    [
+        pa.field("corpus_index", pa.int16(), nullable=False),
+        pa.field("r", pa.uint8(), nullable=False),
+        pa.field("g", pa.uint8(), nullable=False),
+        pa.field("b", pa.uint8(), nullable=False),
+        pa.field("hex", pa.string(), nullable=False),
+        pa.field("lab_l", pa.float32(), nullable=False),
+        pa.field("lab_a", pa.float32(), nullable=False),
+        pa.field("lab_b", pa.float32(), nullable=False),
+        pa.field("proportion", pa.float32(), nullable=False),
+        pa.field("pixel_count", pa.int64(), nullable=False),
+        pa.field("n_images", pa.int64(), nullable=False),
+    ]
+)
+# Resized samples kept between the two passes of a corpus job (then deleted).
+SAMPLE_CACHE_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("format", pa.string(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("sample_width", pa.int32(), nullable=False),
+        pa.field("sample_height", pa.int32(), nullable=False),
+        pa.field("rgb", pa.binary(), nullable=False),
+        pa.field("alpha", pa.binary()),
     ]
 )
 SCHEMAS = {
     "images": IMAGES_SCHEMA,
     "palettes": PALETTES_SCHEMA,
     "assignments": ASSIGNMENTS_SCHEMA,
+    "corpus_palette": CORPUS_PALETTE_SCHEMA,
 }
+CACHE_FOLDER = "_cache"
 JOB_FILE = "_job.json"
 PARQUET_COMPRESSION = "zstd"
 
 
-def part_name(partition: int) -> str:
+def part_name(partition: int, prefix: str = "part") -> str:
     """File name of a partition's Parquet file, the same in every table.
+
+    The corpus assignment pass writes its own files, with prefix ``corpus``.
 
     Examples
     --------
     >>> part_name(42)
     'part-000000042.parquet'
+    >>> part_name(42, "corpus")
+    'corpus-000000042.parquet'
     """
-    return f"part-{partition:09d}.parquet"
+    return f"{prefix}-{partition:09d}.parquet"
 
 
 class TableBuilder:
@@ -103,31 +142,31 @@ class TableBuilder:
         }
         self._images = {name: [] for name in IMAGES_SCHEMA.names}
         self._palettes: list[pa.RecordBatch] = []
-        self._assign_ids: list[str] = []
-        self._assign_shapes: list[tuple[int, int]] = []
-        self._assign_labels: list[np.ndarray] = []
+        self._assignments = {name: [] for name in ASSIGNMENTS_SCHEMA.names}
+        self._samples = {name: [] for name in SAMPLE_CACHE_SCHEMA.names}
 
     def __len__(self) -> int:
         return len(self._images["image_id"])
 
-    def add(
+    def add_image(
         self,
         image_id: str,
         uri: str,
         *,
+        sample: Sample | None = None,
+        n_pixels: int | None = None,
         palette: Palette | None = None,
         error: str | None = None,
         format: str | None = None,
         elapsed_ms: float,
     ) -> None:
-        """Add one image: its palette, or the error that stopped it."""
+        """Add one image's ``images`` row: its sample (and own palette, if any), or its error."""
         row = dict.fromkeys(IMAGES_SCHEMA.names)
         row.update(self._options, image_id=image_id, uri=uri, elapsed_ms=elapsed_ms)
-        if palette is None:
+        if sample is None:
             row.update(status="error", error=error, format=format)
         else:
-            sample = palette.sample
-            height, width = palette.labels.shape
+            height, width = sample.shape
             row.update(
                 status="ok",
                 format=sample.format,
@@ -135,42 +174,90 @@ class TableBuilder:
                 height=sample.height,
                 sample_width=width,
                 sample_height=height,
-                n_pixels=int(palette.counts.sum()),
-                mse_rgb=palette.mse_rgb,
+                n_pixels=n_pixels,
             )
-            self._palettes.append(_palette_batch(image_id, palette))
-            self._assign_ids.append(image_id)
-            self._assign_shapes.append((width, height))
-            self._assign_labels.append(palette.labels.reshape(-1))
+        if palette is not None:
+            row["mse_rgb"] = palette.mse_rgb
+            self.add_palette(image_id, palette)
         for name, value in row.items():
             self._images[name].append(value)
 
-    def tables(self) -> dict[str, pa.Table]:
-        """The partition's rows as one Arrow table per output table."""
-        images = pa.table(self._images, schema=IMAGES_SCHEMA)
-        palettes = (
-            pa.Table.from_batches(self._palettes, schema=PALETTES_SCHEMA)
-            if self._palettes
-            else PALETTES_SCHEMA.empty_table()
-        )
-        lengths = np.array([len(x) for x in self._assign_labels], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-        values = (
-            np.concatenate(self._assign_labels) if self._assign_labels else np.empty(0, np.uint8)
-        )
-        widths, heights = (
-            zip(*self._assign_shapes, strict=True) if self._assign_shapes else ((), ())
-        )
-        assignments = pa.table(
-            {
-                "image_id": pa.array(self._assign_ids, pa.string()),
-                "sample_width": pa.array(widths, pa.int32()),
-                "sample_height": pa.array(heights, pa.int32()),
-                "labels": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
-            },
-            schema=ASSIGNMENTS_SCHEMA,
-        )
-        return {"images": images, "palettes": palettes, "assignments": assignments}
+    def add_palette(self, image_id: str, palette: Palette) -> None:
+        """Add an image's ``palettes`` rows and ``assignments`` row (own or corpus palette)."""
+        self._palettes.append(_palette_batch(image_id, palette))
+        height, width = palette.labels.shape
+        labels = palette.labels.reshape(-1)
+        if palette.corpus_index is not None:
+            # Corpus assignments name the corpus colour, not the image's rank.
+            lut = np.full(256, TRANSPARENT_LABEL, dtype=np.uint8)
+            lut[: len(palette.corpus_index)] = palette.corpus_index
+            labels = lut[labels]
+        row = {
+            "image_id": image_id,
+            "palette_kind": _kind(palette),
+            "sample_width": width,
+            "sample_height": height,
+            "labels": labels,
+        }
+        for name, value in row.items():
+            self._assignments[name].append(value)
+
+    def add_sample(self, image_id: str, sample: Sample) -> None:
+        """Keep an image's resized sample for a later pass (the corpus assignment)."""
+        height, width = sample.shape
+        row = {
+            "image_id": image_id,
+            "format": sample.format,
+            "width": sample.width,
+            "height": sample.height,
+            "sample_width": width,
+            "sample_height": height,
+            "rgb": sample.rgb.tobytes(),
+            "alpha": None if sample.alpha is None else sample.alpha.tobytes(),
+        }
+        for name, value in row.items():
+            self._samples[name].append(value)
+
+    def tables(self, names: Iterable[str]) -> dict[str, pa.Table]:
+        """The partition's rows of the named tables (``images``, ``palettes``, ``assignments``,
+        ``samples``), each as an Arrow table, empty if no row was added."""
+        built = {}
+        for name in names:
+            if name == "images":
+                built[name] = pa.table(self._images, schema=IMAGES_SCHEMA)
+            elif name == "palettes":
+                built[name] = pa.Table.from_batches(self._palettes, schema=PALETTES_SCHEMA)
+            elif name == "assignments":
+                columns = dict(self._assignments)
+                columns["labels"] = _list_array(columns["labels"])
+                built[name] = pa.table(columns, schema=ASSIGNMENTS_SCHEMA)
+            elif name == "samples":
+                built[name] = pa.table(self._samples, schema=SAMPLE_CACHE_SCHEMA)
+            else:
+                raise ValueError(f"unknown table {name!r}")
+        return built
+
+
+def _kind(palette: Palette) -> str:
+    return "image" if palette.corpus_index is None else "corpus"
+
+
+def _list_array(arrays: list[np.ndarray]) -> pa.ListArray:
+    """A ``list<uint8>`` Arrow array from NumPy arrays, without a Python-level copy per value."""
+    lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    values = np.concatenate(arrays) if arrays else np.empty(0, np.uint8)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.uint8()))
+
+
+def sample_from_row(row: dict) -> Sample:
+    """The :class:`Sample` kept in a row of the ``samples`` cache."""
+    shape = (row["sample_height"], row["sample_width"])
+    rgb = np.frombuffer(row["rgb"], dtype=np.uint8).reshape(*shape, 3)
+    alpha = None if row["alpha"] is None else np.frombuffer(row["alpha"], np.uint8).reshape(shape)
+    return Sample(
+        rgb=rgb, alpha=alpha, format=row["format"], width=row["width"], height=row["height"]
+    )
 
 
 def _palette_batch(image_id: str, palette: Palette) -> pa.RecordBatch:
@@ -178,6 +265,7 @@ def _palette_batch(image_id: str, palette: Palette) -> pa.RecordBatch:
     lab = palette.lab
     columns = {
         "image_id": pa.array([image_id] * n, pa.string()),
+        "palette_kind": pa.array([_kind(palette)] * n, pa.string()),
         "rank": pa.array(np.arange(n, dtype=np.uint8)),
         "r": pa.array(palette.colors[:, 0]),
         "g": pa.array(palette.colors[:, 1]),
@@ -188,6 +276,11 @@ def _palette_batch(image_id: str, palette: Palette) -> pa.RecordBatch:
         "lab_b": pa.array(lab[:, 2]),
         "proportion": pa.array(palette.proportions),
         "pixel_count": pa.array(palette.counts.astype(np.int64)),
+        "corpus_index": (
+            pa.nulls(n, pa.int16())
+            if palette.corpus_index is None
+            else pa.array(palette.corpus_index, pa.int16())
+        ),
     }
     return pa.RecordBatch.from_pydict(columns, schema=PALETTES_SCHEMA)
 
@@ -226,14 +319,25 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def write_partition(output: str, partition: int, tables: dict[str, pa.Table]) -> None:
+def write_partition(
+    output: str, partition: int, tables: dict[str, pa.Table], *, prefix: str = "part"
+) -> None:
     """Write a partition's tables atomically, ``images`` last.
 
     The ``images`` file is the partition's commit marker: when it exists, the
-    partition's other files are complete.
+    partition's other files are complete. The ``samples`` cache goes under
+    ``_cache/``.
     """
     for name in sorted(tables, key=lambda n: n == "images"):
-        write_atomic(join(output, name, part_name(partition)), parquet_bytes(tables[name]))
+        folder = join(output, CACHE_FOLDER, name) if name == "samples" else join(output, name)
+        write_atomic(join(folder, part_name(partition, prefix)), parquet_bytes(tables[name]))
+
+
+def read_cached_samples(output: str, partition: int) -> list[dict]:
+    """Rows of a partition's ``samples`` cache."""
+    path = join(output, CACHE_FOLDER, "samples", part_name(partition))
+    with fsspec.open(path, "rb") as f:
+        return pq.read_table(f).to_pylist()
 
 
 def write_job_file(output: str, record: dict) -> None:

@@ -16,7 +16,12 @@ BAD_INPUTS = {
     "empty.jpg": "empty file",
     "transparent.png": "no opaque pixels",
 }
-SORT_KEYS = {"images": ["image_id"], "palettes": ["image_id", "rank"], "assignments": ["image_id"]}
+SORT_KEYS = {
+    "images": ["image_id"],
+    "palettes": ["image_id", "palette_kind", "rank"],
+    "assignments": ["image_id", "palette_kind"],
+    "corpus_palette": ["corpus_index"],
+}
 
 
 def make_corpus(folder: Path, sample_dir: Path) -> Path:

@@ -200,7 +200,8 @@ def test_waves_are_drawn_lazily_and_stay_bounded(corpus, client2, tmp_path, n_in
             yield wave
 
     done = 0
-    for summary in run_waves(client2, spec, watched_waves(), progress=False):
+    for future in run_waves(client2, spec, watched_waves()):
+        (summary,) = future.result()
         done += summary["images"]
         # Never more than two waves of images submitted but unfinished.
         assert sum(drawn) - done <= 2 * wave_images
