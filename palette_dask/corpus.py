@@ -136,9 +136,20 @@ def merge_fit_samples(*parts: FitSample, limit: int) -> FitSample:
         return FitSample.empty()
     priorities = np.concatenate([p.priorities for p in parts])
     coords = np.concatenate([p.coords for p in parts])
-    # Ties (vanishingly rare) are broken by the pixel's coordinates, so the result
-    # is the same whatever the order of the parts.
-    order = np.lexsort((coords[:, 2], coords[:, 1], coords[:, 0], priorities))[:limit]
+    if len(priorities) > limit:
+        # Only pixels at or below the limit-th priority can be kept: sort just those.
+        cutoff = np.partition(priorities, limit - 1)[limit - 1]
+        candidates = np.flatnonzero(priorities <= cutoff)
+    else:
+        candidates = np.arange(len(priorities))
+    order = candidates[np.argsort(priorities[candidates], kind="stable")]
+    ranked = priorities[order]
+    if np.any(ranked[1:] == ranked[:-1]):
+        # Equal priorities (vanishingly rare): break ties by the pixel's coordinates,
+        # so the result is the same whatever the order and grouping of the parts.
+        c = coords[candidates]
+        order = candidates[np.lexsort((c[:, 2], c[:, 1], c[:, 0], priorities[candidates]))]
+    order = order[:limit]
     return FitSample(priorities=priorities[order], coords=coords[order])
 
 

@@ -262,3 +262,10 @@ def test_fit_is_capped_and_never_invents_colours(tmp_path, client2):
     corpus = open_dataset(str(out)).corpus_palette
     assert sorted(map(tuple, corpus[["r", "g", "b"]].to_numpy().tolist())) == sorted(colors)
     assert report.corpus["dropped_clusters"] == 3
+
+
+def test_equal_priorities_are_broken_the_same_way_in_any_order():
+    a = FitSample(np.array([0.5, 0.2, 0.2]), np.array([[3] * 3, [1] * 3, [2] * 3], np.float32))
+    b = FitSample(np.array([0.2]), np.zeros((1, 3), np.float32))
+    ab, ba = merge_fit_samples(a, b, limit=2), merge_fit_samples(b, a, limit=2)
+    assert ab.coords.tolist() == ba.coords.tolist() == [[0.0] * 3, [1.0] * 3]
