@@ -84,11 +84,12 @@ def test_run_spec_with_overrides_end_to_end(sample_dir, tmp_path):
     assert all(len(re.findall(r"#[0-9a-f]{6}", line)) == 4 for line in lines)
 
 
-def test_sample_job_spec_is_valid():
+@pytest.mark.parametrize("path", sorted((ROOT / "jobs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_job_spec_is_valid(path):
     from palette_dask import JobSpec
 
-    spec = JobSpec.from_toml(ROOT / "jobs" / "sample.toml")
-    assert spec.input == ("data/samples",) and spec.k == 5
+    spec = JobSpec.from_toml(path)
+    assert spec.input and spec.output
 
 
 @pytest.mark.parametrize(
