@@ -10,13 +10,21 @@ import sys
 import click
 
 from . import __version__
+from .cluster import VersionMismatchError
 from .color import COLOR_SPACES
 from .kmeans import ENGINES
 from .spec import CORPUS_ASSIGN_SOURCES, MODES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # Errors a user can fix: shown as one clean line with exit status 1, no traceback.
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError)
+USER_ERRORS = (
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    VersionMismatchError,
+)
 
 
 class _UserErrors(click.Group):

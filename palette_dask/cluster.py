@@ -59,3 +59,47 @@ def job_client(spec: JobSpec, client: Client | None = None) -> Iterator[Client]:
         Client(cluster) as local,
     ):
         yield local
+
+
+class VersionMismatchError(RuntimeError):
+    """The workers run other versions of the packages that decide the results."""
+
+
+# Packages whose versions must agree between the client and the workers: a
+# mismatch breaks serialization (dask, distributed) or changes results.
+RESULT_PACKAGES = ("palette-dask", "dask-ml", "scikit-learn", "scikit-image", "numpy", "pillow")
+
+
+def _package_versions(names=RESULT_PACKAGES) -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import palette_dask
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = palette_dask.__version__ if name == "palette-dask" else version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def check_versions(client: Client) -> None:
+    """Fail with a clear message when the workers run other versions than the client.
+
+    Dask's own check covers the packages it needs to talk to the cluster; ours
+    adds the ones that decide the palettes, so a dataset never mixes results.
+    """
+    client.get_versions(check=True)
+    local = _package_versions()
+    mismatches = []
+    for worker, remote in sorted(client.run(_package_versions).items()):
+        for name, expected in local.items():
+            if remote.get(name) != expected:
+                mismatches.append(f"{worker} has {name} {remote.get(name)}, client has {expected}")
+    if mismatches:
+        raise VersionMismatchError(
+            "the cluster's workers run other package versions than this client, which would "
+            "change the palettes: " + "; ".join(mismatches) + ". Install the same versions "
+            "on the workers."
+        )

@@ -1,18 +1,21 @@
 """The Dask graph: inputs streamed in waves, one task per partition.
 
 The client never holds the whole input list: URIs are drawn lazily from the
-sources, a wave of them at a time. Each wave becomes a Dask bag with an
-explicit partition size; each partition decodes, clusters and writes its own
-Parquet files and sends back only a few counts. The next wave is submitted
-while the current one drains, so workers stay busy and the number of tasks
-known to the scheduler stays bounded however large the corpus is.
+sources, a wave of them at a time, and cut into partitions. Each wave becomes a
+Dask bag with one partition of images per element; each task decodes, clusters
+and writes its own Parquet files (see :mod:`palette_dask.tasks`) and sends back
+only a few counts. The next wave is submitted while the current one drains, so
+workers stay busy and the number of tasks known to the scheduler stays bounded
+however large the corpus is.
 
 A corpus job makes two passes. The first decodes every image, writes the
 ``images`` table (and the images' own palettes in ``both`` mode), keeps each
 resized sample in a cache and draws a few pixels per image for the fit; those
 pixels are merged on the workers into one bounded sample, never sent to the
 client. The corpus palette is fitted on it, and the second pass assigns every
-sample pixel of every image to the corpus palette.
+sample pixel of every image in the dataset to the corpus palette.
+
+Jobs resume and grow datasets as :mod:`palette_dask.state` describes.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import operator
 import platform
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
@@ -33,37 +36,32 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 from distributed import Client, Future, as_completed
-from threadpoolctl import threadpool_limits
+from distributed.scheduler import KilledWorker
 from tqdm import tqdm
 
-from .cluster import job_client
+from .cluster import check_versions, job_client
 from .color import rgb_to_hex
-from .corpus import (
-    PRESENCE_SHARE,
-    CorpusPalette,
-    assign_to_corpus,
-    fit_corpus_palette,
-    fit_sample,
-    merge_fit_samples,
-)
-from .imaging import ImageError
-from .palette import load_sample, opaque_pixels, palette_from_sample
+from .corpus import CorpusPalette, fit_corpus_palette, merge_fit_samples
 from .sources import check_inputs, chunked, image_id, iter_uris
 from .spec import JobSpec
+from .state import DatasetState, IdSet, load_state
 from .tables import (
     CACHE_FOLDER,
     CORPUS_PALETTE_SCHEMA,
-    JOB_FILE,
-    SCHEMAS,
-    TableBuilder,
     join,
     parquet_bytes,
     part_name,
-    read_cached_samples,
-    sample_from_row,
     write_atomic,
     write_job_file,
-    write_partition,
+)
+from .tasks import (
+    Part,
+    PartRef,
+    assign_partition,
+    partition_fit_sample,
+    process_one_image,
+    process_partition,
+    write_recovered_partition,
 )
 
 logger = logging.getLogger(__name__)
@@ -83,12 +81,16 @@ _VERSIONED_PACKAGES = (
 # Fit-sample parts merged by one task: bounds the data any one merge receives.
 MERGE_FAN_IN = 8
 
-Items = list[tuple[int, str]]
-
 
 @dataclass(frozen=True)
 class JobReport:
-    """What a finished job did."""
+    """What a finished job did.
+
+    ``images``, ``ok`` and ``errors`` count the images this job processed;
+    ``skipped_partitions`` were already written by the interrupted job it
+    resumed, ``skipped_images`` were already in the dataset, and
+    ``duplicates`` were inputs listed more than once.
+    """
 
     output: str
     images: int
@@ -96,217 +98,151 @@ class JobReport:
     errors: int
     partitions: int
     elapsed_s: float
-    corpus: dict | None = field(default=None)
+    segment: int = 0
+    resumed: bool = False
+    skipped_partitions: int = 0
+    skipped_images: int = 0
+    duplicates: int = 0
+    corpus: dict | None = None
 
 
-def describe_failure(exc: Exception) -> str:
-    """The ``error`` column's text for an exception raised by one image."""
-    if isinstance(exc, ImageError):
-        return str(exc)
-    if isinstance(exc, FileNotFoundError):
-        return f"file not found: {exc.filename or exc}"
-    if isinstance(exc, PermissionError):
-        return f"permission denied: {exc.filename or exc}"
-    if isinstance(exc, OSError):
-        return f"cannot read file: {exc}"
-    return f"unexpected {type(exc).__name__}: {exc}"
+class InputPlan:
+    """Cuts the input stream into partitions, dropping duplicates and images already written.
 
-
-def _partition_of(items: Items, spec: JobSpec) -> int:
-    # Partitions are aligned on spec.partition_size, so the first position names it.
-    return items[0][0] // spec.partition_size
-
-
-def _ms_since(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000.0
-
-
-def process_partition(items: Items, spec: JobSpec) -> list[dict]:
-    """First (for image mode, only) pass over one partition.
-
-    Decodes every image, writes its ``images`` row and, unless the mode is
-    ``corpus``, its own palette. For corpus modes it also caches the resized
-    samples and returns the partition's fit sample. A failing image becomes an
-    error row; it never fails the task.
+    Partitions are numbered by position in the stream of new images, so the
+    same inputs always give the same partitions: a resumed job rewrites an
+    interrupted partition under its old name and skips the complete ones.
     """
-    partition = _partition_of(items, spec)
-    started = time.perf_counter()
-    options = spec.palette_options
-    builder = TableBuilder(options)
-    own_palettes = spec.mode in ("image", "both")
-    corpus = spec.mode in ("corpus", "both")
-    cache = corpus and spec.corpus_assign == "cache"
-    fit_parts = []
-    errors = 0
-    # Single-threaded BLAS/OpenMP: parallelism comes from the workers, and a fixed
-    # thread count keeps floating-point results identical everywhere.
-    with threadpool_limits(1):
-        for _, uri in items:
-            t0 = time.perf_counter()
-            key = image_id(uri)
-            try:
-                sample = load_sample(uri, options)
-                pixels, _ = opaque_pixels(sample, options.alpha_threshold)
-                palette = palette_from_sample(sample, options) if own_palettes else None
-                if corpus:
-                    fit_parts.append(fit_sample(sample, key, options, size=spec.sample_per_image))
-            except Exception as exc:  # one bad image is data, not a failed job
-                errors += 1
-                builder.add_image(
-                    key,
-                    uri,
-                    error=describe_failure(exc),
-                    format=getattr(exc, "format", None),
-                    elapsed_ms=_ms_since(t0),
-                )
-                continue
-            if cache:
-                builder.add_sample(key, sample)
-            builder.add_image(
-                key,
-                uri,
-                sample=sample,
-                n_pixels=len(pixels),
-                palette=palette,
-                elapsed_ms=_ms_since(t0),
-            )
-    names = ["images"] + (["palettes", "assignments"] if own_palettes else [])
-    write_partition(spec.output, partition, builder.tables(names + (["samples"] if cache else [])))
-    summary = {
-        "partition": partition,
-        "images": len(builder),
-        "errors": errors,
-        "seconds": time.perf_counter() - started,
-    }
-    if not corpus:
-        return [summary]
-    return [summary, merge_fit_samples(*fit_parts, limit=spec.corpus_fit_pixels)]
 
+    def __init__(self, spec: JobSpec, state: DatasetState):
+        self.spec = spec
+        self.state = state
+        self.skipped_partitions = 0
+        self.skipped_images = 0
+        self.duplicates = 0
 
-def assign_partition(items: Items, spec: JobSpec, corpus: CorpusPalette) -> list[dict]:
-    """Second pass of a corpus job over one partition: every image over the corpus palette.
+    def waves(self) -> Iterator[list[Part]]:
+        spec, state = self.spec, self.state
+        seen = IdSet()
+        size = spec.partition_size
+        wave: list[Part] = []
+        items: list[tuple[int, str]] = []
+        position = 0
+        for chunk in chunked(iter_uris(spec.input), spec.partitions_per_wave * size):
+            ids = [image_id(uri) for uri in chunk]
+            known = state.known.contains(ids) if len(state.known) else np.zeros(len(ids), bool)
+            first = seen.add_new(ids)
+            self.skipped_images += int((known & first).sum())
+            self.duplicates += int((~first).sum())
+            for uri, keep in zip(chunk, first & ~known, strict=True):
+                if not keep:
+                    continue
+                items.append((position, uri))
+                position += 1
+                if len(items) == size:
+                    wave += self._partition(items)
+                    items = []
+                if len(wave) == spec.partitions_per_wave:
+                    yield wave
+                    wave = []
+        if items:
+            wave += self._partition(items)
+        if wave:
+            yield wave
 
-    Writes the partition's ``corpus`` palettes and assignments and returns the
-    per-colour totals the ``corpus_palette`` table is made of.
-    """
-    partition = _partition_of(items, spec)
-    options = spec.palette_options
-    builder = TableBuilder(options)
-    n_colors = len(corpus.colors)
-    pixel_counts = np.zeros(n_colors, np.int64)
-    image_counts = np.zeros(n_colors, np.int64)
-    squared_error = 0.0
-    assigned = 0
-    with threadpool_limits(1):
-        for key, sample in _samples_for_assignment(items, spec, partition):
-            assigned += 1
-            palette = assign_to_corpus(sample, corpus, options)
-            builder.add_palette(key, palette)
-            pixel_counts[palette.corpus_index] += palette.counts
-            image_counts[palette.corpus_index[palette.proportions >= PRESENCE_SHARE]] += 1
-            squared_error += palette.mse_rgb * float(palette.counts.sum())
-    write_partition(
-        spec.output, partition, builder.tables(["palettes", "assignments"]), prefix="corpus"
-    )
-    return [
-        {
-            "partition": partition,
-            "images": assigned,
-            "pixel_counts": pixel_counts,
-            "image_counts": image_counts,
-            "squared_error": squared_error,
-        }
-    ]
-
-
-def _samples_for_assignment(items: Items, spec: JobSpec, partition: int):
-    """``(image_id, Sample)`` of the partition's good images: from the cache, or decoded again."""
-    if spec.corpus_assign == "cache":
-        for row in read_cached_samples(spec.output, partition):
-            yield row["image_id"], sample_from_row(row)
-        return
-    options = spec.palette_options
-    for _, uri in items:
-        try:
-            sample = load_sample(uri, options)
-            opaque_pixels(sample, options.alpha_threshold)
-        except Exception:  # already recorded as an error row by the first pass
-            continue
-        yield image_id(uri), sample
-
-
-def wave_bag(items: Items, spec: JobSpec, task: Callable = process_partition, **kwargs) -> db.Bag:
-    """A lazy bag over one wave: one ``task`` per partition, each writing its own files."""
-    return db.from_sequence(items, partition_size=spec.partition_size).map_partitions(
-        task, spec=spec, **kwargs
-    )
-
-
-def iter_waves(spec: JobSpec) -> Iterator[Items]:
-    """The job's ``(position, uri)`` pairs, drawn lazily a wave at a time."""
-    wave_images = spec.partitions_per_wave * spec.partition_size
-    return chunked(enumerate(iter_uris(spec.input)), wave_images)
+    def _partition(self, items: list[tuple[int, str]]) -> list[Part]:
+        index = items[0][0] // self.spec.partition_size
+        if index in self.state.done:
+            self.skipped_partitions += 1
+            return []
+        return [(index, items)]
 
 
 def run_waves(
-    client: Client,
-    spec: JobSpec,
-    waves: Iterable[Items],
-    task: Callable = process_partition,
-    **kwargs,
-) -> Iterator[Future]:
-    """Submit waves and yield each partition's future as it completes.
+    client: Client, waves: Iterable[list], make_bag: Callable[[list], db.Bag], refill_below: int
+) -> Iterator[tuple[Future, object]]:
+    """Submit waves (as bags of one task per element) and yield ``(future, element)`` as done.
 
-    At most about one and a half waves of partitions are in flight: the next
-    wave goes in as soon as half of the current one has finished. The caller
-    takes what it needs from each future; its data stays on the workers.
+    The next wave goes in when fewer than ``refill_below`` tasks are left in
+    flight. The caller takes what it needs from each future; data stays on the workers.
     """
     waves = iter(waves)
     in_flight = as_completed()
-    pending = 0
-    refill_below = max(1, spec.partitions_per_wave // 2)
+    element_of: dict[str, object] = {}
 
     def submit_next() -> int:
         wave = next(waves, None)
         if wave is None:
             return 0
-        futures = client.compute(wave_bag(wave, spec, task, **kwargs).to_delayed())
+        futures = client.compute(make_bag(wave).to_delayed())
+        for future, element in zip(futures, wave, strict=True):
+            element_of[future.key] = element
         in_flight.update(futures)
         return len(futures)
 
-    pending += submit_next()
+    pending = submit_next()
     for future in in_flight:
         pending -= 1
         if pending < refill_below:
             pending += submit_next()
-        yield future
+        yield future, element_of.pop(future.key)
+
+
+def one_task_per_element(task: Callable, **kwargs) -> Callable[[list], db.Bag]:
+    """A bag maker: each element of a wave becomes one task running ``task(element, **kwargs)``."""
+
+    def make_bag(wave: list) -> db.Bag:
+        return db.from_sequence(wave, npartitions=len(wave)).map(task, **kwargs)
+
+    return make_bag
 
 
 def _progress(enabled: bool, description: str) -> tqdm:
     return tqdm(unit="img", disable=not enabled, desc=description, dynamic_ncols=True)
 
 
-def run_image_pass(client: Client, spec: JobSpec, *, progress: bool) -> Iterator[dict]:
-    """The first pass; yields each partition's summary.
+def _element(result: list):
+    """The one element a single-element bag partition computed."""
+    (element,) = result
+    return element
 
-    In corpus modes it also merges the partitions' fit samples on the workers
-    and returns (as the generator's value) a future of the corpus fit sample.
+
+def first_pass_result(client: Client, future: Future, part: Part, spec: JobSpec, segment: int):
+    """``(summary, fit-sample future or None)`` of a first-pass task.
+
+    A partition that kept killing workers is redone one image per task, and an
+    image that still kills every worker it runs on becomes an error row.
     """
-    corpus = spec.mode in ("corpus", "both")
-    merged: list[Future] = []
-    with _progress(progress, "images") as bar:
-        for future in run_waves(client, spec, iter_waves(spec)):
-            if corpus:
-                summary = client.submit(operator.itemgetter(0), future).result()
-                merged.append(client.submit(operator.itemgetter(1), future))
-                if len(merged) >= MERGE_FAN_IN:
-                    merged = [_merge(client, merged, spec)]
-            else:
-                (summary,) = future.result()
-            future.release()
-            bar.update(summary["images"])
-            yield summary
-    return _merge(client, merged, spec) if corpus else None
+    result = client.submit(_element, future)
+    try:
+        summary = client.submit(operator.itemgetter(0), result).result()
+    except KilledWorker:
+        logger.warning("partition %d kept killing workers; retrying its images one by one", part[0])
+        result = recover_partition(client, part, spec, segment)
+        summary = client.submit(operator.itemgetter(0), result).result()
+    fit = client.submit(operator.itemgetter(1), result) if spec.mode != "image" else None
+    return summary, fit
+
+
+def recover_partition(client: Client, part: Part, spec: JobSpec, segment: int) -> Future:
+    """Redo a partition image by image; the images that crash workers become error rows."""
+    _, items = part
+    singles = [client.submit(process_one_image, item, spec, pure=False) for item in items]
+    results, crashes = [], {}
+    attempts = dask.config.get("distributed.scheduler.allowed-failures") + 1
+    for i, single in enumerate(singles):
+        try:
+            single.result()
+        except KilledWorker:
+            crashes[i] = (
+                f"the worker process died while decoding this image, {attempts} times; "
+                "the file is likely to crash the decoder"
+            )
+            continue
+        results.append(single)
+    return client.submit(
+        write_recovered_partition, part, spec, segment, results, crashes, pure=False
+    )
 
 
 def _merge(client: Client, parts: list[Future], spec: JobSpec) -> Future:
@@ -325,25 +261,6 @@ def fit_on_cluster(client: Client, spec: JobSpec, sample: Future) -> CorpusPalet
             color_space=spec.color_space,
             random_state=spec.random_state,
         )
-
-
-def run_assign_pass(client: Client, spec: JobSpec, corpus: CorpusPalette, *, progress: bool):
-    """The second pass; returns the totals over all partitions."""
-    n_colors = len(corpus.colors)
-    totals = {
-        "pixel_counts": np.zeros(n_colors, np.int64),
-        "image_counts": np.zeros(n_colors, np.int64),
-        "squared_error": 0.0,
-        "images": 0,
-    }
-    with _progress(progress, "corpus") as bar:
-        for future in run_waves(client, spec, iter_waves(spec), assign_partition, corpus=corpus):
-            (result,) = future.result()
-            future.release()
-            for key in totals:
-                totals[key] = totals[key] + result[key]
-            bar.update(result["images"])
-    return totals
 
 
 def corpus_palette_table(corpus: CorpusPalette, totals: dict) -> pa.Table:
@@ -369,30 +286,6 @@ def corpus_palette_table(corpus: CorpusPalette, totals: dict) -> pa.Table:
     )
 
 
-def prepare_output(spec: JobSpec) -> None:
-    """Refuse to mix a new dataset into an old one, or into a folder that is not a dataset."""
-    fs, root = fsspec.core.url_to_fs(spec.output)
-    if not fs.exists(root):
-        fs.makedirs(root, exist_ok=True)
-        return
-    entries = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)}
-    if not entries:
-        return
-    dataset_entries = set(SCHEMAS) | {JOB_FILE, CACHE_FOLDER}
-    if not entries & dataset_entries:
-        raise FileExistsError(
-            f"output {spec.output!r} is a non-empty folder that is not a palette-dask dataset; "
-            "choose an empty or new folder"
-        )
-    if not spec.overwrite:
-        raise FileExistsError(
-            f"output {spec.output!r} already holds a dataset; pass --overwrite "
-            "(overwrite = true) to replace it"
-        )
-    for name in entries & dataset_entries:
-        fs.rm(f"{root}/{name}", recursive=True)
-
-
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in _VERSIONED_PACKAGES:
@@ -405,6 +298,9 @@ def package_versions() -> dict[str, str]:
 
 def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = False) -> JobReport:
     """Run a palette job and write its dataset to ``spec.output``.
+
+    A dataset left by an interrupted job with the same options is resumed; a
+    complete one grows by the inputs it does not hold yet.
 
     Parameters
     ----------
@@ -419,62 +315,118 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
     JobReport
     """
     check_inputs(spec.input)
-    prepare_output(spec)
+    state = load_state(spec)
     started = datetime.now(timezone.utc)
     clock = time.perf_counter()
-    images = errors = partitions = 0
-    corpus_record = None
-    with job_client(spec, client) as active:
-        if active.dashboard_link:
-            logger.info("Dask dashboard: %s", active.dashboard_link)
-        first_pass = run_image_pass(active, spec, progress=progress)
-        while True:
-            try:
-                summary = next(first_pass)
-            except StopIteration as done:
-                fit_sample_future = done.value
-                break
-            images += summary["images"]
-            errors += summary["errors"]
-            partitions += 1
-        logger.info("first pass: %d images, %d failed", images, errors)
-        if fit_sample_future is not None:
-            corpus_record = _corpus_passes(active, spec, fit_sample_future, progress=progress)
-    report = JobReport(
-        output=spec.output,
-        images=images,
-        ok=images - errors,
-        errors=errors,
-        partitions=partitions,
-        elapsed_s=time.perf_counter() - clock,
-        corpus=corpus_record,
-    )
     record = {
+        "status": "running",
+        "segment": state.segment,
         "spec": spec.to_dict(),
         "versions": package_versions(),
         "started": started.isoformat(),
-        "finished": datetime.now(timezone.utc).isoformat(),
-        "counts": {"images": images, "ok": report.ok, "errors": errors, "partitions": partitions},
-        "elapsed_s": round(report.elapsed_s, 3),
     }
+    if state.resumed:
+        logger.info("resuming the interrupted job of segment %d", state.segment)
+    plan = InputPlan(spec, state)
+    counts = {"images": 0, "errors": 0, "partitions": 0}
+    corpus_record = None
+    with job_client(spec, client) as active:
+        check_versions(active)
+        write_job_file(spec.output, record)
+        if active.dashboard_link:
+            logger.info("Dask dashboard: %s", active.dashboard_link)
+        fit_sample, written = _first_pass(active, spec, state, plan, counts, progress=progress)
+        if plan.skipped_partitions:
+            logger.info("skipped %d partitions already written", plan.skipped_partitions)
+        if plan.skipped_images:
+            logger.info("skipped %d images already in the dataset", plan.skipped_images)
+        if fit_sample is not None and (written or state.resumed):
+            corpus_record = _corpus_passes(
+                active, spec, state, written, fit_sample, progress=progress
+            )
+    report = JobReport(
+        output=spec.output,
+        images=counts["images"],
+        ok=counts["images"] - counts["errors"],
+        errors=counts["errors"],
+        partitions=counts["partitions"],
+        elapsed_s=time.perf_counter() - clock,
+        segment=state.segment,
+        resumed=state.resumed,
+        skipped_partitions=plan.skipped_partitions,
+        skipped_images=plan.skipped_images,
+        duplicates=plan.duplicates,
+        corpus=corpus_record,
+    )
+    record.update(
+        status="complete",
+        finished=datetime.now(timezone.utc).isoformat(),
+        elapsed_s=round(report.elapsed_s, 3),
+        counts={
+            "images": report.images,
+            "ok": report.ok,
+            "errors": report.errors,
+            "partitions": report.partitions,
+            "skipped_partitions": report.skipped_partitions,
+            "skipped_images": report.skipped_images,
+            "duplicates": report.duplicates,
+        },
+    )
     if corpus_record is not None:
         record["corpus"] = corpus_record
     write_job_file(spec.output, record)
     logger.info(
         "%d images (%d ok, %d failed) in %d partitions, %.1f s -> %s",
-        images,
+        report.images,
         report.ok,
-        errors,
-        partitions,
+        report.errors,
+        report.partitions,
         report.elapsed_s,
         spec.output,
     )
     return report
 
 
-def _corpus_passes(client: Client, spec: JobSpec, sample: Future, *, progress: bool) -> dict:
-    """Fit the corpus palette, assign every image to it, write ``corpus_palette``."""
+def _first_pass(client, spec, state, plan, counts, *, progress):
+    """Run the first pass; returns the merged fit-sample future and the partitions written."""
+    corpus = spec.mode != "image"
+    fit_parts: list[Future] = []
+    written: list[PartRef] = []
+    make_bag = one_task_per_element(process_partition, spec=spec, segment=state.segment)
+    refill = max(1, spec.partitions_per_wave // 2)
+    with _progress(progress, "images") as bar:
+        for future, part in run_waves(client, plan.waves(), make_bag, refill):
+            summary, fit = first_pass_result(client, future, part, spec, state.segment)
+            future.release()
+            counts["images"] += summary["images"]
+            counts["errors"] += summary["errors"]
+            counts["partitions"] += 1
+            written.append((state.segment, part[0]))
+            bar.update(summary["images"])
+            if fit is not None:
+                fit_parts.append(fit)
+                if len(fit_parts) >= MERGE_FAN_IN:
+                    fit_parts = [_merge(client, fit_parts, spec)]
+    if not corpus:
+        return None, written
+    # Partitions written before this job (earlier segments, or the interrupted run)
+    # contribute their fit samples too.
+    earlier = one_task_per_element(partition_fit_sample, spec=spec)
+    for future, _ in run_waves(
+        client, chunked(state.committed, spec.partitions_per_wave), earlier, refill
+    ):
+        fit_parts.append(future)
+        if len(fit_parts) >= MERGE_FAN_IN:
+            fit_parts = [_merge(client, fit_parts, spec)]
+    return _merge(client, fit_parts, spec), written
+
+
+def _corpus_passes(client, spec, state, written, sample: Future, *, progress: bool) -> dict:
+    """Fit the corpus palette, assign every image of the dataset to it, write ``corpus_palette``."""
     t0 = time.perf_counter()
+    if client.submit(len, sample).result() == 0:
+        logger.warning("no image has an opaque pixel: there is no corpus palette to fit")
+        return {"k": spec.corpus_k, "colors": 0, "sample_size": 0}
     corpus = fit_on_cluster(client, spec, sample)
     sample.release()
     fit_seconds = time.perf_counter() - t0
@@ -485,16 +437,34 @@ def _corpus_passes(client: Client, spec: JobSpec, sample: Future, *, progress: b
         fit_seconds,
     )
     t0 = time.perf_counter()
-    totals = run_assign_pass(client, spec, corpus, progress=progress)
+    n_colors = len(corpus.colors)
+    totals = {
+        "images": 0,
+        "pixel_counts": np.zeros(n_colors, np.int64),
+        "image_counts": np.zeros(n_colors, np.int64),
+        "squared_error": 0.0,
+    }
+    parts = sorted(set(state.committed) | set(written))
+    make_bag = one_task_per_element(assign_partition, spec=spec, corpus=corpus)
+    refill = max(1, spec.partitions_per_wave // 2)
+    with _progress(progress, "corpus") as bar:
+        for future, _ in run_waves(
+            client, chunked(parts, spec.partitions_per_wave), make_bag, refill
+        ):
+            (result,) = future.result()
+            future.release()
+            for key in totals:
+                totals[key] = totals[key] + result[key]
+            bar.update(result["images"])
     table = corpus_palette_table(corpus, totals)
-    write_atomic(join(spec.output, "corpus_palette", part_name(0)), parquet_bytes(table))
+    write_atomic(join(spec.output, "corpus_palette", part_name(0, 0)), parquet_bytes(table))
     fs, root = fsspec.core.url_to_fs(spec.output)
     if fs.exists(f"{root}/{CACHE_FOLDER}"):
         fs.rm(f"{root}/{CACHE_FOLDER}", recursive=True)
     n_pixels = int(totals["pixel_counts"].sum())
     return {
         "k": spec.corpus_k,
-        "colors": len(corpus.colors),
+        "colors": n_colors,
         "inertia": corpus.inertia,
         "n_iter": corpus.n_iter,
         "sample_size": corpus.sample_size,

@@ -109,19 +109,20 @@ JOB_FILE = "_job.json"
 PARQUET_COMPRESSION = "zstd"
 
 
-def part_name(partition: int, prefix: str = "part") -> str:
+def part_name(segment: int, partition: int, prefix: str = "part") -> str:
     """File name of a partition's Parquet file, the same in every table.
 
-    The corpus assignment pass writes its own files, with prefix ``corpus``.
+    A dataset grows in segments, one per job that added images; the corpus
+    assignment pass writes its own files, with prefix ``corpus``.
 
     Examples
     --------
-    >>> part_name(42)
-    'part-000000042.parquet'
-    >>> part_name(42, "corpus")
-    'corpus-000000042.parquet'
+    >>> part_name(0, 42)
+    'part-0000-000000042.parquet'
+    >>> part_name(1, 42, "corpus")
+    'corpus-0001-000000042.parquet'
     """
-    return f"{prefix}-{partition:09d}.parquet"
+    return f"{prefix}-{segment:04d}-{partition:09d}.parquet"
 
 
 class TableBuilder:
@@ -320,24 +321,28 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 def write_partition(
-    output: str, partition: int, tables: dict[str, pa.Table], *, prefix: str = "part"
+    output: str, part: tuple[int, int], tables: dict[str, pa.Table], *, prefix: str = "part"
 ) -> None:
     """Write a partition's tables atomically, ``images`` last.
 
-    The ``images`` file is the partition's commit marker: when it exists, the
-    partition's other files are complete. The ``samples`` cache goes under
-    ``_cache/``.
+    ``part`` is ``(segment, partition)``. The ``images`` file is the
+    partition's commit marker: when it exists, the partition's other files are
+    complete. The ``samples`` cache goes under ``_cache/``.
     """
     for name in sorted(tables, key=lambda n: n == "images"):
         folder = join(output, CACHE_FOLDER, name) if name == "samples" else join(output, name)
-        write_atomic(join(folder, part_name(partition, prefix)), parquet_bytes(tables[name]))
+        write_atomic(join(folder, part_name(*part, prefix)), parquet_bytes(tables[name]))
 
 
-def read_cached_samples(output: str, partition: int) -> list[dict]:
-    """Rows of a partition's ``samples`` cache."""
-    path = join(output, CACHE_FOLDER, "samples", part_name(partition))
+def cache_path(output: str, part: tuple[int, int]) -> str:
+    """Where a partition's ``samples`` cache lives."""
+    return join(output, CACHE_FOLDER, "samples", part_name(*part))
+
+
+def read_parquet_rows(path: str, columns: list[str] | None = None) -> list[dict]:
+    """All rows of one Parquet file (local path or URL) as dictionaries."""
     with fsspec.open(path, "rb") as f:
-        return pq.read_table(f).to_pylist()
+        return pq.read_table(f, columns=columns).to_pylist()
 
 
 def write_job_file(output: str, record: dict) -> None:

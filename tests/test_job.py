@@ -150,7 +150,7 @@ def test_small_waves_cover_every_image_once(corpus, client2, tmp_path, n_inputs)
     assert report.partitions == n_partitions
     for table in ("images", "palettes", "assignments"):
         names = sorted(p.name for p in (out / table).iterdir())
-        assert names == [part_name(i) for i in range(n_partitions)]
+        assert names == [part_name(0, i) for i in range(n_partitions)]
     images = read_table(out, "images").to_pandas()
     assert len(images) == n_inputs and images["image_id"].is_unique
 
@@ -166,17 +166,22 @@ def test_dask_ml_engine_runs_in_the_job(sample_dir, client2, tmp_path):
     assert len(read_table(out, "palettes")) == 10
 
 
-def test_existing_dataset_is_kept_unless_overwrite(corpus, client2, tmp_path):
+def test_rerun_skips_what_is_there_and_other_options_need_overwrite(
+    corpus, client2, tmp_path, n_inputs
+):
     out = tmp_path / "out"
     run_job(JobSpec(input=[str(corpus)], output=str(out), partition_size=1), client=client2)
-    with pytest.raises(FileExistsError, match="already holds a dataset; pass --overwrite"):
-        run_job(JobSpec(input=[str(corpus)], output=str(out)), client=client2)
+    again = run_job(JobSpec(input=[str(corpus)], output=str(out), partition_size=1), client=client2)
+    assert again.images == 0 and again.skipped_images == n_inputs
+    with pytest.raises(FileExistsError, match=r"made with other options \(k=5 -> 6\)"):
+        run_job(JobSpec(input=[str(corpus)], output=str(out), k=6), client=client2)
     run_job(
-        JobSpec(input=[str(corpus)], output=str(out), partition_size=50, overwrite=True),
+        JobSpec(input=[str(corpus)], output=str(out), k=6, partition_size=50, overwrite=True),
         client=client2,
     )
     # The old one-image partitions are gone, not mixed in.
-    assert [p.name for p in (out / "images").iterdir()] == [part_name(0)]
+    assert [p.name for p in (out / "images").iterdir()] == [part_name(0, 0)]
+    assert (read_table(out, "images").column("k").to_numpy() == 6).all()
 
 
 def test_non_dataset_folder_is_refused(corpus, tmp_path):
@@ -187,21 +192,25 @@ def test_non_dataset_folder_is_refused(corpus, tmp_path):
 
 
 def test_waves_are_drawn_lazily_and_stay_bounded(corpus, client2, tmp_path, n_inputs):
-    from palette_dask.pipeline import iter_waves, prepare_output, run_waves
+    from palette_dask.pipeline import InputPlan, one_task_per_element, run_waves
+    from palette_dask.state import load_state
+    from palette_dask.tasks import process_partition
 
     spec = JobSpec(input=[str(corpus)], output=str(tmp_path / "out"), partition_size=1, wave_size=4)
-    prepare_output(spec)
+    plan = InputPlan(spec, load_state(spec))
     wave_images = spec.partitions_per_wave * spec.partition_size
     drawn = []
 
     def watched_waves():
-        for wave in iter_waves(spec):
-            drawn.append(len(wave))
+        for wave in plan.waves():
+            drawn.append(sum(len(items) for _, items in wave))
             yield wave
 
     done = 0
-    for future in run_waves(client2, spec, watched_waves()):
-        (summary,) = future.result()
+    make_bag = one_task_per_element(process_partition, spec=spec, segment=0)
+    for future, (_, items) in run_waves(client2, watched_waves(), make_bag, refill_below=2):
+        ((summary, _),) = future.result()
+        assert summary["images"] == len(items)
         done += summary["images"]
         # Never more than two waves of images submitted but unfinished.
         assert sum(drawn) - done <= 2 * wave_images

@@ -1,0 +1,216 @@
+"""What a dataset already holds, so that a job can resume, grow it, or refuse to mix.
+
+A dataset is written in *segments*: one per job that added images to it.
+``_job.json`` is written when a job starts (``status = "running"``) and again
+when it ends (``"complete"``). A job writing into an existing dataset
+
+- refuses if the dataset was made with other options, unless ``overwrite``;
+- **resumes** an interrupted job (same segment): partitions are numbered by
+  position in the same input stream, so each partition is written under the
+  same name as before and complete ones are skipped;
+- **grows** a complete dataset (next segment): images whose id is already in
+  the dataset are skipped, the rest are numbered afresh in the new segment.
+
+Image ids are kept as 16-byte keys in sorted NumPy arrays: exact, and 16 bytes
+per distinct image on the client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+
+import fsspec
+import numpy as np
+import pyarrow.parquet as pq
+
+from .spec import JobSpec
+from .tables import CACHE_FOLDER, JOB_FILE, SCHEMAS, join
+
+# Options that change results: a dataset never mixes rows made with different ones.
+RESULT_OPTIONS = (
+    "k",
+    "color_space",
+    "engine",
+    "random_state",
+    "max_pixels",
+    "alpha_threshold",
+    "mode",
+    "corpus_k",
+    "sample_per_image",
+    "corpus_fit_pixels",
+)
+_PART_FILE = re.compile(r"^(?:part|corpus)-(\d+)-(\d+)\.parquet$")
+
+
+class IdSet:
+    """A set of image ids (32 hex digits) stored as sorted 16-byte keys.
+
+    Examples
+    --------
+    >>> ids = IdSet()
+    >>> ids.add_new(["00" * 16, "ff" * 16, "00" * 16]).tolist()
+    [True, True, False]
+    >>> ids.contains(["ff" * 16, "11" * 16]).tolist()
+    [True, False]
+    """
+
+    def __init__(self, ids=()):
+        self._keys = np.unique(_keys(ids))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def contains(self, ids) -> np.ndarray:
+        keys = _keys(ids)
+        where = np.searchsorted(self._keys, keys)
+        found = np.zeros(len(keys), dtype=bool)
+        inside = where < len(self._keys)
+        found[inside] = self._keys[where[inside]] == keys[inside]
+        return found
+
+    def add_new(self, ids) -> np.ndarray:
+        """Add ids; return which of them were new (first occurrences only)."""
+        keys = _keys(ids)
+        new = ~self.contains(keys)
+        _, first = np.unique(keys, return_index=True)
+        first_mask = np.zeros(len(keys), dtype=bool)
+        first_mask[first] = True
+        new &= first_mask
+        if new.any():
+            self._keys = np.union1d(self._keys, keys[new])
+        return new
+
+
+def _keys(ids) -> np.ndarray:
+    if isinstance(ids, np.ndarray) and ids.dtype == np.dtype("S16"):
+        return ids
+    return np.array([bytes.fromhex(i) for i in ids], dtype="S16")
+
+
+@dataclass
+class DatasetState:
+    """Where a job stands against the dataset it writes to.
+
+    Attributes
+    ----------
+    segment : int
+        The segment this job writes.
+    resumed : bool
+        Whether it resumes an interrupted job of the same segment.
+    done : set of int
+        Partitions of this segment already complete (their ``images`` file exists).
+    committed : list of (segment, partition)
+        Every complete partition in the dataset, before this job.
+    known : IdSet
+        Ids of images in earlier segments, which this job skips.
+    """
+
+    segment: int = 0
+    resumed: bool = False
+    done: set[int] = field(default_factory=set)
+    committed: list[tuple[int, int]] = field(default_factory=list)
+    known: IdSet = field(default_factory=IdSet)
+
+
+def read_job_file(output: str) -> dict | None:
+    fs, root = fsspec.core.url_to_fs(output)
+    path = f"{root}/{JOB_FILE}"
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "r") as f:
+        return json.load(f)
+
+
+def committed_partitions(output: str) -> list[tuple[int, int]]:
+    """``(segment, partition)`` of every complete partition: those with an ``images`` file."""
+    fs, root = fsspec.core.url_to_fs(output)
+    folder = f"{root}/images"
+    if not fs.exists(folder):
+        return []
+    found = []
+    for path in fs.ls(folder, detail=False):
+        match = _PART_FILE.match(os.path.basename(path))
+        if match:
+            found.append((int(match.group(1)), int(match.group(2))))
+    return sorted(found)
+
+
+def read_ids(output: str, parts: list[tuple[int, int]]) -> list[str]:
+    """Image ids in the ``images`` files of the given partitions."""
+    from .tables import part_name
+
+    ids = []
+    for segment, partition in parts:
+        path = join(output, "images", part_name(segment, partition))
+        with fsspec.open(path, "rb") as f:
+            ids.extend(pq.read_table(f, columns=["image_id"]).column(0).to_pylist())
+    return ids
+
+
+def load_state(spec: JobSpec) -> DatasetState:
+    """Inspect ``spec.output`` and decide how this job relates to what is there.
+
+    Raises
+    ------
+    FileExistsError
+        The folder holds something that is not a palette-dask dataset, or a
+        dataset made with other options (and ``spec.overwrite`` is false).
+    """
+    fs, root = fsspec.core.url_to_fs(spec.output)
+    if not fs.exists(root):
+        fs.makedirs(root, exist_ok=True)
+        return DatasetState()
+    entries = {os.path.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)}
+    ours = entries & (set(SCHEMAS) | {JOB_FILE, CACHE_FOLDER})
+    if entries and not ours:
+        raise FileExistsError(
+            f"output {spec.output!r} is a non-empty folder that is not a palette-dask dataset; "
+            "choose an empty or new folder"
+        )
+    record = read_job_file(spec.output)
+    if spec.overwrite:
+        for name in ours:
+            fs.rm(f"{root}/{name}", recursive=True)
+        return DatasetState()
+    if record is None:
+        if ours:
+            raise FileExistsError(
+                f"output {spec.output!r} has dataset folders but no {JOB_FILE}; "
+                "pass --overwrite to replace it"
+            )
+        return DatasetState()
+    _check_same_options(spec, record)
+    committed = committed_partitions(spec.output)
+    last = int(record.get("segment", 0))
+    if record.get("status") == "running":
+        earlier = [p for p in committed if p[0] < last]
+        return DatasetState(
+            segment=last,
+            resumed=True,
+            done={p for s, p in committed if s == last},
+            committed=committed,
+            known=IdSet(read_ids(spec.output, earlier)),
+        )
+    return DatasetState(
+        segment=last + 1,
+        committed=committed,
+        known=IdSet(read_ids(spec.output, committed)),
+    )
+
+
+def _check_same_options(spec: JobSpec, record: dict) -> None:
+    before = record.get("spec", {})
+    now = spec.to_dict()
+    changed = [
+        f"{name}={before.get(name)!r} -> {now[name]!r}"
+        for name in RESULT_OPTIONS
+        if name in before and before[name] != now[name]
+    ]
+    if changed:
+        raise FileExistsError(
+            f"output {spec.output!r} holds a dataset made with other options "
+            f"({', '.join(changed)}); pass --overwrite to replace it, or choose another output"
+        )

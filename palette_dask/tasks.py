@@ -1,0 +1,263 @@
+"""Task bodies: what one Dask task does to one partition of a job.
+
+Every function here runs on a worker, touches only its own partition's files,
+and returns a few numbers (or a bounded fit sample) to the client. Running a
+task twice writes the same files under the same names, so Dask may retry any
+of them after a worker dies.
+
+A partition is ``(index, items)``: its index within the job's segment and its
+``(position, uri)`` pairs. A partition already written is named by
+``(segment, index)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+
+import dask
+import fsspec
+import numpy as np
+import pyarrow as pa
+from threadpoolctl import threadpool_limits
+
+from .corpus import (
+    PRESENCE_SHARE,
+    CorpusPalette,
+    FitSample,
+    assign_to_corpus,
+    fit_sample,
+    merge_fit_samples,
+)
+from .imaging import ImageError, Sample
+from .palette import load_sample, opaque_pixels, palette_from_sample
+from .sources import image_id
+from .spec import JobSpec
+from .tables import (
+    TableBuilder,
+    cache_path,
+    join,
+    part_name,
+    read_parquet_rows,
+    sample_from_row,
+    write_partition,
+)
+
+logger = logging.getLogger(__name__)
+
+Part = tuple[int, list[tuple[int, str]]]
+PartRef = tuple[int, int]
+
+# Test-only switch: a worker decoding an image whose URI contains this text exits
+# at once, as a crashing decoder would (see README, "Failure handling").
+CRASH_SWITCH = "palette-dask.testing.crash-on"
+CRASH_EXIT_CODE = 70
+
+
+def describe_failure(exc: Exception) -> str:
+    """The ``error`` column's text for an exception raised by one image."""
+    if isinstance(exc, ImageError):
+        return str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return f"file not found: {exc.filename or exc}"
+    if isinstance(exc, IsADirectoryError):
+        return f"is a directory, not a file: {exc.filename or exc}"
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename or exc}"
+    if isinstance(exc, OSError):
+        return f"cannot read file: {exc}"
+    return f"unexpected {type(exc).__name__}: {exc}"
+
+
+def _ms_since(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def _table_names(spec: JobSpec) -> list[str]:
+    """The tables the first pass writes for each partition, ``images`` included."""
+    names = ["images"]
+    if spec.mode in ("image", "both"):
+        names += ["palettes", "assignments"]
+    if spec.mode in ("corpus", "both") and spec.corpus_assign == "cache":
+        names.append("samples")
+    return names
+
+
+def _process_items(items, spec: JobSpec) -> tuple[TableBuilder, list[FitSample], int]:
+    """Decode and cluster each image into a :class:`TableBuilder`; failures become rows."""
+    options = spec.palette_options
+    builder = TableBuilder(options)
+    own_palettes = spec.mode in ("image", "both")
+    corpus = spec.mode in ("corpus", "both")
+    cache = corpus and spec.corpus_assign == "cache"
+    crash_on = dask.config.get(CRASH_SWITCH, None)
+    fit_parts: list[FitSample] = []
+    errors = 0
+    # Single-threaded BLAS/OpenMP: parallelism comes from the workers, and a fixed
+    # thread count keeps floating-point results identical everywhere.
+    with threadpool_limits(1):
+        for _, uri in items:
+            if crash_on and crash_on in uri:
+                os._exit(CRASH_EXIT_CODE)
+            t0 = time.perf_counter()
+            key = image_id(uri)
+            try:
+                sample = load_sample(uri, options)
+                pixels, _ = opaque_pixels(sample, options.alpha_threshold)
+                palette = palette_from_sample(sample, options) if own_palettes else None
+                if corpus:
+                    fit_parts.append(fit_sample(sample, key, options, size=spec.sample_per_image))
+            except Exception as exc:  # one bad image is data, not a failed job
+                errors += 1
+                builder.add_image(
+                    key,
+                    uri,
+                    error=describe_failure(exc),
+                    format=getattr(exc, "format", None),
+                    elapsed_ms=_ms_since(t0),
+                )
+                continue
+            if cache:
+                builder.add_sample(key, sample)
+            builder.add_image(
+                key,
+                uri,
+                sample=sample,
+                n_pixels=len(pixels),
+                palette=palette,
+                elapsed_ms=_ms_since(t0),
+            )
+    return builder, fit_parts, errors
+
+
+def process_partition(part: Part, spec: JobSpec, segment: int) -> tuple[dict, FitSample | None]:
+    """First pass over one partition: ``images`` rows, own palettes, cache, fit sample.
+
+    Returns the partition's summary and, in corpus modes, its fit sample.
+    """
+    started = time.perf_counter()
+    index, items = part
+    builder, fit_parts, errors = _process_items(items, spec)
+    write_partition(spec.output, (segment, index), builder.tables(_table_names(spec)))
+    return _first_pass_result(spec, index, len(items), errors, started, fit_parts)
+
+
+def _first_pass_result(spec, index, n_images, errors, started, fit_parts):
+    summary = {
+        "partition": index,
+        "images": n_images,
+        "errors": errors,
+        "seconds": time.perf_counter() - started,
+    }
+    if spec.mode == "image":
+        return summary, None
+    return summary, merge_fit_samples(*fit_parts, limit=spec.corpus_fit_pixels)
+
+
+def process_one_image(item: tuple[int, str], spec: JobSpec) -> tuple[dict, list[FitSample], int]:
+    """One image on its own, for a partition that keeps crashing workers."""
+    builder, fit_parts, errors = _process_items([item], spec)
+    return builder.tables(_table_names(spec)), fit_parts, errors
+
+
+def write_recovered_partition(
+    part: Part, spec: JobSpec, segment: int, results: list, crashes: dict[int, str]
+) -> tuple[dict, FitSample | None]:
+    """Write a partition from its images' separate results; ``crashes`` maps item index to error.
+
+    An image that crashed every worker it ran on becomes an error row.
+    """
+    started = time.perf_counter()
+    index, items = part
+    names = _table_names(spec)
+    pieces = {name: [] for name in names}
+    fit_parts: list[FitSample] = []
+    errors = 0
+    survivors = iter(results)
+    for i, (_, uri) in enumerate(items):
+        if i in crashes:
+            crashed = TableBuilder(spec.palette_options)
+            crashed.add_image(image_id(uri), uri, error=crashes[i], elapsed_ms=0.0)
+            tables, parts, failed = crashed.tables(names), [], 1
+        else:
+            tables, parts, failed = next(survivors)
+        for name in names:
+            pieces[name].append(tables[name])
+        fit_parts.extend(parts)
+        errors += failed
+    write_partition(
+        spec.output,
+        (segment, index),
+        {name: pa.concat_tables(pieces[name]) for name in names},
+    )
+    return _first_pass_result(spec, index, len(items), errors, started, fit_parts)
+
+
+def partition_samples(spec: JobSpec, part: PartRef) -> Iterator[tuple[str, Sample]]:
+    """``(image_id, Sample)`` of a written partition's good images.
+
+    From the first pass's cache when it is there; otherwise the images listed in
+    the partition's ``images`` file are decoded again.
+    """
+    cached = cache_path(spec.output, part)
+    if spec.corpus_assign == "cache" and _exists(cached):
+        for row in read_parquet_rows(cached):
+            yield row["image_id"], sample_from_row(row)
+        return
+    options = spec.palette_options
+    listed = join(spec.output, "images", part_name(*part))
+    for row in read_parquet_rows(listed, columns=["image_id", "uri", "status"]):
+        if row["status"] != "ok":
+            continue
+        try:
+            sample = load_sample(row["uri"], options)
+        except Exception as exc:  # changed or removed since the first pass
+            logger.warning("skipping %s in the corpus pass: %s", row["uri"], describe_failure(exc))
+            continue
+        yield row["image_id"], sample
+
+
+def _exists(path: str) -> bool:
+    fs, local = fsspec.core.url_to_fs(path)
+    return fs.exists(local)
+
+
+def partition_fit_sample(part: PartRef, spec: JobSpec) -> FitSample:
+    """The fit sample of a partition written by an earlier job (or an interrupted one)."""
+    options = spec.palette_options
+    with threadpool_limits(1):
+        parts = [
+            fit_sample(sample, key, options, size=spec.sample_per_image)
+            for key, sample in partition_samples(spec, part)
+        ]
+    return merge_fit_samples(*parts, limit=spec.corpus_fit_pixels)
+
+
+def assign_partition(part: PartRef, spec: JobSpec, corpus: CorpusPalette) -> dict:
+    """Second pass of a corpus job over one written partition.
+
+    Writes the partition's ``corpus`` palettes and assignments and returns the
+    per-colour totals the ``corpus_palette`` table is made of.
+    """
+    options = spec.palette_options
+    builder = TableBuilder(options)
+    n_colors = len(corpus.colors)
+    totals = {
+        "images": 0,
+        "pixel_counts": np.zeros(n_colors, np.int64),
+        "image_counts": np.zeros(n_colors, np.int64),
+        "squared_error": 0.0,
+    }
+    with threadpool_limits(1):
+        for key, sample in partition_samples(spec, part):
+            palette = assign_to_corpus(sample, corpus, options)
+            builder.add_palette(key, palette)
+            totals["images"] += 1
+            totals["pixel_counts"][palette.corpus_index] += palette.counts
+            present = palette.corpus_index[palette.proportions >= PRESENCE_SHARE]
+            totals["image_counts"][present] += 1
+            totals["squared_error"] += palette.mse_rgb * float(palette.counts.sum())
+    write_partition(spec.output, part, builder.tables(["palettes", "assignments"]), prefix="corpus")
+    return totals
