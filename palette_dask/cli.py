@@ -95,6 +95,16 @@ def _clustering_options(command):
 @click.option("-o", "--output", help="Dataset folder to write.")
 @_clustering_options
 @click.option(
+    "--max-image-pixels",
+    type=int,
+    help="Refuse images declaring more pixels, before decoding. [default: 250000000]",
+)
+@click.option(
+    "--max-file-bytes",
+    type=int,
+    help="Refuse files larger than this, before reading. [default: 268435456]",
+)
+@click.option(
     "--mode",
     type=click.Choice(MODES),
     help="image: each image's own palette; corpus: one shared palette for all images, "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
 from dataclasses import dataclass
 
 import imageio.v3 as iio
@@ -22,23 +21,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from skimage.transform import resize
 
 from .color import round_to_uint8
+from .errors import ImageError
+
+# palette-dask refuses oversized images itself, before decoding, against the job's
+# `max_image_pixels`; Pillow's own process-wide guard would refuse some of them
+# earlier with a different limit, so it is switched off.
+Image.MAX_IMAGE_PIXELS = None
 
 # Pillow format names we decode; MPO is the multi-picture JPEG many cameras write.
 IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "TIFF", "BMP")
 _JPEG_FORMATS = ("JPEG", "MPO")
 # EXIF orientations 5–8 swap width and height.
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
-
-
-class ImageError(ValueError):
-    """An input that cannot be turned into a palette; its message ends up in the ``error`` column.
-
-    ``format`` is the encoded format when it was recognised before the failure.
-    """
-
-    def __init__(self, message: str, *, format: str | None = None):
-        super().__init__(message)
-        self.format = format
 
 
 @dataclass(frozen=True)
@@ -124,13 +118,11 @@ def decode_sample(data: bytes, *, max_pixels: int, max_image_pixels: int) -> Sam
     if not data:
         raise ImageError("empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data))
+        opened = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageError(f"not a recognised image file (starts with {data[:12]!r})") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"image too large to decode safely: {exc}") from None
+        raise ImageError(_unrecognised(data)) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"corrupt image header: {exc}") from None
     with opened:
         fmt = opened.format or "unknown"
         if fmt not in IMAGE_FORMATS:
@@ -157,6 +149,21 @@ def decode_sample(data: bytes, *, max_pixels: int, max_image_pixels: int) -> Sam
             raise ImageError(f"truncated or corrupt {fmt} data: {exc}", format=fmt) from None
     rgb, alpha = _resize_premultiplied(rgb, alpha, target)
     return Sample(rgb=rgb, alpha=alpha, format=fmt, width=width, height=height)
+
+
+def _unrecognised(data: bytes) -> str:
+    """Say what a file that is not an image looks like."""
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head[:256]:
+        kind = "an HTML page"
+    elif head.startswith((b"<?xml", b"<svg")):
+        kind = "an XML or SVG document (vector images are not supported)"
+    elif all(32 <= c < 127 or c in (9, 10, 13) for c in data[:256]):
+        kind = "a text file"
+    else:
+        kind = "not a recognised image file"
+        return f"{kind} (starts with {data[:12]!r})"
+    return f"{kind}, not an image (starts with {data[:12]!r})"
 
 
 def _decode_jpeg_draft(opened: Image.Image, target: tuple[int, int]):

@@ -31,6 +31,7 @@ from .sources import read_bytes
 TRANSPARENT_LABEL = 255
 MAX_K = 254
 DEFAULT_MAX_IMAGE_PIXELS = 250_000_000
+DEFAULT_MAX_FILE_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ def extract_palette(
     alpha_threshold: int = 128,
     random_state: int = 0,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> Palette:
     """Extract the ``k``-colour palette of one image, without Dask.
 
@@ -125,6 +127,8 @@ def extract_palette(
         Seed; the same image and seed always give the same palette.
     max_image_pixels : int
         Refuse images declaring more pixels than this, before decoding.
+    max_file_bytes : int
+        Refuse files larger than this, before reading them.
 
     Returns
     -------
@@ -149,6 +153,7 @@ def extract_palette(
         alpha_threshold=alpha_threshold,
         random_state=random_state,
         max_image_pixels=max_image_pixels,
+        max_file_bytes=max_file_bytes,
     )
     sample = load_sample(image, options)
     with threadpool_limits(1):
@@ -179,6 +184,7 @@ class PaletteOptions:
     alpha_threshold: int = 128
     random_state: int = 0
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
 
     def __post_init__(self):
         check_int("k", self.k, 1, MAX_K)
@@ -192,6 +198,7 @@ class PaletteOptions:
         check_int("alpha_threshold", self.alpha_threshold, 0, 255)
         check_int("random_state", self.random_state, 0, 2**32 - 1)
         check_int("max_image_pixels", self.max_image_pixels, 1)
+        check_int("max_file_bytes", self.max_file_bytes, 1)
 
 
 def load_sample(image, options: PaletteOptions) -> Sample:
@@ -199,7 +206,7 @@ def load_sample(image, options: PaletteOptions) -> Sample:
     if isinstance(image, np.ndarray):
         return array_to_sample(image, max_pixels=options.max_pixels)
     if isinstance(image, (str, os.PathLike)):
-        image = read_bytes(os.fspath(image))
+        image = read_bytes(os.fspath(image), max_bytes=options.max_file_bytes)
     if isinstance(image, (bytes, bytearray, memoryview)):
         return decode_sample(
             bytes(image), max_pixels=options.max_pixels, max_image_pixels=options.max_image_pixels

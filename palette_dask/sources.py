@@ -20,6 +20,8 @@ import fsspec
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from .errors import ImageError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp")
 MANIFEST_EXTENSIONS = (".txt", ".csv", ".parquet")
 MANIFEST_COLUMN = "uri"
@@ -66,13 +68,31 @@ def image_id(uri: str) -> str:
     return hashlib.blake2b(normalize_uri(uri).encode("utf-8"), digest_size=16).hexdigest()
 
 
-def read_bytes(uri: str) -> bytes:
-    """The whole content of a file or fsspec URL."""
+def read_bytes(uri: str, *, max_bytes: int | None = None) -> bytes:
+    """The whole content of a file or fsspec URL.
+
+    Raises
+    ------
+    ImageError
+        When the file is larger than ``max_bytes`` (checked before reading
+        where the size is known, and never reading more than ``max_bytes + 1``).
+    """
     if is_local(uri):
-        with open(local_path(uri), "rb") as f:
+        path = local_path(uri)
+        if max_bytes is not None:
+            _check_size(os.stat(path).st_size, max_bytes)
+        with open(path, "rb") as f:
             return f.read()
     with fsspec.open(uri, "rb") as f:
-        return f.read()
+        data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    if max_bytes is not None:
+        _check_size(len(data), max_bytes)
+    return data
+
+
+def _check_size(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise ImageError(f"file is {size:,} bytes, over max_file_bytes={max_bytes:,}")
 
 
 def check_inputs(inputs: Sequence[str]) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import tomllib
 
 from ._checks import check_int
-from .palette import DEFAULT_MAX_IMAGE_PIXELS, MAX_K, PaletteOptions
+from .palette import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, MAX_K, PaletteOptions
 
 MODES = ("image", "corpus", "both")
 CORPUS_ASSIGN_SOURCES = ("cache", "reread")
@@ -46,6 +46,8 @@ class JobSpec:
         Pixels with alpha below this are left out of clustering.
     max_image_pixels : int
         Images declaring more pixels are refused before decoding.
+    max_file_bytes : int
+        Files larger than this are refused before reading.
     mode : {"image", "corpus", "both"}
         ``image``: each image's own palette. ``corpus``: one palette shared by
         the whole corpus (fitted with dask-ml), every image described over it.
@@ -85,6 +87,7 @@ class JobSpec:
     max_pixels: int = 40_000
     alpha_threshold: int = 128
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     mode: str = "image"
     corpus_k: int = 16
     sample_per_image: int = 2_000

@@ -61,6 +61,10 @@ def describe_failure(exc: Exception) -> str:
     if isinstance(exc, ImageError):
         return str(exc)
     if isinstance(exc, FileNotFoundError):
+        cause = exc.__cause__
+        if cause is not None and not isinstance(cause, FileNotFoundError):
+            # fsspec reports an unreachable server as a missing file; say what happened.
+            return f"cannot read file {exc}: {cause}"
         return f"file not found: {exc.filename or exc}"
     if isinstance(exc, IsADirectoryError):
         return f"is a directory, not a file: {exc.filename or exc}"

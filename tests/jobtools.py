@@ -12,7 +12,7 @@ from imagegen import blocks, encode, transparent_png, truncated_jpeg
 
 BAD_INPUTS = {
     "truncated.jpg": "truncated or corrupt JPEG",
-    "text.jpg": "not a recognised image",
+    "text.jpg": "a text file, not an image",
     "empty.jpg": "empty file",
     "transparent.png": "no opaque pixels",
 }

@@ -123,7 +123,7 @@ def test_run_without_input_explains_what_is_missing(tmp_path):
             "unknown key(s) colour_space",
         ),
         ("job.toml", "input = [unclosed\n", "run", "is not valid TOML"),
-        ("bad.jpg", "not an image", "show", "not a recognised image file"),
+        ("bad.jpg", "not an image", "show", "a text file, not an image"),
     ],
 )
 def test_bad_file_argument_fails_cleanly(filename, content, command, message, tmp_path):

@@ -138,7 +138,9 @@ def test_resize_does_not_bleed_transparent_colour_into_edges():
     ("data", "message"),
     [
         (b"", "empty file"),
-        (b"hello, this is text and not an image at all", "not a recognised image"),
+        (b"hello, this is text and not an image at all", "a text file, not an image"),
+        (b"<!DOCTYPE html><html><body>404</body></html>", "an HTML page, not an image"),
+        (bytes(range(256)) * 4, "not a recognised image file"),
         (
             truncated_jpeg(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)),
             "truncated or corrupt JPEG",
