@@ -139,7 +139,26 @@ def _clustering_options(command):
     help="Submit to the Dask cluster described by this scheduler file.",
 )
 @click.option(
-    "--overwrite", is_flag=True, default=None, help="Replace an existing dataset at the output."
+    "--tls-ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA certificate (PEM) of a TLS-secured scheduler.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Client certificate (PEM) for a TLS-secured scheduler.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Client private key (PEM) for a TLS-secured scheduler.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    default=None,
+    help="Replace an existing dataset, even one made with other options. Without it, an "
+    "interrupted job resumes and a complete dataset grows by the new images.",
 )
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar. [default: on]")
 def run(spec, inputs, output, progress, **options):
@@ -165,6 +184,15 @@ def run(spec, inputs, output, progress, **options):
         else JobSpec.from_dict({}, source="the command line", **overrides)
     )
     report = run_job(job, progress=progress)
+    if report.resumed:
+        click.echo(
+            f"resumed an interrupted job: skipped {report.skipped_partitions} partitions "
+            "already written"
+        )
+    if report.skipped_images:
+        click.echo(f"skipped {report.skipped_images} images already in the dataset")
+    if report.duplicates:
+        click.echo(f"ignored {report.duplicates} duplicate inputs")
     click.echo(
         f"{report.images} images ({report.ok} ok, {report.errors} failed) "
         f"in {report.elapsed_s:.1f} s -> {report.output}"

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import dask
 from distributed import Client, LocalCluster
+from distributed.security import Security
 
 from .spec import JobSpec
 
@@ -28,6 +29,18 @@ def scheduler_address(spec: JobSpec) -> str | None:
     return spec.scheduler or dask.config.get("scheduler-address", None)
 
 
+def _security(spec: JobSpec) -> Security | None:
+    """TLS settings from the spec; ``None`` leaves them to Dask's configuration."""
+    if not spec.tls_ca_file:
+        return None
+    return Security(
+        tls_ca_file=spec.tls_ca_file,
+        tls_client_cert=spec.tls_cert,
+        tls_client_key=spec.tls_key,
+        require_encryption=True,
+    )
+
+
 @contextmanager
 def job_client(spec: JobSpec, client: Client | None = None) -> Iterator[Client]:
     """A client for the job; one passed in is used as it is and left open.
@@ -44,7 +57,11 @@ def job_client(spec: JobSpec, client: Client | None = None) -> Iterator[Client]:
     if address or spec.scheduler_file:
         target = address or spec.scheduler_file
         logger.info("connecting to the Dask scheduler at %s", target)
-        with Client(address, scheduler_file=None if address else spec.scheduler_file) as remote:
+        with Client(
+            address,
+            scheduler_file=None if address else spec.scheduler_file,
+            security=_security(spec),
+        ) as remote:
             yield remote
         return
     n_workers = spec.workers or default_workers()

@@ -229,13 +229,12 @@ def recover_partition(client: Client, part: Part, spec: JobSpec, segment: int) -
     _, items = part
     singles = [client.submit(process_one_image, item, spec, pure=False) for item in items]
     results, crashes = [], {}
-    attempts = dask.config.get("distributed.scheduler.allowed-failures") + 1
     for i, single in enumerate(singles):
         try:
             single.result()
         except KilledWorker:
             crashes[i] = (
-                f"the worker process died while decoding this image, {attempts} times; "
+                "the worker process died each time it decoded this image; "
                 "the file is likely to crash the decoder"
             )
             continue
@@ -340,7 +339,7 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
             logger.info("skipped %d partitions already written", plan.skipped_partitions)
         if plan.skipped_images:
             logger.info("skipped %d images already in the dataset", plan.skipped_images)
-        if fit_sample is not None and (written or state.resumed):
+        if fit_sample is not None:
             corpus_record = _corpus_passes(
                 active, spec, state, written, fit_sample, progress=progress
             )
@@ -388,7 +387,8 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
 
 
 def _first_pass(client, spec, state, plan, counts, *, progress):
-    """Run the first pass; returns the merged fit-sample future and the partitions written."""
+    """Run the first pass; returns the partitions written and, when the corpus palette
+    must be (re)fitted, the future of the merged fit sample (else ``None``)."""
     corpus = spec.mode != "image"
     fit_parts: list[Future] = []
     written: list[PartRef] = []
@@ -407,15 +407,15 @@ def _first_pass(client, spec, state, plan, counts, *, progress):
                 fit_parts.append(fit)
                 if len(fit_parts) >= MERGE_FAN_IN:
                     fit_parts = [_merge(client, fit_parts, spec)]
-    if not corpus:
-        return None, written
+    if not corpus or not (written or state.resumed):
+        return None, written  # nothing new: the corpus palette stands as it is
     # Partitions written before this job (earlier segments, or the interrupted run)
     # contribute their fit samples too.
     earlier = one_task_per_element(partition_fit_sample, spec=spec)
     for future, _ in run_waves(
         client, chunked(state.committed, spec.partitions_per_wave), earlier, refill
     ):
-        fit_parts.append(future)
+        fit_parts.append(client.submit(_element, future))
         if len(fit_parts) >= MERGE_FAN_IN:
             fit_parts = [_merge(client, fit_parts, spec)]
     return _merge(client, fit_parts, spec), written

@@ -74,8 +74,14 @@ class JobSpec:
         Address of a running Dask scheduler to submit to.
     scheduler_file : str or None
         Scheduler file of a running Dask cluster.
+    tls_ca_file, tls_cert, tls_key : str or None
+        Certificate authority, client certificate and key (PEM files) for a
+        scheduler that requires TLS (``tls://`` addresses). Without them, the
+        ``distributed.comm.tls`` Dask settings apply.
     overwrite : bool
-        Replace an existing dataset at ``output``.
+        Replace an existing dataset at ``output``, even one made with other
+        options. Without it, a job resumes an interrupted dataset or adds the
+        new images to a complete one.
     """
 
     input: tuple[str, ...]
@@ -98,6 +104,9 @@ class JobSpec:
     workers: int | None = None
     scheduler: str | None = None
     scheduler_file: str | None = None
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
     overwrite: bool = field(default=False, compare=False)
 
     def __post_init__(self):
@@ -174,5 +183,8 @@ def _check_spec(spec: JobSpec) -> None:
     check_int("wave_size", spec.wave_size, 1)
     if spec.workers is not None:
         check_int("workers", spec.workers, 1)
+    tls = (spec.tls_ca_file, spec.tls_cert, spec.tls_key)
+    if any(tls) and not all(tls):
+        raise ValueError("TLS needs all of `tls_ca_file`, `tls_cert` and `tls_key`")
     if spec.scheduler and spec.scheduler_file:
         raise ValueError("give either `scheduler` or `scheduler_file`, not both")

@@ -183,6 +183,7 @@ def load_state(spec: JobSpec) -> DatasetState:
             )
         return DatasetState()
     _check_same_options(spec, record)
+    _remove_temporary_files(fs, root)
     committed = committed_partitions(spec.output)
     last = int(record.get("segment", 0))
     if record.get("status") == "running":
@@ -199,6 +200,12 @@ def load_state(spec: JobSpec) -> DatasetState:
         committed=committed,
         known=IdSet(read_ids(spec.output, committed)),
     )
+
+
+def _remove_temporary_files(fs, root: str) -> None:
+    """Hidden temporary files left by a killed job (readers never see them)."""
+    for path in fs.glob(f"{root}/**/.*.tmp"):
+        fs.rm(path)
 
 
 def _check_same_options(spec: JobSpec, record: dict) -> None:

@@ -1,0 +1,323 @@
+"""Nothing lost: killed workers, killed jobs, crashing decoders, growing inputs, TLS, versions."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dask
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+from clusters import external_cluster
+from distributed import Client, LocalCluster
+from imagegen import blocks, encode
+from jobtools import assert_same_dataset, read_table
+
+from palette_dask import JobSpec, run_job
+from palette_dask.tasks import CRASH_SWITCH
+
+BIN = Path(sys.executable).parent
+
+
+def noisy_blocks(i: int, size=(300, 400)) -> np.ndarray:
+    rng = np.random.default_rng(i)
+    image = blocks(rng.integers(0, 256, (4, 3)), [0.4, 0.3, 0.2, 0.1], size=size)
+    return np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
+
+
+def write_images(folder: Path, indices, size=(300, 400)) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in indices:
+        (folder / f"img{i:04d}.png").write_bytes(encode(noisy_blocks(i, size), "PNG"))
+
+
+@pytest.fixture(scope="module")
+def many_images(tmp_path_factory):
+    """240 noisy photographs-like PNGs: enough work to interrupt mid-way."""
+    folder = tmp_path_factory.mktemp("many") / "images"
+    write_images(folder, range(240))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def undisturbed(many_images, client2, tmp_path_factory):
+    out = tmp_path_factory.mktemp("undisturbed") / "out"
+    run_job(JobSpec(input=[str(many_images)], output=str(out), partition_size=4), client=client2)
+    return out
+
+
+def wait_for_files(folder: Path, count: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not (folder.exists() and len(list(folder.glob("part-*"))) >= count):
+        assert time.monotonic() < deadline, f"fewer than {count} files appeared in {folder}"
+        time.sleep(0.02)
+
+
+class PollingReader(threading.Thread):
+    """Reads every table of a dataset in a loop, recording any failure."""
+
+    def __init__(self, out: Path):
+        super().__init__(daemon=True)
+        self.out = out
+        self.failures: list[str] = []
+        self.reads = 0
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            for table in ("images", "palettes", "assignments"):
+                folder = self.out / table
+                if not folder.exists():
+                    continue
+                try:
+                    pads.dataset(folder, format="parquet").to_table()
+                    self.reads += 1
+                except Exception as exc:  # the assertion is that this never happens
+                    self.failures.append(f"{table}: {type(exc).__name__}: {exc}")
+            time.sleep(0.01)
+
+
+def test_killing_a_worker_mid_job_loses_nothing(many_images, undisturbed, tmp_path):
+    out = tmp_path / "out"
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        pids = client.run(os.getpid)
+        outcome = {}
+        job = threading.Thread(
+            target=lambda: outcome.update(
+                report=run_job(
+                    JobSpec(input=[str(many_images)], output=str(out), partition_size=4),
+                    client=client,
+                )
+            )
+        )
+        job.start()
+        wait_for_files(out / "images", 5)
+        victim = sorted(pids.values())[0]
+        os.kill(victim, signal.SIGKILL)
+        job.join(timeout=300)
+    assert not job.is_alive() and "report" in outcome
+    assert outcome["report"].images == 240 and outcome["report"].errors == 0
+    assert_same_dataset(out, undisturbed)
+
+
+def test_killed_job_resumes_to_the_same_tables(many_images, undisturbed, tmp_path):
+    out = tmp_path / "out"
+    command = [
+        str(BIN / "palette-dask"),
+        "run",
+        "-i",
+        str(many_images),
+        "-o",
+        str(out),
+        "--workers",
+        "2",
+        "--partition-size",
+        "4",
+        "--no-progress",
+    ]
+    reader = PollingReader(out)
+    reader.start()
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_files(out / "images", 8)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    written = len(list((out / "images").glob("part-*")))
+    assert written < 60, "the job finished before it could be killed"
+    assert json.loads((out / "_job.json").read_text())["status"] == "running"
+
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    reader.stop.set()
+    reader.join()
+    assert second.returncode == 0, second.stderr
+    skipped = int(second.stdout.split("skipped ")[1].split(" partitions")[0])
+    assert skipped >= 8 and "resumed an interrupted job" in second.stdout
+    assert_same_dataset(out, undisturbed)
+    assert json.loads((out / "_job.json").read_text())["status"] == "complete"
+    assert not list(out.rglob(".*.tmp"))
+    assert reader.reads > 0 and reader.failures == []
+
+
+@pytest.mark.parametrize("mode", ["image", "both"])
+def test_growing_input_processes_only_new_images(mode, client2, tmp_path):
+    folder = tmp_path / "images"
+    write_images(folder, range(10), size=(60, 80))
+    out = tmp_path / "out"
+    spec = JobSpec(input=[str(folder)], output=str(out), partition_size=3, mode=mode, corpus_k=6)
+    first = run_job(spec, client=client2)
+    before = read_table(out, "images")
+    write_images(folder, range(10, 15), size=(60, 80))
+    second = run_job(spec, client=client2)
+    assert (first.images, second.images, second.skipped_images) == (10, 5, 10)
+    after = read_table(out, "images")
+    assert after.num_rows == 15
+    # The first ten rows were not recomputed: even their timings are untouched.
+    old = after.filter(pads.field("image_id").isin(before.column("image_id")))
+    assert old.equals(before)
+    # And the grown dataset is the one a single job over all fifteen images makes.
+    fresh = tmp_path / "fresh"
+    run_job(spec.replace(output=str(fresh)), client=client2)
+    assert_same_dataset(out, fresh)
+    if mode == "both":
+        assert read_table(out, "corpus_palette").equals(read_table(fresh, "corpus_palette"))
+
+
+def test_an_image_that_crashes_workers_becomes_an_error_row(sample_dir, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for photo in ["coffee.jpg", "rocket.jpg", "astronaut.jpg", "chelsea.png"]:
+        shutil.copy(sample_dir / photo, folder / photo)
+    shutil.copy(sample_dir / "retina.jpg", folder / "crash-me.jpg")
+    out = tmp_path / "out"
+    settings = {CRASH_SWITCH: "crash-me", "distributed.scheduler.allowed-failures": 1}
+    with (
+        dask.config.set(settings),
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        report = run_job(
+            JobSpec(input=[str(folder)], output=str(out), partition_size=5), client=client
+        )
+    assert (report.images, report.errors) == (5, 1)
+    images = read_table(out, "images").to_pandas().set_index("uri")
+    crashed = images.loc[str(folder / "crash-me.jpg")]
+    assert crashed["status"] == "error"
+    assert "the worker process died each time it decoded this image" in crashed["error"]
+    assert (images.drop(str(folder / "crash-me.jpg"))["status"] == "ok").all()
+    assert read_table(out, "palettes").num_rows == 4 * 5
+
+
+def test_other_options_are_refused_without_overwrite(client2, tmp_path, sample_dir):
+    out = tmp_path / "out"
+    run_job(JobSpec(input=[str(sample_dir / "coffee.jpg")], output=str(out)), client=client2)
+    result = subprocess.run(
+        [
+            str(BIN / "palette-dask"),
+            "run",
+            "-i",
+            str(sample_dir),
+            "-o",
+            str(out),
+            "--color-space",
+            "lab",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "made with other options (color_space='rgb' -> 'lab')" in result.stderr
+    assert "pass --overwrite" in result.stderr
+
+
+def _write_certificates(folder: Path) -> dict[str, Path]:
+    from distributed.security import Security
+
+    temporary = Security.temporary()
+    paths = {"ca": folder / "ca.pem", "cert": folder / "cert.pem", "key": folder / "key.pem"}
+    paths["ca"].write_text(temporary.tls_ca_file)
+    paths["cert"].write_text(temporary.tls_client_cert)
+    paths["key"].write_text(temporary.tls_client_key)
+    return paths
+
+
+def test_job_on_a_tls_secured_scheduler(tmp_path, sample_dir):
+    from distributed.security import Security
+
+    certs = _write_certificates(tmp_path)
+    tls = [
+        "--tls-ca-file",
+        str(certs["ca"]),
+        "--tls-cert",
+        str(certs["cert"]),
+        "--tls-key",
+        str(certs["key"]),
+    ]
+    security = Security(
+        tls_ca_file=str(certs["ca"]),
+        tls_client_cert=str(certs["cert"]),
+        tls_client_key=str(certs["key"]),
+        require_encryption=True,
+    )
+    with external_cluster(
+        tmp_path, scheduler_args=["--protocol", "tls", *tls], worker_args=tls, security=security
+    ) as (address, _):
+        assert address.startswith("tls://")
+        out = tmp_path / "out"
+        result = subprocess.run(
+            [
+                str(BIN / "palette-dask"),
+                "run",
+                "-i",
+                str(sample_dir),
+                "-o",
+                str(out),
+                "--scheduler",
+                address,
+                *tls,
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "9 images (9 ok, 0 failed)" in result.stdout
+        refused = subprocess.run(
+            [
+                str(BIN / "palette-dask"),
+                "run",
+                "-i",
+                str(sample_dir),
+                "-o",
+                str(tmp_path / "x"),
+                "--scheduler",
+                address.replace("tls://", "tcp://"),
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert refused.returncode != 0
+
+
+def test_workers_with_other_versions_are_refused(tmp_path, sample_dir):
+    preload = tmp_path / "other_version.py"
+    preload.write_text("import palette_dask\npalette_dask.__version__ = '0.0.0+other'\n")
+    with external_cluster(tmp_path, workers=1, worker_args=["--preload", str(preload)]) as (
+        address,
+        _,
+    ):
+        result = subprocess.run(
+            [
+                str(BIN / "palette-dask"),
+                "run",
+                "-i",
+                str(sample_dir),
+                "-o",
+                str(tmp_path / "out"),
+                "--scheduler",
+                address,
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1
+    assert "run other package versions than this client" in result.stderr
+    assert "palette-dask 0.0.0+other, client has" in result.stderr
+    assert "Traceback" not in result.stderr
