@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import dask.array as da
 import numpy as np
 
-from .color import pack_rgb, rgb_to_lab, rgb_to_space, space_to_rgb, unpack_rgb
+from .color import pack_rgb, rgb_to_space, space_to_rgb, unpack_rgb
 from .imaging import Sample
 from .kmeans import DaskKMeans, nearest_center
 from .palette import TRANSPARENT_LABEL, Palette, PaletteOptions, full_labels, opaque_pixels
@@ -91,10 +91,6 @@ class CorpusPalette:
     n_iter: int
     sample_size: int
     n_dropped: int
-
-    @property
-    def lab(self) -> np.ndarray:
-        return rgb_to_lab(self.colors)
 
 
 def _image_seed(image_id: str, random_state: int) -> np.random.Generator:

@@ -34,20 +34,18 @@ import dask.array as da
 import dask.bag as db
 import fsspec
 import numpy as np
-import pyarrow as pa
 from distributed import Client, Future, as_completed
 from distributed.scheduler import KilledWorker
 from tqdm import tqdm
 
 from .cluster import check_versions, job_client
-from .color import rgb_to_hex
 from .corpus import CorpusPalette, fit_corpus_palette, merge_fit_samples
 from .sources import check_inputs, chunked, image_id, iter_uris
 from .spec import JobSpec
 from .state import DatasetState, IdSet, load_state
 from .tables import (
     CACHE_FOLDER,
-    CORPUS_PALETTE_SCHEMA,
+    corpus_palette_table,
     join,
     parquet_bytes,
     part_name,
@@ -58,6 +56,7 @@ from .tasks import (
     Part,
     PartRef,
     assign_partition,
+    empty_totals,
     partition_fit_sample,
     process_one_image,
     process_partition,
@@ -262,29 +261,6 @@ def fit_on_cluster(client: Client, spec: JobSpec, sample: Future) -> CorpusPalet
         )
 
 
-def corpus_palette_table(corpus: CorpusPalette, totals: dict) -> pa.Table:
-    """The ``corpus_palette`` table from the fitted palette and the assignment totals."""
-    lab = corpus.lab
-    pixels = totals["pixel_counts"]
-    total = max(int(pixels.sum()), 1)
-    return pa.table(
-        {
-            "corpus_index": pa.array(np.arange(len(corpus.colors), dtype=np.int16)),
-            "r": pa.array(corpus.colors[:, 0]),
-            "g": pa.array(corpus.colors[:, 1]),
-            "b": pa.array(corpus.colors[:, 2]),
-            "hex": pa.array(rgb_to_hex(corpus.colors), pa.string()),
-            "lab_l": pa.array(lab[:, 0]),
-            "lab_a": pa.array(lab[:, 1]),
-            "lab_b": pa.array(lab[:, 2]),
-            "proportion": pa.array((pixels / total).astype(np.float32)),
-            "pixel_count": pa.array(pixels),
-            "n_images": pa.array(totals["image_counts"]),
-        },
-        schema=CORPUS_PALETTE_SCHEMA,
-    )
-
-
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in _VERSIONED_PACKAGES:
@@ -438,12 +414,7 @@ def _corpus_passes(client, spec, state, written, sample: Future, *, progress: bo
     )
     t0 = time.perf_counter()
     n_colors = len(corpus.colors)
-    totals = {
-        "images": 0,
-        "pixel_counts": np.zeros(n_colors, np.int64),
-        "image_counts": np.zeros(n_colors, np.int64),
-        "squared_error": 0.0,
-    }
+    totals = empty_totals(n_colors)
     parts = sorted(set(state.committed) | set(written))
     make_bag = one_task_per_element(assign_partition, spec=spec, corpus=corpus)
     refill = max(1, spec.partitions_per_wave // 2)
@@ -456,7 +427,7 @@ def _corpus_passes(client, spec, state, written, sample: Future, *, progress: bo
             for key in totals:
                 totals[key] = totals[key] + result[key]
             bar.update(result["images"])
-    table = corpus_palette_table(corpus, totals)
+    table = corpus_palette_table(corpus.colors, totals["pixel_counts"], totals["image_counts"])
     write_atomic(join(spec.output, "corpus_palette", part_name(0, 0)), parquet_bytes(table))
     fs, root = fsspec.core.url_to_fs(spec.output)
     if fs.exists(f"{root}/{CACHE_FOLDER}"):

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .color import rgb_to_hex
+from .color import rgb_to_hex, rgb_to_lab
 from .imaging import Sample
 from .palette import TRANSPARENT_LABEL, Palette, PaletteOptions
 from .sources import is_local, local_path
@@ -44,20 +44,24 @@ IMAGES_SCHEMA = pa.schema(
         pa.field("elapsed_ms", pa.float32(), nullable=False),
     ]
 )
+# A colour and its share, as the palettes and corpus_palette tables both give it.
+_COLOR_FIELDS = [
+    pa.field("r", pa.uint8(), nullable=False),
+    pa.field("g", pa.uint8(), nullable=False),
+    pa.field("b", pa.uint8(), nullable=False),
+    pa.field("hex", pa.string(), nullable=False),
+    pa.field("lab_l", pa.float32(), nullable=False),
+    pa.field("lab_a", pa.float32(), nullable=False),
+    pa.field("lab_b", pa.float32(), nullable=False),
+    pa.field("proportion", pa.float32(), nullable=False),
+    pa.field("pixel_count", pa.int64(), nullable=False),
+]
 PALETTES_SCHEMA = pa.schema(
     [
         pa.field("image_id", pa.string(), nullable=False),
         pa.field("palette_kind", pa.string(), nullable=False),
         pa.field("rank", pa.uint8(), nullable=False),
-        pa.field("r", pa.uint8(), nullable=False),
-        pa.field("g", pa.uint8(), nullable=False),
-        pa.field("b", pa.uint8(), nullable=False),
-        pa.field("hex", pa.string(), nullable=False),
-        pa.field("lab_l", pa.float32(), nullable=False),
-        pa.field("lab_a", pa.float32(), nullable=False),
-        pa.field("lab_b", pa.float32(), nullable=False),
-        pa.field("proportion", pa.float32(), nullable=False),
-        pa.field("pixel_count", pa.int64(), nullable=False),
+        *_COLOR_FIELDS,
         pa.field("corpus_index", pa.int16()),
     ]
 )
@@ -73,15 +77,7 @@ ASSIGNMENTS_SCHEMA = pa.schema(
 CORPUS_PALETTE_SCHEMA = pa.schema(
     [
         pa.field("corpus_index", pa.int16(), nullable=False),
-        pa.field("r", pa.uint8(), nullable=False),
-        pa.field("g", pa.uint8(), nullable=False),
-        pa.field("b", pa.uint8(), nullable=False),
-        pa.field("hex", pa.string(), nullable=False),
-        pa.field("lab_l", pa.float32(), nullable=False),
-        pa.field("lab_a", pa.float32(), nullable=False),
-        pa.field("lab_b", pa.float32(), nullable=False),
-        pa.field("proportion", pa.float32(), nullable=False),
-        pa.field("pixel_count", pa.int64(), nullable=False),
+        *_COLOR_FIELDS,
         pa.field("n_images", pa.int64(), nullable=False),
     ]
 )
@@ -261,22 +257,43 @@ def sample_from_row(row: dict) -> Sample:
     )
 
 
+def color_columns(colors: np.ndarray, proportions, pixel_counts) -> dict[str, pa.Array]:
+    """The colour and share columns shared by ``palettes`` and ``corpus_palette``."""
+    lab = rgb_to_lab(colors)
+    return {
+        "r": pa.array(colors[:, 0]),
+        "g": pa.array(colors[:, 1]),
+        "b": pa.array(colors[:, 2]),
+        "hex": pa.array(rgb_to_hex(colors), pa.string()),
+        "lab_l": pa.array(lab[:, 0]),
+        "lab_a": pa.array(lab[:, 1]),
+        "lab_b": pa.array(lab[:, 2]),
+        "proportion": pa.array(np.asarray(proportions, dtype=np.float32)),
+        "pixel_count": pa.array(np.asarray(pixel_counts, dtype=np.int64)),
+    }
+
+
+def corpus_palette_table(colors: np.ndarray, pixel_counts, image_counts) -> pa.Table:
+    """The ``corpus_palette`` table: the corpus colours and the assignment totals."""
+    pixel_counts = np.asarray(pixel_counts, dtype=np.int64)
+    shares = pixel_counts / max(int(pixel_counts.sum()), 1)
+    return pa.table(
+        {
+            "corpus_index": pa.array(np.arange(len(colors), dtype=np.int16)),
+            **color_columns(colors, shares, pixel_counts),
+            "n_images": pa.array(np.asarray(image_counts, dtype=np.int64)),
+        },
+        schema=CORPUS_PALETTE_SCHEMA,
+    )
+
+
 def _palette_batch(image_id: str, palette: Palette) -> pa.RecordBatch:
     n = len(palette.colors)
-    lab = palette.lab
     columns = {
         "image_id": pa.array([image_id] * n, pa.string()),
         "palette_kind": pa.array([_kind(palette)] * n, pa.string()),
         "rank": pa.array(np.arange(n, dtype=np.uint8)),
-        "r": pa.array(palette.colors[:, 0]),
-        "g": pa.array(palette.colors[:, 1]),
-        "b": pa.array(palette.colors[:, 2]),
-        "hex": pa.array(rgb_to_hex(palette.colors), pa.string()),
-        "lab_l": pa.array(lab[:, 0]),
-        "lab_a": pa.array(lab[:, 1]),
-        "lab_b": pa.array(lab[:, 2]),
-        "proportion": pa.array(palette.proportions),
-        "pixel_count": pa.array(palette.counts.astype(np.int64)),
+        **color_columns(palette.colors, palette.proportions, palette.counts),
         "corpus_index": (
             pa.nulls(n, pa.int16())
             if palette.corpus_index is None

@@ -239,6 +239,16 @@ def partition_fit_sample(part: PartRef, spec: JobSpec) -> FitSample:
     return merge_fit_samples(*parts, limit=spec.corpus_fit_pixels)
 
 
+def empty_totals(n_colors: int) -> dict:
+    """Per-colour sums of the corpus assignment pass, before any image."""
+    return {
+        "images": 0,
+        "pixel_counts": np.zeros(n_colors, np.int64),
+        "image_counts": np.zeros(n_colors, np.int64),
+        "squared_error": 0.0,
+    }
+
+
 def assign_partition(part: PartRef, spec: JobSpec, corpus: CorpusPalette) -> dict:
     """Second pass of a corpus job over one written partition.
 
@@ -247,13 +257,7 @@ def assign_partition(part: PartRef, spec: JobSpec, corpus: CorpusPalette) -> dic
     """
     options = spec.palette_options
     builder = TableBuilder(options)
-    n_colors = len(corpus.colors)
-    totals = {
-        "images": 0,
-        "pixel_counts": np.zeros(n_colors, np.int64),
-        "image_counts": np.zeros(n_colors, np.int64),
-        "squared_error": 0.0,
-    }
+    totals = empty_totals(len(corpus.colors))
     with threadpool_limits(1):
         for key, sample in partition_samples(spec, part):
             palette = assign_to_corpus(sample, corpus, options)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +64,9 @@ def assert_same_dataset(a, b) -> None:
     assert read_table(a, "images", drop=["elapsed_ms"]).equals(
         read_table(b, "images", drop=["elapsed_ms"])
     )
+
+
+def cli(*args, env=None, prefix=(), timeout=300) -> subprocess.CompletedProcess:
+    """Run the ``palette-dask`` command as a user would, capturing its output."""
+    command = [*prefix, str(Path(sys.executable).parent / "palette-dask"), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)

@@ -2,29 +2,16 @@
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from jobtools import read_table
+from jobtools import cli, read_table
 
 from palette_dask import __version__
 from palette_dask.cli import main
 
-BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def palette_dask(*args, cwd=None, timeout=300):
-    return subprocess.run(
-        [str(BIN / "palette-dask"), *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-    )
 
 
 def test_every_command_has_help_with_an_example_and_is_in_the_readme():
@@ -52,7 +39,7 @@ def test_run_spec_with_overrides_end_to_end(sample_dir, tmp_path):
     spec = tmp_path / "job.toml"
     spec.write_text(f'input = ["{sample_dir}"]\noutput = "{tmp_path / "ignored"}"\nk = 3\n')
     out = tmp_path / "out"
-    result = palette_dask(
+    result = cli(
         "run",
         spec,
         "--output",
@@ -77,7 +64,7 @@ def test_run_spec_with_overrides_end_to_end(sample_dir, tmp_path):
     assert not (tmp_path / "ignored").exists()
     assert json.loads((out / "_job.json").read_text())["spec"]["workers"] == 1
 
-    listing = palette_dask("palettes", out)
+    listing = cli("palettes", out)
     assert listing.returncode == 0
     lines = listing.stdout.strip().splitlines()
     assert len(lines) == n
@@ -135,7 +122,7 @@ def test_bad_file_argument_fails_cleanly(filename, content, command, message, tm
 
 
 def test_show_prints_the_palette(sample_dir):
-    result = palette_dask("show", sample_dir / "coffee.jpg", "-k", 5)
+    result = cli("show", sample_dir / "coffee.jpg", "-k", 5)
     assert result.returncode == 0, result.stderr
     shares = [float(s) for s in re.findall(r"(\d+\.\d)%", result.stdout)]
     assert len(re.findall(r"#[0-9a-f]{6}", result.stdout)) == 5

@@ -1,17 +1,12 @@
 """The job on a cluster started apart: real `dask scheduler` and `dask worker` processes."""
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from clusters import external_cluster
-from jobtools import assert_same_dataset, make_corpus
+from jobtools import assert_same_dataset, cli, make_corpus
 
 from palette_dask import JobSpec, run_job
-
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +48,14 @@ def test_job_by_scheduler_file_matches_embedded_run(external, corpus, embedded_r
 def test_job_by_environment_variable_via_cli(external, corpus, embedded_run, tmp_path):
     address, _ = external
     out = tmp_path / "out"
-    result = subprocess.run(
-        [str(BIN / "palette-dask"), "run", "-i", str(corpus), "-o", str(out), "--no-progress"],
+    result = cli(
+        "run",
+        "-i",
+        corpus,
+        "-o",
+        out,
+        "--no-progress",
         env={**os.environ, "DASK_SCHEDULER_ADDRESS": address},
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert f"connecting to the Dask scheduler at {address}" in result.stderr

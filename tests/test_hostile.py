@@ -3,16 +3,12 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from hostile import MAX_FILE_BYTES, make_hostile_corpus
+from jobtools import cli
 
 from palette_dask import open_dataset
-
-BIN = Path(sys.executable).parent
 
 
 def without_root_file_access() -> list[str]:
@@ -31,7 +27,6 @@ def hostile_run(tmp_path_factory, sample_dir):
     inputs, expected = make_hostile_corpus(work / "files", sample_dir)
     out = work / "out"
     args = [
-        str(BIN / "palette-dask"),
         "run",
         "-o",
         str(out),
@@ -45,9 +40,7 @@ def hostile_run(tmp_path_factory, sample_dir):
     ]
     for item in inputs:
         args += ["-i", item]
-    result = subprocess.run(
-        without_root_file_access() + args, capture_output=True, text=True, timeout=300
-    )
+    result = cli(*args, prefix=without_root_file_access())
     assert result.returncode == 0, result.stderr
     return out, expected, result
 

@@ -17,7 +17,7 @@ import pytest
 from clusters import external_cluster
 from distributed import Client, LocalCluster
 from imagegen import blocks, encode
-from jobtools import assert_same_dataset, read_table
+from jobtools import assert_same_dataset, cli, read_table
 
 from palette_dask import JobSpec, run_job
 from palette_dask.tasks import CRASH_SWITCH
@@ -200,21 +200,16 @@ def test_an_image_that_crashes_workers_becomes_an_error_row(sample_dir, tmp_path
 def test_other_options_are_refused_without_overwrite(client2, tmp_path, sample_dir):
     out = tmp_path / "out"
     run_job(JobSpec(input=[str(sample_dir / "coffee.jpg")], output=str(out)), client=client2)
-    result = subprocess.run(
-        [
-            str(BIN / "palette-dask"),
-            "run",
-            "-i",
-            str(sample_dir),
-            "-o",
-            str(out),
-            "--color-space",
-            "lab",
-            "--workers",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
+    result = cli(
+        "run",
+        "-i",
+        str(sample_dir),
+        "-o",
+        str(out),
+        "--color-space",
+        "lab",
+        "--workers",
+        "1",
         timeout=120,
     )
     assert result.returncode == 1
@@ -256,39 +251,29 @@ def test_job_on_a_tls_secured_scheduler(tmp_path, sample_dir):
     ) as (address, _):
         assert address.startswith("tls://")
         out = tmp_path / "out"
-        result = subprocess.run(
-            [
-                str(BIN / "palette-dask"),
-                "run",
-                "-i",
-                str(sample_dir),
-                "-o",
-                str(out),
-                "--scheduler",
-                address,
-                *tls,
-                "--no-progress",
-            ],
-            capture_output=True,
-            text=True,
+        result = cli(
+            "run",
+            "-i",
+            str(sample_dir),
+            "-o",
+            str(out),
+            "--scheduler",
+            address,
+            *tls,
+            "--no-progress",
             timeout=300,
         )
         assert result.returncode == 0, result.stderr
         assert "9 images (9 ok, 0 failed)" in result.stdout
-        refused = subprocess.run(
-            [
-                str(BIN / "palette-dask"),
-                "run",
-                "-i",
-                str(sample_dir),
-                "-o",
-                str(tmp_path / "x"),
-                "--scheduler",
-                address.replace("tls://", "tcp://"),
-                "--no-progress",
-            ],
-            capture_output=True,
-            text=True,
+        refused = cli(
+            "run",
+            "-i",
+            str(sample_dir),
+            "-o",
+            str(tmp_path / "x"),
+            "--scheduler",
+            address.replace("tls://", "tcp://"),
+            "--no-progress",
             timeout=120,
         )
         assert refused.returncode != 0
@@ -301,20 +286,15 @@ def test_workers_with_other_versions_are_refused(tmp_path, sample_dir):
         address,
         _,
     ):
-        result = subprocess.run(
-            [
-                str(BIN / "palette-dask"),
-                "run",
-                "-i",
-                str(sample_dir),
-                "-o",
-                str(tmp_path / "out"),
-                "--scheduler",
-                address,
-                "--no-progress",
-            ],
-            capture_output=True,
-            text=True,
+        result = cli(
+            "run",
+            "-i",
+            str(sample_dir),
+            "-o",
+            str(tmp_path / "out"),
+            "--scheduler",
+            address,
+            "--no-progress",
             timeout=120,
         )
     assert result.returncode == 1
