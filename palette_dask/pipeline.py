@@ -34,7 +34,7 @@ import dask.array as da
 import dask.bag as db
 import fsspec
 import numpy as np
-from distributed import Client, Future, as_completed
+from distributed import Client, Future, as_completed, wait
 from distributed.scheduler import KilledWorker
 from tqdm import tqdm
 
@@ -227,17 +227,18 @@ def recover_partition(client: Client, part: Part, spec: JobSpec, segment: int) -
     """Redo a partition image by image; the images that crash workers become error rows."""
     _, items = part
     singles = [client.submit(process_one_image, item, spec, pure=False) for item in items]
+    wait(singles)
     results, crashes = [], {}
     for i, single in enumerate(singles):
-        try:
-            single.result()
-        except KilledWorker:
+        if single.status == "error":
+            if not isinstance(single.exception(), KilledWorker):
+                single.result()  # a real bug: let it surface
             crashes[i] = (
                 "the worker process died each time it decoded this image; "
                 "the file is likely to crash the decoder"
             )
-            continue
-        results.append(single)
+        else:
+            results.append(single)
     return client.submit(
         write_recovered_partition, part, spec, segment, results, crashes, pure=False
     )
@@ -290,24 +291,25 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
     JobReport
     """
     check_inputs(spec.input)
-    state = load_state(spec)
     started = datetime.now(timezone.utc)
     clock = time.perf_counter()
-    record = {
-        "status": "running",
-        "segment": state.segment,
-        "spec": spec.to_dict(),
-        "versions": package_versions(),
-        "started": started.isoformat(),
-    }
-    if state.resumed:
-        logger.info("resuming the interrupted job of segment %d", state.segment)
-    plan = InputPlan(spec, state)
     counts = {"images": 0, "errors": 0, "partitions": 0}
     corpus_record = None
     with job_client(spec, client) as active:
+        # Both checks come before anything is written, or removed by `overwrite`.
         check_versions(active)
+        state = load_state(spec)
+        if state.resumed:
+            logger.info("resuming the interrupted job of segment %d", state.segment)
+        record = {
+            "status": "running",
+            "segment": state.segment,
+            "spec": spec.to_dict(),
+            "versions": package_versions(),
+            "started": started.isoformat(),
+        }
         write_job_file(spec.output, record)
+        plan = InputPlan(spec, state)
         if active.dashboard_link:
             logger.info("Dask dashboard: %s", active.dashboard_link)
         fit_sample, written = _first_pass(active, spec, state, plan, counts, progress=progress)
