@@ -187,6 +187,7 @@ def load_state(spec: JobSpec) -> DatasetState:
     committed = committed_partitions(spec.output)
     last = int(record.get("segment", 0))
     if record.get("status") == "running":
+        _check_same_stream(spec, record)
         earlier = [p for p in committed if p[0] < last]
         return DatasetState(
             segment=last,
@@ -206,6 +207,18 @@ def _remove_temporary_files(fs, root: str) -> None:
     """Hidden temporary files left by a killed job (readers never see them)."""
     for path in fs.glob(f"{root}/**/.*.tmp"):
         fs.rm(path)
+
+
+def _check_same_stream(spec: JobSpec, record: dict) -> None:
+    """A resumed job must cut the same inputs into the same partitions."""
+    before = record.get("spec", {})
+    now = spec.to_dict()
+    changed = [name for name in ("input", "partition_size") if before.get(name) != now[name]]
+    if changed:
+        raise FileExistsError(
+            f"output {spec.output!r} holds an interrupted job with another "
+            f"{' and '.join(changed)}; resume it with the same values, or pass --overwrite"
+        )
 
 
 def _check_same_options(spec: JobSpec, record: dict) -> None:

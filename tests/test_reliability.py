@@ -148,6 +148,18 @@ def test_killed_job_resumes_to_the_same_tables(many_images, undisturbed, tmp_pat
     assert reader.reads > 0 and reader.failures == []
 
 
+def test_an_interrupted_job_resumes_only_with_the_same_partitions(sample_dir, tmp_path):
+    from palette_dask.state import load_state
+    from palette_dask.tables import write_job_file
+
+    spec = JobSpec(input=[str(sample_dir)], output=str(tmp_path / "out"), partition_size=2)
+    load_state(spec)
+    write_job_file(spec.output, {"status": "running", "segment": 0, "spec": spec.to_dict()})
+    assert load_state(spec).resumed
+    with pytest.raises(FileExistsError, match="interrupted job with another partition_size"):
+        load_state(spec.replace(partition_size=3))
+
+
 @pytest.mark.parametrize("mode", ["image", "both"])
 def test_growing_input_processes_only_new_images(mode, client2, tmp_path):
     folder = tmp_path / "images"
