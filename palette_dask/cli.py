@@ -249,18 +249,26 @@ def show(image, as_json, **options):
 @main.command(context_settings=CONTEXT)
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
 @click.option("--limit", type=int, default=50, show_default=True, help="Images to list (0: all).")
-def palettes(dataset, limit):
+@click.option(
+    "--kind",
+    type=click.Choice(["image", "corpus"]),
+    help="Each image's own palette, or the image over the corpus palette. "
+    "[default: image, or corpus for a corpus-mode dataset]",
+)
+def palettes(dataset, limit, kind):
     """List the palettes of a finished DATASET, one image per line.
 
     \b
     Example:
       palette-dask palettes out/sample --limit 10
+      palette-dask palettes out/corpus --kind corpus
     """
     import pyarrow.compute as pc
 
     from .dataset import open_dataset
 
     ds = open_dataset(dataset)
+    kind = kind or ("corpus" if ds.job["spec"].get("mode") == "corpus" else "image")
     images = ds.arrow_dataset("images").to_table(columns=["image_id", "uri", "status", "error"])
     images = images.sort_by("uri")
     if limit:
@@ -268,7 +276,7 @@ def palettes(dataset, limit):
     wanted = images.column("image_id")
     colors = (
         ds.arrow_dataset("palettes")
-        .to_table(filter=pc.field("image_id").isin(wanted))
+        .to_table(filter=pc.field("image_id").isin(wanted) & (pc.field("palette_kind") == kind))
         .sort_by([("image_id", "ascending"), ("rank", "ascending")])
         .to_pandas()
     )
@@ -288,7 +296,7 @@ def palettes(dataset, limit):
 
 def _swatch(rgb, width: int) -> str:
     """A block of colour on a terminal; nothing when the output is piped or redirected."""
-    if not click.get_text_stream("stdout").isatty():
+    if not sys.stdout.isatty():
         return ""
     return click.style(" " * width, bg=tuple(int(c) for c in rgb)) + " "
 

@@ -71,6 +71,20 @@ def test_run_spec_with_overrides_end_to_end(sample_dir, tmp_path):
     assert all(len(re.findall(r"#[0-9a-f]{6}", line)) == 4 for line in lines)
 
 
+def test_palettes_lists_either_kind(sample_dir, tmp_path, client2):
+    from palette_dask import JobSpec, run_job
+
+    out = tmp_path / "out"
+    run_job(
+        JobSpec(input=[str(sample_dir)], output=str(out), mode="both", corpus_k=7), client=client2
+    )
+    own = CliRunner().invoke(main, ["palettes", str(out)]).output.strip().splitlines()
+    shared = CliRunner().invoke(main, ["palettes", str(out), "--kind", "corpus"]).output
+    assert all(len(re.findall(r"#[0-9a-f]{6}", line)) == 5 for line in own)
+    corpus_colors = set(read_table(out, "corpus_palette").column("hex").to_pylist())
+    assert set(re.findall(r"#[0-9a-f]{6}", shared)) <= corpus_colors
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "jobs").glob("*.toml")), ids=lambda p: p.name)
 def test_every_job_spec_is_valid(path):
     from palette_dask import JobSpec
