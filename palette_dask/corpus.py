@@ -27,7 +27,7 @@ import numpy as np
 from .color import pack_rgb, rgb_to_space, space_to_rgb, unpack_rgb
 from .imaging import Sample
 from .kmeans import DaskKMeans, nearest_center
-from .palette import TRANSPARENT_LABEL, Palette, PaletteOptions, full_labels, opaque_pixels
+from .palette import Palette, PaletteOptions, opaque_pixels, ranked_palette
 
 # Rows per chunk of the gathered sample; fixed so the fit never depends on the cluster.
 FIT_CHUNK_ROWS = 65_536
@@ -199,23 +199,14 @@ def assign_to_corpus(sample: Sample, corpus: CorpusPalette, options: PaletteOpti
     distinct_labels, _ = nearest_center(
         rgb_to_space(unpack_rgb(keys), options.color_space), corpus.centers
     )
-    pixel_index = distinct_labels[inverse]
-    counts = np.bincount(pixel_index, minlength=len(corpus.colors))
-    used = np.flatnonzero(counts)
-    # Largest share first; ties by corpus index.
-    used = used[np.lexsort((used, -counts[used]))]
-    rank_of_index = np.full(len(corpus.colors), TRANSPARENT_LABEL, dtype=np.uint8)
-    rank_of_index[used] = np.arange(len(used), dtype=np.uint8)
-    ranks = rank_of_index[pixel_index]
-    colors = corpus.colors[used]
-    error = colors[ranks].astype(np.float32) - pixels.astype(np.float32)
-    return Palette(
-        colors=colors,
-        proportions=(counts[used] / counts.sum()).astype(np.float32),
-        counts=counts[used].astype(np.int64),
-        labels=full_labels(ranks, opaque, sample.shape),
-        color_space=options.color_space,
-        mse_rgb=float(np.mean(np.square(error, dtype=np.float64))),
-        sample=sample,
-        corpus_index=used.astype(np.int16),
+    n_colors = len(corpus.colors)
+    return ranked_palette(
+        sample,
+        options,
+        pixels=pixels,
+        opaque=opaque,
+        colors=corpus.colors,
+        color_of_pixel=distinct_labels[inverse],
+        tie_keys=np.arange(n_colors),
+        corpus_index=np.arange(n_colors, dtype=np.int16),
     )

@@ -245,29 +245,52 @@ def palette_from_sample(sample: Sample, options: PaletteOptions) -> Palette:
             raise ValueError(f"`engine` must be one of {ENGINES}, got {engine!r}")
         centers_rgb = space_to_rgb(centers, color_space)
 
-    # Merge clusters that land on the same 8-bit colour; drop empty ones.
+    # Merge clusters that land on the same 8-bit colour.
     center_keys, cluster_to_color = np.unique(pack_rgb(centers_rgb), return_inverse=True)
-    color_labels = cluster_to_color[distinct_labels]
-    counts = np.bincount(color_labels, weights=key_counts, minlength=len(center_keys))
-    colors = unpack_rgb(center_keys)
-    used = counts > 0
-    # Largest share first, ties broken by the colour's value.
-    order = np.lexsort((center_keys[used], -counts[used]))
-    rank_of_color = np.full(len(center_keys), TRANSPARENT_LABEL, dtype=np.uint8)
-    rank_of_color[np.flatnonzero(used)[order]] = np.arange(len(order), dtype=np.uint8)
+    return ranked_palette(
+        sample,
+        options,
+        pixels=pixels,
+        opaque=opaque,
+        colors=unpack_rgb(center_keys),
+        color_of_pixel=cluster_to_color[distinct_labels[inverse]],
+        tie_keys=center_keys,
+    )
 
-    pixel_ranks = rank_of_color[color_labels[inverse]]
-    colors = colors[used][order]
-    counts = counts[used][order].astype(np.int64)
-    error = colors[pixel_ranks].astype(np.float32) - pixels.astype(np.float32)
+
+def ranked_palette(
+    sample: Sample,
+    options: PaletteOptions,
+    *,
+    pixels: np.ndarray,
+    opaque: np.ndarray | None,
+    colors: np.ndarray,
+    color_of_pixel: np.ndarray,
+    tie_keys: np.ndarray,
+    corpus_index: np.ndarray | None = None,
+) -> Palette:
+    """The :class:`Palette` of pixels assigned to candidate colours.
+
+    Colours no pixel took are dropped; the rest are ranked by pixel count,
+    largest first, ties broken by ``tie_keys`` so the order is deterministic.
+    ``corpus_index`` (one per candidate colour) is carried along when given.
+    """
+    counts = np.bincount(color_of_pixel, minlength=len(colors))
+    used = np.flatnonzero(counts)
+    used = used[np.lexsort((tie_keys[used], -counts[used]))]
+    rank_of_color = np.full(len(colors), TRANSPARENT_LABEL, dtype=np.uint8)
+    rank_of_color[used] = np.arange(len(used), dtype=np.uint8)
+    pixel_ranks = rank_of_color[color_of_pixel]
+    error = colors[used][pixel_ranks].astype(np.float32) - pixels.astype(np.float32)
     return Palette(
-        colors=colors,
-        proportions=(counts / counts.sum()).astype(np.float32),
-        counts=counts,
+        colors=colors[used],
+        proportions=(counts[used] / counts.sum()).astype(np.float32),
+        counts=counts[used].astype(np.int64),
         labels=full_labels(pixel_ranks, opaque, sample.shape),
-        color_space=color_space,
+        color_space=options.color_space,
         mse_rgb=float(np.mean(np.square(error, dtype=np.float64))),
         sample=sample,
+        corpus_index=None if corpus_index is None else corpus_index[used],
     )
 
 
