@@ -4,9 +4,9 @@ The stage turns encoded bytes into a *sample*: an 8-bit RGB array of at most
 ``max_pixels`` pixels plus an optional alpha channel, with the aspect ratio of
 the upright image. JPEGs take Pillow's draft-mode fast path, which lets the
 decoder skip most of the work for large photographs; every other format is
-read with imageio. Resizing is scikit-image's anti-aliased ``resize`` on
-premultiplied colour, so transparent pixels never bleed into the edges of
-opaque ones.
+read with imageio. Resizing is scikit-image's area-averaging
+``resize_local_mean`` on premultiplied colour, so transparent pixels never
+bleed into the edges of opaque ones.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import imageio.v3 as iio
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from skimage.transform import resize
+from skimage.transform import resize_local_mean
 
 from .color import round_to_uint8
 from .errors import ImageError
@@ -208,17 +208,24 @@ def _resize_premultiplied(rgb: np.ndarray, alpha: np.ndarray | None, target: tup
     if rgb.shape[:2] == target:
         return rgb, alpha
     if alpha is None:
-        scaled = resize(
-            rgb.astype(np.float32), target, order=1, anti_aliasing=True, preserve_range=True
-        )
-        return round_to_uint8(scaled), None
+        return round_to_uint8(_area_resize(rgb.astype(np.float32), target)), None
     weight = alpha.astype(np.float32)[..., None] / 255.0
-    stacked = np.concatenate([rgb.astype(np.float32) * weight, weight * 255.0], axis=2)
-    scaled = resize(stacked, target, order=1, anti_aliasing=True, preserve_range=True)
+    stacked = np.concatenate([rgb * weight, weight * 255.0], axis=2, dtype=np.float32)
+    scaled = _area_resize(stacked, target)
     new_alpha = scaled[..., 3:]
     with np.errstate(divide="ignore", invalid="ignore"):
         color = np.where(new_alpha > 0, scaled[..., :3] * 255.0 / new_alpha, 0.0)
     return round_to_uint8(color), round_to_uint8(new_alpha[..., 0])
+
+
+def _area_resize(image: np.ndarray, target: tuple[int, int]) -> np.ndarray:
+    """Downscale float32 ``(H, W, C)`` pixels to ``target`` by area averaging.
+
+    scikit-image's ``resize_local_mean`` weighs every source pixel by the area it
+    shares with each output pixel: anti-aliased by construction, and several
+    times faster than Gaussian smoothing followed by interpolation.
+    """
+    return resize_local_mean(image, target, preserve_range=True).astype(np.float32, copy=False)
 
 
 def array_to_sample(pixels: np.ndarray, *, max_pixels: int) -> Sample:
