@@ -61,8 +61,9 @@ def _clustering_options(command):
         click.option(
             "--engine",
             type=click.Choice(ENGINES),
-            help="Clustering engine: in-memory scikit-learn per image, or dask-ml. "
-            "[default: sklearn]",
+            help="Clustering engine: histogram (fast weighted k-means on colour histograms), "
+            "sklearn (k-means on the image's distinct colours) or dask-ml (the slow "
+            "reference). [default: histogram]",
         ),
         click.option(
             "--random-state", type=int, help="Seed; same seed, same palettes. [default: 0]"

@@ -1,11 +1,15 @@
 """K-means clustering of colours.
 
-Two engines:
+Three engines; all but ``dask-ml`` run inside the image's own task:
 
-``sklearn`` (default)
-    Runs inside an image's own task: scikit-learn's Lloyd k-means over the
-    image's *distinct* colours, each weighted by how many pixels carry it. The
-    objective is exactly that of k-means on all pixels, at a fraction of the cost.
+``histogram`` (default)
+    :func:`histogram_kmeans`: weighted k-means on colour histograms, restarted
+    from seeded k-means++ starts on a coarse grid and refined on a fine one.
+    Several times faster than ``sklearn``, at the same quality.
+``sklearn``
+    scikit-learn's Lloyd k-means over the image's *distinct* colours, each
+    weighted by how many pixels carry it: exactly the objective of k-means on
+    all pixels.
 ``dask-ml``
     :class:`DaskKMeans`, ``dask_ml.cluster.KMeans`` with its known defects worked
     around, on a chunked dask array of pixels. Slower per image; it is the
@@ -23,7 +27,7 @@ import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.exceptions import ConvergenceWarning
 
-ENGINES = ("sklearn", "dask-ml")
+ENGINES = ("histogram", "sklearn", "dask-ml")
 
 # Restarts of the in-memory engine. On the sample photographs two seeded k-means++
 # starts reach scikit-learn's n_init=10 error within 0.1 % (one start: 0.3 %, with
@@ -232,3 +236,186 @@ def dask_ml_centers(points: np.ndarray, *, k: int, random_state: int) -> np.ndar
     # Inside a worker task, nested computations must not go back to the cluster.
     with dask.config.set(scheduler="synchronous"):
         return DaskKMeans(k, random_state=random_state).fit(X).cluster_centers_
+
+
+# Histogram engine: levels per channel of the coarse and fine colour grids (as bits).
+COARSE_BITS = 5
+FINE_BITS = 6
+HISTOGRAM_N_INIT = 4
+# Images with so few colours go to the exact engine instead.
+EXACT_BELOW_BINS = 64
+LLOYD_MAX_ITER = 100
+
+
+def color_histogram(pixels: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels binned on a grid of ``2**bits`` levels per channel.
+
+    Returns ``(bin_of_pixel, counts, means)``: for each pixel the index of its
+    bin among the non-empty ones, and for each non-empty bin its pixel count and
+    mean colour (float64, 0–255).
+
+    Examples
+    --------
+    >>> px = np.array([[0, 0, 0], [2, 2, 2], [255, 255, 255]], np.uint8)
+    >>> bins, counts, means = color_histogram(px, 5)
+    >>> bins.tolist(), counts.tolist(), means.tolist()
+    ([0, 0, 1], [2, 1], [[1.0, 1.0, 1.0], [255.0, 255.0, 255.0]])
+    """
+    q = pixels.astype(np.int32) >> (8 - bits)
+    keys = (q[:, 0] << (2 * bits)) | (q[:, 1] << bits) | q[:, 2]
+    size = 1 << (3 * bits)
+    counts = np.bincount(keys, minlength=size)
+    present = np.flatnonzero(counts)
+    index = np.zeros(size, dtype=np.int32)
+    index[present] = np.arange(len(present), dtype=np.int32)
+    bin_of_pixel = index[keys]
+    counts = counts[present]
+    sums = np.stack(
+        [np.bincount(bin_of_pixel, weights=pixels[:, c], minlength=len(present)) for c in range(3)],
+        axis=1,
+    )
+    return bin_of_pixel, counts, sums / counts[:, None]
+
+
+def weighted_kmeans_plusplus(
+    points: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Greedy k-means++ start on weighted points (``2 + log k`` trials a step, as scikit-learn).
+
+    Examples
+    --------
+    >>> pts = np.array([[0.0, 0, 0], [1, 1, 1], [100, 100, 100]])
+    >>> start = weighted_kmeans_plusplus(pts, np.ones(3), 2, np.random.default_rng(0))
+    >>> sorted(start[:, 0].tolist())[-1]
+    100.0
+    """
+    trials = 2 + int(np.log(k))
+    norms = np.einsum("ij,ij->i", points, points)
+    centers = np.empty((k, points.shape[1]))
+    first = rng.choice(len(points), p=weights / weights.sum())
+    centers[0] = points[first]
+    closest = np.maximum(norms - 2 * points @ points[first] + norms[first], 0.0)
+    for c in range(1, k):
+        potential = weights * closest
+        total = potential.sum()
+        if total <= 0:  # fewer distinct points than clusters
+            centers[c:] = points[first]
+            break
+        candidates = np.searchsorted(np.cumsum(potential), rng.random(trials) * total)
+        candidates = np.minimum(candidates, len(points) - 1)
+        d2 = np.maximum(
+            norms[None, :] - 2 * points[candidates] @ points.T + norms[candidates][:, None], 0.0
+        )
+        trial = np.minimum(closest[None, :], d2)
+        best = int(np.argmin((trial * weights).sum(axis=1)))
+        centers[c] = points[candidates[best]]
+        closest = trial[best]
+    return centers
+
+
+def weighted_lloyd(
+    points: np.ndarray,
+    weights: np.ndarray,
+    centers: np.ndarray,
+    *,
+    max_iter: int = LLOYD_MAX_ITER,
+    tol: float = 1e-4,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Lloyd's k-means iterations on weighted points, from ``centers``.
+
+    Stops when the labels settle, or when the centres move (in total squared
+    distance) by less than ``tol`` times the points' mean per-channel variance,
+    as scikit-learn does. A cluster that loses all its points keeps its centre.
+
+    Returns ``(centers, labels, inertia)``, the labels and inertia for the
+    returned centres.
+
+    Examples
+    --------
+    >>> pts = np.array([[0.0, 0, 0], [2, 2, 2], [10, 10, 10]])
+    >>> centers, labels, inertia = weighted_lloyd(pts, np.ones(3), pts[[0, 2]])
+    >>> centers.tolist(), labels.tolist(), inertia
+    ([[1.0, 1.0, 1.0], [10.0, 10.0, 10.0]], [0, 0, 1], 6.0)
+    """
+    points = np.asarray(points, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    centers = np.array(centers, dtype=np.float64)
+    k = len(centers)
+    norms = np.einsum("ij,ij->i", points, points)
+    mean = weights @ points / weights.sum()
+    tol *= float(weights @ ((points - mean) ** 2).sum(axis=1)) / weights.sum() / 3
+    weighted = points * weights[:, None]
+
+    def assign(centers):
+        d2 = norms[:, None] - 2.0 * points @ centers.T + np.einsum("ij,ij->i", centers, centers)
+        labels = np.argmin(d2, axis=1)
+        return labels, np.maximum(d2[np.arange(len(points)), labels], 0.0)
+
+    labels, d2 = assign(centers)
+    for _ in range(max_iter):
+        mass = np.bincount(labels, weights=weights, minlength=k)
+        filled = mass > 0
+        updated = centers.copy()
+        for c in range(points.shape[1]):
+            sums = np.bincount(labels, weights=weighted[:, c], minlength=k)
+            updated[filled, c] = sums[filled] / mass[filled]
+        shift = float(((updated - centers) ** 2).sum())
+        centers = updated
+        new_labels, d2 = assign(centers)
+        settled = np.array_equal(new_labels, labels)
+        labels = new_labels
+        if settled or shift <= tol:
+            break
+    return centers, labels, float(weights @ d2)
+
+
+def histogram_kmeans(
+    pixels: np.ndarray, *, k: int, color_space: str, random_state: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """K-means of an image's pixels through colour histograms: fast, and as good as restarts.
+
+    Weighted k-means runs ``HISTOGRAM_N_INIT`` times from seeded k-means++
+    starts on the mean colours of a coarse (32 levels per channel) histogram;
+    the best run is refined on a fine (64 levels) histogram, and every pixel
+    then goes to its nearest centre.
+
+    Parameters
+    ----------
+    pixels : (N, 3) uint8 ndarray
+    k : int
+    color_space : {"rgb", "lab", "oklab"}
+    random_state : int
+
+    Returns
+    -------
+    centers : (k, 3) float64 ndarray
+        In ``color_space``.
+    labels : (N,) int ndarray
+        Cluster of each pixel.
+
+    ``None`` instead when the fine histogram has at most ``EXACT_BELOW_BINS``
+    bins (graphics, flat colours): the exact engine is then cheap and finds the
+    best of the few possible groupings more reliably.
+    """
+    from .color import rgb_to_space
+
+    _, fine_counts, fine_means = color_histogram(pixels, FINE_BITS)
+    if len(fine_counts) <= max(EXACT_BELOW_BINS, k):
+        return None
+    _, coarse_counts, coarse_means = color_histogram(pixels, COARSE_BITS)
+    coarse = rgb_to_space(coarse_means, color_space).astype(np.float64)
+    weights = coarse_counts.astype(np.float64)
+    rng = np.random.default_rng(random_state)
+    best = None
+    for _ in range(HISTOGRAM_N_INIT):
+        start = weighted_kmeans_plusplus(coarse, weights, min(k, len(coarse)), rng)
+        run = weighted_lloyd(coarse, weights, start)
+        if best is None or run[2] < best[2]:
+            best = run
+    fine = rgb_to_space(fine_means, color_space).astype(np.float64)
+    # On the fine grid, iterate until the labels settle: cheap, and it places the
+    # boundaries between clusters as exactly as the pixels would.
+    centers, _, _ = weighted_lloyd(fine, fine_counts, best[0], tol=0.0)
+    # Each pixel goes to its own nearest centre, not its bin's: exact at the boundaries.
+    labels, _ = nearest_center(rgb_to_space(pixels, color_space), centers)
+    return centers, labels

@@ -24,7 +24,7 @@ from .color import (
     unpack_rgb,
 )
 from .imaging import ImageError, Sample, array_to_sample, decode_sample
-from .kmeans import ENGINES, dask_ml_centers, nearest_center, weighted_kmeans
+from .kmeans import ENGINES, dask_ml_centers, histogram_kmeans, nearest_center, weighted_kmeans
 from .sources import read_bytes
 
 # 255 marks a pixel left out of clustering, so a palette holds at most 254 colours.
@@ -100,7 +100,7 @@ def extract_palette(
     *,
     k: int = 5,
     color_space: str = "rgb",
-    engine: str = "sklearn",
+    engine: str = "histogram",
     max_pixels: int = 40_000,
     alpha_threshold: int = 128,
     random_state: int = 0,
@@ -117,7 +117,7 @@ def extract_palette(
         Largest number of colours, 1–254.
     color_space : {"rgb", "lab", "oklab"}
         Space the pixels are clustered in.
-    engine : {"sklearn", "dask-ml"}
+    engine : {"histogram", "sklearn", "dask-ml"}
         Clustering engine; see :mod:`palette_dask.kmeans`.
     max_pixels : int
         The image is resized (never upscaled) to at most this many pixels.
@@ -179,7 +179,7 @@ class PaletteOptions:
 
     k: int = 5
     color_space: str = "rgb"
-    engine: str = "sklearn"
+    engine: str = "histogram"
     max_pixels: int = 40_000
     alpha_threshold: int = 128
     random_state: int = 0
@@ -217,9 +217,9 @@ def load_sample(image, options: PaletteOptions) -> Sample:
 def palette_from_sample(sample: Sample, options: PaletteOptions) -> Palette:
     """Cluster a sample's opaque pixels into a :class:`Palette`; assumes validated options.
 
-    The pixels are de-duplicated first. An image with at most ``k`` distinct
-    colours gets exactly those colours; otherwise the chosen engine clusters
-    them. Clusters whose colours round to the same 8-bit value are merged, so a
+    An image with at most ``k`` distinct colours gets exactly those colours;
+    otherwise the chosen engine clusters them. Clusters whose colours round to
+    the same 8-bit value are merged, so a
     palette never repeats a colour, and colours are sorted by share (ties by
     colour value) so the result is fully deterministic.
     """
@@ -227,23 +227,14 @@ def palette_from_sample(sample: Sample, options: PaletteOptions) -> Palette:
     alpha_threshold, random_state = options.alpha_threshold, options.random_state
     pixels, opaque = opaque_pixels(sample, alpha_threshold)
 
-    keys, inverse, key_counts = np.unique(pack_rgb(pixels), return_inverse=True, return_counts=True)
-    distinct = unpack_rgb(keys)
-    if len(distinct) <= k:
-        centers_rgb, distinct_labels = distinct, np.arange(len(distinct))
-    else:
-        coords = rgb_to_space(distinct, color_space)
-        if engine == "sklearn":
-            centers, distinct_labels = weighted_kmeans(
-                coords, key_counts, k=k, random_state=random_state
-            )
-        elif engine == "dask-ml":
-            centers = dask_ml_centers(coords[inverse], k=k, random_state=random_state)
-            # Equal colours have equal coordinates, hence the same nearest centre.
-            distinct_labels, _ = nearest_center(coords, centers)
-        else:
-            raise ValueError(f"`engine` must be one of {ENGINES}, got {engine!r}")
+    found = None
+    if engine == "histogram":
+        found = histogram_kmeans(pixels, k=k, color_space=color_space, random_state=random_state)
+    if found is not None:
+        centers, cluster_of_pixel = found
         centers_rgb = space_to_rgb(centers, color_space)
+    else:
+        centers_rgb, cluster_of_pixel = _cluster_distinct(pixels, options)
 
     # Merge clusters that land on the same 8-bit colour.
     center_keys, cluster_to_color = np.unique(pack_rgb(centers_rgb), return_inverse=True)
@@ -253,9 +244,31 @@ def palette_from_sample(sample: Sample, options: PaletteOptions) -> Palette:
         pixels=pixels,
         opaque=opaque,
         colors=unpack_rgb(center_keys),
-        color_of_pixel=cluster_to_color[distinct_labels[inverse]],
+        color_of_pixel=cluster_to_color[cluster_of_pixel],
         tie_keys=center_keys,
     )
+
+
+def _cluster_distinct(pixels: np.ndarray, options: PaletteOptions):
+    """Cluster an image's distinct colours, weighted by pixel count (the exact objective).
+
+    Returns the 8-bit centre colours and each pixel's cluster. An image with at
+    most ``k`` distinct colours gets exactly those colours.
+    """
+    keys, inverse, key_counts = np.unique(pack_rgb(pixels), return_inverse=True, return_counts=True)
+    distinct = unpack_rgb(keys)
+    if len(distinct) <= options.k:
+        return distinct, inverse
+    coords = rgb_to_space(distinct, options.color_space)
+    if options.engine == "dask-ml":
+        centers = dask_ml_centers(coords[inverse], k=options.k, random_state=options.random_state)
+        # Equal colours have equal coordinates, hence the same nearest centre.
+        distinct_labels, _ = nearest_center(coords, centers)
+    else:
+        centers, distinct_labels = weighted_kmeans(
+            coords, key_counts, k=options.k, random_state=options.random_state
+        )
+    return space_to_rgb(centers, options.color_space), distinct_labels[inverse]
 
 
 def ranked_palette(

@@ -38,7 +38,7 @@ class JobSpec:
     k : int
         Largest number of colours per image, 1–254.
     color_space : {"rgb", "lab", "oklab"}
-    engine : {"sklearn", "dask-ml"}
+    engine : {"histogram", "sklearn", "dask-ml"}
     random_state : int
     max_pixels : int
         Pixel budget of each image's sample (200×200 by default).
@@ -88,7 +88,7 @@ class JobSpec:
     output: str
     k: int = 5
     color_space: str = "rgb"
-    engine: str = "sklearn"
+    engine: str = "histogram"
     random_state: int = 0
     max_pixels: int = 40_000
     alpha_threshold: int = 128

@@ -40,6 +40,20 @@ def test_default_engine_is_within_2_percent_of_scikit_learn_n_init_10(sample_pal
     assert ours <= 1.02 * reference
 
 
+@pytest.mark.parametrize("k", [8, 16])
+@pytest.mark.parametrize("engine", ["histogram", "sklearn"])
+def test_in_task_engines_hold_quality_at_larger_k(engine, k, sample_dir):
+    ours, reference = [], []
+    with threadpool_limits(1):
+        for path in sorted(sample_dir.iterdir()):
+            palette = extract_palette(str(path), k=k, engine=engine)
+            ours.append(palette.mse_rgb)
+            reference.append(reference_mse(palette.sample.rgb, k))
+    ratio = np.mean(ours) / np.mean(reference)
+    print(f"\n{engine} k={k}: mean mse_rgb ratio {ratio:.4f}")
+    assert ratio <= 1.02
+
+
 def test_dask_ml_engine_runs_and_is_close(sample_palettes):
     dask_ml = np.mean([r[2] for r in sample_palettes])
     reference = np.mean([r[3] for r in sample_palettes])
