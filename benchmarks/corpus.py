@@ -12,47 +12,18 @@ Results go to ``benchmarks/results/corpus.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import shutil
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
-import psutil
-from corpora import make_web_corpus
+from benchtools import PeakMemory, make_photo_corpus, worker_pids
 from distributed import Client, LocalCluster
 
 from palette_dask import JobSpec, run_job
 
 RESULTS = Path(__file__).parent / "results"
-
-
-class PeakMemory:
-    """Polls the resident memory of the given processes in a background thread."""
-
-    def __init__(self, pids, interval: float = 0.1):
-        self._processes = {pid: psutil.Process(pid) for pid in pids}
-        self.peak = dict.fromkeys(pids, 0)
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self):
-        while not self._stop.is_set():
-            for pid, process in self._processes.items():
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    self.peak[pid] = max(self.peak[pid], process.memory_info().rss)
-            self._stop.wait(self._interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def run_corpus(images: Path, out: Path, corpus_assign: str) -> dict:
@@ -62,7 +33,7 @@ def run_corpus(images: Path, out: Path, corpus_assign: str) -> dict:
         Client(cluster) as client,
     ):
         client.run(lambda: __import__("palette_dask"))
-        pids = list(client.run(lambda: __import__("os").getpid()).values())
+        pids = worker_pids(client)
         spec = JobSpec(
             input=[str(images)],
             output=str(out),
@@ -95,7 +66,7 @@ def main(argv=None) -> int:
     try:
         large = work / "large"
         large.mkdir()
-        make_web_corpus(large, args.images, megapixels=0.08)
+        make_photo_corpus(large, args.images, megapixels=0.08)
         small = work / "small"
         small.mkdir()
         for path in sorted(large.iterdir())[: args.images // 4]:

@@ -6,12 +6,13 @@ inside a Dask task, and ``palette-dask show`` runs it directly.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from ._checks import check_int
 from .color import (
@@ -32,6 +33,22 @@ TRANSPARENT_LABEL = 255
 MAX_K = 254
 DEFAULT_MAX_IMAGE_PIXELS = 250_000_000
 DEFAULT_MAX_FILE_BYTES = 256 * 2**20
+
+
+@functools.cache
+def _thread_pools() -> ThreadpoolController:
+    # Inspecting the loaded BLAS/OpenMP libraries costs milliseconds: do it once.
+    return ThreadpoolController()
+
+
+def single_threaded():
+    """A context in which BLAS and OpenMP use one thread.
+
+    Parallelism comes from running many images at once; one thread each keeps
+    workers from oversubscribing the cores and floating-point results identical
+    on every machine.
+    """
+    return _thread_pools().limit(limits=1)
 
 
 @dataclass(frozen=True)
@@ -156,7 +173,7 @@ def extract_palette(
         max_file_bytes=max_file_bytes,
     )
     sample = load_sample(image, options)
-    with threadpool_limits(1):
+    with single_threaded():
         return palette_from_sample(sample, options)
 
 

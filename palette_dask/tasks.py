@@ -21,7 +21,6 @@ import dask
 import fsspec
 import numpy as np
 import pyarrow as pa
-from threadpoolctl import threadpool_limits
 
 from .corpus import (
     PRESENCE_SHARE,
@@ -32,7 +31,7 @@ from .corpus import (
     merge_fit_samples,
 )
 from .imaging import ImageError, Sample
-from .palette import load_sample, opaque_pixels, palette_from_sample
+from .palette import load_sample, opaque_pixels, palette_from_sample, single_threaded
 from .sources import image_id
 from .spec import JobSpec
 from .tables import (
@@ -99,9 +98,7 @@ def _process_items(items, spec: JobSpec) -> tuple[TableBuilder, list[FitSample],
     crash_on = dask.config.get(CRASH_SWITCH, None)
     fit_parts: list[FitSample] = []
     errors = 0
-    # Single-threaded BLAS/OpenMP: parallelism comes from the workers, and a fixed
-    # thread count keeps floating-point results identical everywhere.
-    with threadpool_limits(1):
+    with single_threaded():
         for _, uri in items:
             if crash_on and crash_on in uri:
                 os._exit(CRASH_EXIT_CODE)
@@ -231,7 +228,7 @@ def _exists(path: str) -> bool:
 def partition_fit_sample(part: PartRef, spec: JobSpec) -> FitSample:
     """The fit sample of a partition written by an earlier job (or an interrupted one)."""
     options = spec.palette_options
-    with threadpool_limits(1):
+    with single_threaded():
         parts = [
             fit_sample(sample, key, options, size=spec.sample_per_image)
             for key, sample in partition_samples(spec, part)
@@ -258,7 +255,7 @@ def assign_partition(part: PartRef, spec: JobSpec, corpus: CorpusPalette) -> dic
     options = spec.palette_options
     builder = TableBuilder(options)
     totals = empty_totals(len(corpus.colors))
-    with threadpool_limits(1):
+    with single_threaded():
         for key, sample in partition_samples(spec, part):
             palette = assign_to_corpus(sample, corpus, options)
             builder.add_palette(key, palette)

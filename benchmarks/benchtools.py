@@ -1,0 +1,84 @@
+"""Deterministic benchmark corpora made from the photographs that ship with scikit-image."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import psutil
+from skimage import data
+from skimage.transform import resize
+
+SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
+
+
+def make_photo_corpus(
+    folder: Path,
+    n_images: int,
+    *,
+    megapixels: float = 1.0,
+    seed: int = 0,
+    formats: tuple[str, ...] = ("jpg",),
+    prefix: str = "photo",
+) -> list[Path]:
+    """Images of about ``megapixels`` MP: upscaled, noisy random crops of the sample photographs.
+
+    The light noise keeps them from compressing trivially; ``formats`` are used
+    in turn, so ``("png", "jpg")`` gives a mixed set.
+    """
+    rng = np.random.default_rng(seed)
+    photos = [getattr(data, name)()[..., :3] for name in SOURCES]
+    side = int(np.sqrt(megapixels * 1e6 / 1.5))
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n_images):
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[:2]
+        ch, cw = rng.integers(h // 2, h + 1), rng.integers(w // 2, w + 1)
+        top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = photo[top : top + ch, left : left + cw].astype(np.float32)
+        big = resize(crop, (side, int(side * 1.5)), order=1, preserve_range=True)
+        big = np.clip(big + rng.normal(0, 4, big.shape).astype(np.float32), 0, 255)
+        ext = formats[i % len(formats)]
+        path = folder / f"{prefix}{i:05d}.{ext}"
+        iio.imwrite(path, big.astype(np.uint8), **({"quality": 90} if ext == "jpg" else {}))
+        paths.append(path)
+    return paths
+
+
+class PeakMemory:
+    """Polls the resident memory of the given processes in a background thread."""
+
+    def __init__(self, pids, interval: float = 0.1):
+        self._processes = {pid: psutil.Process(pid) for pid in pids}
+        self.peak = dict.fromkeys(pids, 0)
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self):
+        while not self._stop.is_set():
+            for pid, process in self._processes.items():
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    self.peak[pid] = max(self.peak[pid], process.memory_info().rss)
+            self._stop.wait(self._interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def peak_mb(self) -> list[float]:
+        return [round(v / 2**20, 1) for v in self.peak.values()]
+
+
+def worker_pids(client) -> list[int]:
+    """Process ids of a cluster's workers."""
+    return list(client.run(os.getpid).values())
