@@ -82,3 +82,23 @@ class PeakMemory:
 def worker_pids(client) -> list[int]:
     """Process ids of a cluster's workers."""
     return list(client.run(os.getpid).values())
+
+
+def run_job_on_fresh_cluster(spec, workers: int):
+    """Run one job on a new LocalCluster of single-threaded workers.
+
+    Returns the job's report and each worker's peak resident memory (MB). The
+    workers import palette-dask before the clock starts.
+    """
+    from distributed import Client, LocalCluster
+
+    from palette_dask import run_job
+
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        client.run(lambda: __import__("palette_dask"))
+        with PeakMemory(worker_pids(client)) as memory:
+            report = run_job(spec, client=client)
+    return report, memory.peak_mb()

@@ -18,32 +18,24 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchtools import PeakMemory, make_photo_corpus, worker_pids
-from distributed import Client, LocalCluster
+from benchtools import make_photo_corpus, run_job_on_fresh_cluster
 
-from palette_dask import JobSpec, run_job
+from palette_dask import JobSpec
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def run_corpus(images: Path, out: Path, corpus_assign: str) -> dict:
     """One corpus job on a fresh 2-worker cluster; stage times and peak memory per worker."""
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
-        client.run(lambda: __import__("palette_dask"))
-        pids = worker_pids(client)
-        spec = JobSpec(
-            input=[str(images)],
-            output=str(out),
-            mode="corpus",
-            corpus_k=16,
-            corpus_assign=corpus_assign,
-            overwrite=True,
-        )
-        with PeakMemory(pids) as memory:
-            report = run_job(spec, client=client)
+    spec = JobSpec(
+        input=[str(images)],
+        output=str(out),
+        mode="corpus",
+        corpus_k=16,
+        corpus_assign=corpus_assign,
+        overwrite=True,
+    )
+    report, peak_mb = run_job_on_fresh_cluster(spec, workers=2)
     corpus = report.corpus
     first_pass = report.elapsed_s - corpus["fit_seconds"] - corpus["assign_seconds"]
     return {
@@ -54,7 +46,7 @@ def run_corpus(images: Path, out: Path, corpus_assign: str) -> dict:
         "fit_s": corpus["fit_seconds"],
         "assign_s": corpus["assign_seconds"],
         "fit_sample": corpus["sample_size"],
-        "peak_worker_mb": [round(v / 2**20, 1) for v in memory.peak.values()],
+        "peak_worker_mb": peak_mb,
     }
 
 

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
-from benchtools import PeakMemory, make_photo_corpus, worker_pids
+from benchtools import make_photo_corpus, run_job_on_fresh_cluster
 from PIL import Image
 from skimage.transform import resize
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
-from palette_dask import JobSpec, extract_palette, run_job
+from palette_dask import JobSpec, extract_palette
 from palette_dask.imaging import _resize_premultiplied, sample_shape
 from palette_dask.palette import PaletteOptions, load_sample, palette_from_sample
 from palette_dask.pipeline import package_versions
@@ -98,19 +98,9 @@ def quality_ratio(paths, k: int) -> float:
 
 def run_on_cluster(paths, workers: int, out: Path, **spec_options) -> tuple[float, list[float]]:
     """Images per second of one job on a fresh cluster, and each worker's peak memory (MB)."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
-        client.run(lambda: __import__("palette_dask"))  # warm the workers' imports
-        spec = JobSpec(
-            input=[str(p) for p in paths], output=str(out), overwrite=True, **spec_options
-        )
-        with PeakMemory(worker_pids(client)) as memory:
-            report = run_job(spec, client=client)
-    return report.images / report.elapsed_s, memory.peak_mb()
+    spec = JobSpec(input=[str(p) for p in paths], output=str(out), overwrite=True, **spec_options)
+    report, peak_mb = run_job_on_fresh_cluster(spec, workers)
+    return report.images / report.elapsed_s, peak_mb
 
 
 def main(argv=None) -> int:
