@@ -2,10 +2,13 @@
 
 The stage turns encoded bytes into a *sample*: an 8-bit RGB array of at most
 ``max_pixels`` pixels plus an optional alpha channel, with the aspect ratio of
-the upright image. JPEGs take Pillow's draft-mode fast path, which lets the
-decoder skip most of the work for large photographs; every other format is
-read with imageio. Resizing is scikit-image's area-averaging
-``resize_local_mean`` on premultiplied colour, so transparent pixels never
+the upright image. JPEGs take Pillow's draft-mode fast path: the decoder
+scales the image down by up to 8 in its DCT stage, straight to the smallest
+size at least as large as the sample, and skips most of the work for large
+photographs; every other format is read with imageio. Resizing averages areas
+throughout: Pillow's box filter on 8-bit opaque images (the decoded image is
+never copied to floating point), scikit-image's ``resize_local_mean`` on
+premultiplied colour for images with transparency, so transparent pixels never
 bleed into the edges of opaque ones.
 """
 
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 import imageio.v3 as iio
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from skimage.transform import resize_local_mean
 
 from .color import round_to_uint8
@@ -31,7 +34,18 @@ Image.MAX_IMAGE_PIXELS = None
 # Pillow format names we decode; MPO is the multi-picture JPEG many cameras write.
 IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "TIFF", "BMP")
 _JPEG_FORMATS = ("JPEG", "MPO")
-# EXIF orientations 5–8 swap width and height.
+# EXIF orientation tag, and the transpose that makes each orientation upright
+# (as ``ImageOps.exif_transpose``); orientations 5–8 swap width and height.
+_ORIENTATION_TAG = 0x0112
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 
 
@@ -137,12 +151,13 @@ def decode_sample(data: bytes, *, max_pixels: int, max_image_pixels: int) -> Sam
                 f"over max_image_pixels={max_image_pixels:,}",
                 format=fmt,
             )
-        if opened.getexif().get(0x0112) in _TRANSPOSING_ORIENTATIONS:
+        orientation = opened.getexif().get(_ORIENTATION_TAG)
+        if orientation in _TRANSPOSING_ORIENTATIONS:
             width, height = height, width
         target = sample_shape(width, height, max_pixels)
         try:
             if fmt in _JPEG_FORMATS:
-                rgb, alpha = _decode_jpeg_draft(opened, target)
+                rgb, alpha = _decode_jpeg_draft(opened, target, orientation)
             else:
                 rgb, alpha = _decode_with_imageio(data, opened.mode, opened.info)
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -166,15 +181,23 @@ def _unrecognised(data: bytes) -> str:
     return f"{kind}, not an image (starts with {data[:12]!r})"
 
 
-def _decode_jpeg_draft(opened: Image.Image, target: tuple[int, int]):
-    """Decode a JPEG at the smallest DCT scale still at least twice the target size."""
-    target_h, target_w = target
-    # draft() takes (width, height) in the stored orientation.
-    if opened.getexif().get(0x0112) in _TRANSPOSING_ORIENTATIONS:
-        target_h, target_w = target_w, target_h
-    opened.draft("RGB", (2 * target_w, 2 * target_h))
-    upright = ImageOps.exif_transpose(opened)
-    return np.asarray(upright.convert("RGB")), None
+def _decode_jpeg_draft(opened: Image.Image, target: tuple[int, int], orientation: int | None):
+    """Decode a JPEG at the smallest DCT scale at least as large as the target, then fit it.
+
+    The box filter then averages the at most 2x larger draft down to the target
+    on 8-bit pixels, and the small result is turned upright.
+    """
+    height, width = target
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        # draft() and resize() work in the stored orientation.
+        height, width = width, height
+    opened.draft("RGB", (width, height))
+    image = opened if opened.mode == "RGB" else opened.convert("RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BOX)
+    if orientation in _UPRIGHT:
+        image = image.transpose(_UPRIGHT[orientation])
+    return np.asarray(image), None
 
 
 def _decode_with_imageio(data: bytes, mode: str, info: dict):
@@ -208,7 +231,9 @@ def _resize_premultiplied(rgb: np.ndarray, alpha: np.ndarray | None, target: tup
     if rgb.shape[:2] == target:
         return rgb, alpha
     if alpha is None:
-        return round_to_uint8(_area_resize(rgb.astype(np.float32), target)), None
+        # Pillow's box filter is area averaging in 8-bit fixed point: no float copy.
+        small = Image.fromarray(np.ascontiguousarray(rgb)).resize(target[::-1], Image.Resampling.BOX)
+        return np.asarray(small), None
     weight = alpha.astype(np.float32)[..., None] / 255.0
     stacked = np.concatenate([rgb * weight, weight * 255.0], axis=2, dtype=np.float32)
     scaled = _area_resize(stacked, target)
@@ -222,8 +247,9 @@ def _area_resize(image: np.ndarray, target: tuple[int, int]) -> np.ndarray:
     """Downscale float32 ``(H, W, C)`` pixels to ``target`` by area averaging.
 
     scikit-image's ``resize_local_mean`` weighs every source pixel by the area it
-    shares with each output pixel: anti-aliased by construction, and several
-    times faster than Gaussian smoothing followed by interpolation.
+    shares with each output pixel, as Pillow's box filter does: anti-aliased by
+    construction, and several times faster than Gaussian smoothing followed by
+    interpolation.
     """
     return resize_local_mean(image, target, preserve_range=True).astype(np.float32, copy=False)
 

@@ -27,6 +27,8 @@ import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.exceptions import ConvergenceWarning
 
+from . import _loops
+
 ENGINES = ("histogram", "sklearn", "dask-ml")
 
 # Restarts of the in-memory engine. On the sample photographs two seeded k-means++
@@ -77,21 +79,37 @@ def weighted_kmeans(
 def nearest_center(points: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Index of and squared distance to the nearest centre, for each point.
 
+    Parameters
+    ----------
+    points : (N, 3) uint8 or float ndarray
+        Colours, 8-bit or in a clustering space.
+    centers : (k, 3) float ndarray
+
+    Returns
+    -------
+    labels : (N,) int64 ndarray
+        Ties go to the lowest index.
+    distances : (N,) float64 ndarray
+
     Examples
     --------
-    >>> nearest_center(np.array([[0.0, 0.0], [9.0, 9.0]]), np.array([[10.0, 10.0], [1.0, 0.0]]))
-    (array([1, 0]), array([1., 2.]))
+    >>> nearest_center(np.array([[0, 0, 0], [9, 9, 9]]), np.array([[10.0, 10, 10], [1, 0, 0]]))
+    (array([1, 0]), array([1., 3.]))
     """
-    points = np.asarray(points, dtype=np.float64)
-    centers = np.asarray(centers, dtype=np.float64)
-    # |x - c|^2 expanded, the cheap form for a handful of centres.
-    d2 = (
-        np.einsum("ij,ij->i", points, points)[:, None]
-        - 2.0 * points @ centers.T
-        + np.einsum("ij,ij->i", centers, centers)[None, :]
-    )
-    labels = np.argmin(d2, axis=1)
-    return labels, np.maximum(d2[np.arange(len(points)), labels], 0.0)
+    points = np.asarray(points)
+    points = _colors(points, np.uint8 if points.dtype == np.uint8 else np.float64)
+    labels = np.empty(len(points), dtype=np.int64)
+    distances = np.empty(len(points), dtype=np.float64)
+    _loops.nearest_center(points, _colors(centers), labels, distances)
+    return labels, distances
+
+
+def _colors(array, dtype=np.float64) -> np.ndarray:
+    """``array`` as contiguous ``(N, 3)`` rows of ``dtype``, as the compiled loops need."""
+    array = np.ascontiguousarray(array, dtype=dtype)
+    if array.ndim != 2 or array.shape[1] != 3:
+        raise ValueError(f"expected (N, 3) colours, got an array of shape {array.shape}")
+    return array
 
 
 class DaskKMeans:
@@ -124,7 +142,7 @@ class DaskKMeans:
 
     Attributes
     ----------
-    cluster_centers_ : (m, D) float32 ndarray
+    cluster_centers_ : (m, 3) float32 ndarray
         Non-empty cluster centres, ``m <= n_clusters``.
     inertia_ : float
         Sum of squared distances of the points to their nearest centre.
@@ -136,10 +154,10 @@ class DaskKMeans:
 
     Examples
     --------
-    >>> X = da.from_array(np.array([[0, 0], [0, 1], [9, 9], [9, 8]], np.float32), chunks=2)
-    >>> model = DaskKMeans(2, random_state=0).fit(X)
+    >>> points = np.array([[0, 0, 0], [0, 1, 0], [9, 9, 9], [9, 8, 9]], np.float32)
+    >>> model = DaskKMeans(2, random_state=0).fit(da.from_array(points, chunks=(2, 3)))
     >>> sorted(model.cluster_centers_.tolist())
-    [[0.0, 0.5], [9.0, 8.5]]
+    [[0.0, 0.5, 0.0], [9.0, 8.5, 9.0]]
     """
 
     def __init__(
@@ -160,7 +178,7 @@ class DaskKMeans:
         self.init_sample_size = init_sample_size
 
     def fit(self, X: da.Array) -> DaskKMeans:
-        """Fit on a float dask array of shape ``(N, D)`` with known chunk sizes."""
+        """Fit on a dask array of colours, shape ``(N, 3)``, with known chunk sizes."""
         from dask_ml.cluster import KMeans as DaskMLKMeans
 
         X = X.astype(np.float32)
@@ -239,7 +257,10 @@ def dask_ml_centers(points: np.ndarray, *, k: int, random_state: int) -> np.ndar
 
 
 # Histogram engine: levels per channel of the coarse and fine colour grids (as bits).
-COARSE_BITS = 5
+# The restarts run on the coarse grid's few hundred bins; the fine grid (bins 4
+# levels wide) then places the boundaries between clusters almost as exactly as
+# the pixels would (tests/test_quality.py).
+COARSE_BITS = 4
 FINE_BITS = 6
 HISTOGRAM_N_INIT = 4
 # Images with so few colours go to the exact engine instead.
@@ -251,8 +272,8 @@ def color_histogram(pixels: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarr
     """Pixels binned on a grid of ``2**bits`` levels per channel.
 
     Returns ``(bin_of_pixel, counts, means)``: for each pixel the index of its
-    bin among the non-empty ones, and for each non-empty bin its pixel count and
-    mean colour (float64, 0–255).
+    bin among the non-empty ones (numbered in order of first appearance), and
+    for each non-empty bin its pixel count and mean colour (float64, 0–255).
 
     Examples
     --------
@@ -261,19 +282,7 @@ def color_histogram(pixels: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarr
     >>> bins.tolist(), counts.tolist(), means.tolist()
     ([0, 0, 1], [2, 1], [[1.0, 1.0, 1.0], [255.0, 255.0, 255.0]])
     """
-    q = pixels.astype(np.int32) >> (8 - bits)
-    keys = (q[:, 0] << (2 * bits)) | (q[:, 1] << bits) | q[:, 2]
-    size = 1 << (3 * bits)
-    counts = np.bincount(keys, minlength=size)
-    present = np.flatnonzero(counts)
-    index = np.zeros(size, dtype=np.int32)
-    index[present] = np.arange(len(present), dtype=np.int32)
-    bin_of_pixel = index[keys]
-    counts = counts[present]
-    sums = np.stack(
-        [np.bincount(bin_of_pixel, weights=pixels[:, c], minlength=len(present)) for c in range(3)],
-        axis=1,
-    )
+    bin_of_pixel, _, counts, sums = _loops.grid_histogram(_colors(pixels, np.uint8), bits)
     return bin_of_pixel, counts, sums / counts[:, None]
 
 
@@ -290,27 +299,10 @@ def weighted_kmeans_plusplus(
     100.0
     """
     trials = 2 + int(np.log(k))
-    norms = np.einsum("ij,ij->i", points, points)
-    centers = np.empty((k, points.shape[1]))
-    first = rng.choice(len(points), p=weights / weights.sum())
-    centers[0] = points[first]
-    closest = np.maximum(norms - 2 * points @ points[first] + norms[first], 0.0)
-    for c in range(1, k):
-        potential = weights * closest
-        total = potential.sum()
-        if total <= 0:  # fewer distinct points than clusters
-            centers[c:] = points[first]
-            break
-        candidates = np.searchsorted(np.cumsum(potential), rng.random(trials) * total)
-        candidates = np.minimum(candidates, len(points) - 1)
-        d2 = np.maximum(
-            norms[None, :] - 2 * points[candidates] @ points.T + norms[candidates][:, None], 0.0
-        )
-        trial = np.minimum(closest[None, :], d2)
-        best = int(np.argmin((trial * weights).sum(axis=1)))
-        centers[c] = points[candidates[best]]
-        closest = trial[best]
-    return centers
+    uniforms = rng.random(1 + (k - 1) * trials)
+    return _loops.kmeans_plusplus(
+        _colors(points), np.ascontiguousarray(weights, dtype=np.float64), k, uniforms, trials
+    )
 
 
 def weighted_lloyd(
@@ -337,36 +329,12 @@ def weighted_lloyd(
     >>> centers.tolist(), labels.tolist(), inertia
     ([[1.0, 1.0, 1.0], [10.0, 10.0, 10.0]], [0, 0, 1], 6.0)
     """
-    points = np.asarray(points, dtype=np.float64)
-    weights = np.asarray(weights, dtype=np.float64)
-    centers = np.array(centers, dtype=np.float64)
-    k = len(centers)
-    norms = np.einsum("ij,ij->i", points, points)
-    mean = weights @ points / weights.sum()
-    tol *= float(weights @ ((points - mean) ** 2).sum(axis=1)) / weights.sum() / 3
-    weighted = points * weights[:, None]
-
-    def assign(centers):
-        d2 = norms[:, None] - 2.0 * points @ centers.T + np.einsum("ij,ij->i", centers, centers)
-        labels = np.argmin(d2, axis=1)
-        return labels, np.maximum(d2[np.arange(len(points)), labels], 0.0)
-
-    labels, d2 = assign(centers)
-    for _ in range(max_iter):
-        mass = np.bincount(labels, weights=weights, minlength=k)
-        filled = mass > 0
-        updated = centers.copy()
-        for c in range(points.shape[1]):
-            sums = np.bincount(labels, weights=weighted[:, c], minlength=k)
-            updated[filled, c] = sums[filled] / mass[filled]
-        shift = float(((updated - centers) ** 2).sum())
-        centers = updated
-        new_labels, d2 = assign(centers)
-        settled = np.array_equal(new_labels, labels)
-        labels = new_labels
-        if settled or shift <= tol:
-            break
-    return centers, labels, float(weights @ d2)
+    points = _colors(points)
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    if tol > 0:
+        mean = weights @ points / weights.sum()
+        tol *= float(weights @ ((points - mean) ** 2).sum(axis=1)) / weights.sum() / 3
+    return _loops.lloyd(points, weights, _colors(centers), max_iter, tol)
 
 
 def histogram_kmeans(
@@ -375,9 +343,9 @@ def histogram_kmeans(
     """K-means of an image's pixels through colour histograms: fast, and as good as restarts.
 
     Weighted k-means runs ``HISTOGRAM_N_INIT`` times from seeded k-means++
-    starts on the mean colours of a coarse (32 levels per channel) histogram;
-    the best run is refined on a fine (64 levels) histogram, and every pixel
-    then goes to its nearest centre.
+    starts on the mean colours of a coarse (16 levels per channel) histogram;
+    the best run is refined on a fine (64 levels) histogram until its labels
+    settle, and every pixel then goes to its nearest centre.
 
     Parameters
     ----------
@@ -399,23 +367,24 @@ def histogram_kmeans(
     """
     from .color import rgb_to_space
 
-    _, fine_counts, fine_means = color_histogram(pixels, FINE_BITS)
+    pixels = _colors(pixels, np.uint8)
+    _, keys, fine_counts, fine_sums = _loops.grid_histogram(pixels, FINE_BITS)
     if len(fine_counts) <= max(EXACT_BELOW_BINS, k):
         return None
-    _, coarse_counts, coarse_means = color_histogram(pixels, COARSE_BITS)
-    coarse = rgb_to_space(coarse_means, color_space).astype(np.float64)
-    weights = coarse_counts.astype(np.float64)
+    coarse_counts, coarse_sums = _loops.coarsen_histogram(
+        keys, fine_counts, fine_sums, FINE_BITS, COARSE_BITS
+    )
+    coarse = rgb_to_space(coarse_sums / coarse_counts[:, None], color_space)
     rng = np.random.default_rng(random_state)
     best = None
     for _ in range(HISTOGRAM_N_INIT):
-        start = weighted_kmeans_plusplus(coarse, weights, min(k, len(coarse)), rng)
-        run = weighted_lloyd(coarse, weights, start)
+        start = weighted_kmeans_plusplus(coarse, coarse_counts, min(k, len(coarse)), rng)
+        run = weighted_lloyd(coarse, coarse_counts, start)
         if best is None or run[2] < best[2]:
             best = run
-    fine = rgb_to_space(fine_means, color_space).astype(np.float64)
-    # On the fine grid, iterate until the labels settle: cheap, and it places the
-    # boundaries between clusters as exactly as the pixels would.
+    fine = rgb_to_space(fine_sums / fine_counts[:, None], color_space)
     centers, _, _ = weighted_lloyd(fine, fine_counts, best[0], tol=0.0)
     # Each pixel goes to its own nearest centre, not its bin's: exact at the boundaries.
-    labels, _ = nearest_center(rgb_to_space(pixels, color_space), centers)
+    points = pixels if color_space == "rgb" else rgb_to_space(pixels, color_space)
+    labels, _ = nearest_center(points, centers)
     return centers, labels

@@ -24,6 +24,7 @@ from .color import (
     space_to_rgb,
     unpack_rgb,
 )
+from ._loops import squared_error_sum
 from .imaging import ImageError, Sample, array_to_sample, decode_sample
 from .kmeans import ENGINES, dask_ml_centers, histogram_kmeans, nearest_center, weighted_kmeans
 from .sources import read_bytes
@@ -311,14 +312,15 @@ def ranked_palette(
     rank_of_color = np.full(len(colors), TRANSPARENT_LABEL, dtype=np.uint8)
     rank_of_color[used] = np.arange(len(used), dtype=np.uint8)
     pixel_ranks = rank_of_color[color_of_pixel]
-    error = colors[used][pixel_ranks].astype(np.float32) - pixels.astype(np.float32)
+    # An exact integer sum: the error does not depend on summation order.
+    squared_error = squared_error_sum(pixels, np.ascontiguousarray(colors[used]), pixel_ranks)
     return Palette(
         colors=colors[used],
         proportions=(counts[used] / counts.sum()).astype(np.float32),
         counts=counts[used].astype(np.int64),
         labels=full_labels(pixel_ranks, opaque, sample.shape),
         color_space=options.color_space,
-        mse_rgb=float(np.mean(np.square(error, dtype=np.float64))),
+        mse_rgb=squared_error / (3 * len(pixels)),
         sample=sample,
         corpus_index=None if corpus_index is None else corpus_index[used],
     )

@@ -14,7 +14,7 @@ def noisy(image, amplitude=3, seed=0):
     return np.clip(image.astype(int) + noise, 0, 255).astype(np.uint8)
 
 
-def assert_matches_blocks(palette, colors, shares, color_tolerance=1):
+def assert_matches_blocks(palette, colors, shares, color_tolerance=1, share_tolerance=0.005):
     assert len(palette.colors) == len(colors)
     # Palettes come largest share first, and the test shares are all different.
     expected_order = np.argsort(shares)[::-1]
@@ -23,7 +23,10 @@ def assert_matches_blocks(palette, colors, shares, color_tolerance=1):
             rank,
             palette,
         )
-        assert abs(float(palette.proportions[rank]) - shares[i]) <= 0.005, (rank, palette)
+        assert abs(float(palette.proportions[rank]) - shares[i]) <= share_tolerance, (
+            rank,
+            palette,
+        )
 
 
 @pytest.mark.parametrize("color_space", ["rgb", "lab", "oklab"])
@@ -51,10 +54,12 @@ def test_resized_blocks_stay_close_despite_blended_edges(color_space, size):
     # Anti-aliased downscaling blends every band edge into real in-between colours,
     # about 2 % of the sample, which k-means must absorb: they pull a colour by a few
     # units (most in CIELAB, where a blue-yellow blend is far from both), never more.
+    # Each blended row is 1/173 of the sample and goes whole to one side or the
+    # other, so shares hold within one percentage point.
     colors, shares = COLORS[:3], [0.5, 0.3, 0.2]
     palette = extract_palette(blocks(colors, shares, size=size), k=3, color_space=color_space)
     assert palette.labels.size <= 40_000
-    assert_matches_blocks(palette, colors, shares, color_tolerance=8)
+    assert_matches_blocks(palette, colors, shares, color_tolerance=8, share_tolerance=0.01)
 
 
 def test_fewer_distinct_colours_than_k_gives_exactly_those_colours():
