@@ -114,7 +114,7 @@ def _squared_distances_to(points, index, out):
 
 @njit(**_JIT)
 def lloyd(points, weights, centers, max_iter, tol):
-    """Weighted Lloyd iterations from ``centers``; see :func:`palette_dask.kmeans.weighted_lloyd`."""
+    """Weighted Lloyd iterations from ``centers``: :func:`palette_dask.kmeans.weighted_lloyd`."""
     n = points.shape[0]
     k = centers.shape[0]
     centers = centers.copy()

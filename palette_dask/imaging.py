@@ -232,8 +232,8 @@ def _resize_premultiplied(rgb: np.ndarray, alpha: np.ndarray | None, target: tup
         return rgb, alpha
     if alpha is None:
         # Pillow's box filter is area averaging in 8-bit fixed point: no float copy.
-        small = Image.fromarray(np.ascontiguousarray(rgb)).resize(target[::-1], Image.Resampling.BOX)
-        return np.asarray(small), None
+        image = Image.fromarray(np.ascontiguousarray(rgb))
+        return np.asarray(image.resize(target[::-1], Image.Resampling.BOX)), None
     weight = alpha.astype(np.float32)[..., None] / 255.0
     stacked = np.concatenate([rgb * weight, weight * 255.0], axis=2, dtype=np.float32)
     scaled = _area_resize(stacked, target)

@@ -15,6 +15,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from ._checks import check_int
+from ._loops import squared_error_sum
 from .color import (
     COLOR_SPACES,
     pack_rgb,
@@ -24,7 +25,6 @@ from .color import (
     space_to_rgb,
     unpack_rgb,
 )
-from ._loops import squared_error_sum
 from .imaging import ImageError, Sample, array_to_sample, decode_sample
 from .kmeans import ENGINES, dask_ml_centers, histogram_kmeans, nearest_center, weighted_kmeans
 from .sources import read_bytes
