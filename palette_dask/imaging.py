@@ -5,11 +5,12 @@ The stage turns encoded bytes into a *sample*: an 8-bit RGB array of at most
 the upright image. JPEGs take Pillow's draft-mode fast path: the decoder
 scales the image down by up to 8 in its DCT stage, straight to the smallest
 size at least as large as the sample, and skips most of the work for large
-photographs; every other format is read with imageio. Resizing averages areas
-throughout: Pillow's box filter on 8-bit opaque images (the decoded image is
-never copied to floating point), scikit-image's ``resize_local_mean`` on
-premultiplied colour for images with transparency, so transparent pixels never
-bleed into the edges of opaque ones.
+photographs; every other format is read with imageio. Resizing averages
+throughout: Pillow's box filter (each output pixel is the mean of the source
+pixels whose centres it covers) on 8-bit opaque images, so the decoded image is
+never copied to floating point; scikit-image's area-weighted
+``resize_local_mean`` on premultiplied colour for images with transparency, so
+transparent pixels never bleed into the edges of opaque ones.
 """
 
 from __future__ import annotations
@@ -231,7 +232,7 @@ def _resize_premultiplied(rgb: np.ndarray, alpha: np.ndarray | None, target: tup
     if rgb.shape[:2] == target:
         return rgb, alpha
     if alpha is None:
-        # Pillow's box filter is area averaging in 8-bit fixed point: no float copy.
+        # Pillow's box filter averages in 8-bit fixed point: no float copy of the image.
         image = Image.fromarray(np.ascontiguousarray(rgb))
         return np.asarray(image.resize(target[::-1], Image.Resampling.BOX)), None
     weight = alpha.astype(np.float32)[..., None] / 255.0
@@ -247,9 +248,8 @@ def _area_resize(image: np.ndarray, target: tuple[int, int]) -> np.ndarray:
     """Downscale float32 ``(H, W, C)`` pixels to ``target`` by area averaging.
 
     scikit-image's ``resize_local_mean`` weighs every source pixel by the area it
-    shares with each output pixel, as Pillow's box filter does: anti-aliased by
-    construction, and several times faster than Gaussian smoothing followed by
-    interpolation.
+    shares with each output pixel: anti-aliased by construction, and several
+    times faster than Gaussian smoothing followed by interpolation.
     """
     return resize_local_mean(image, target, preserve_range=True).astype(np.float32, copy=False)
 
