@@ -158,42 +158,64 @@ class InputPlan:
 
 
 def run_waves(
-    client: Client, waves: Iterable[list], make_bag: Callable[[list], db.Bag], refill_below: int
-) -> Iterator[tuple[Future, object]]:
-    """Submit waves (as bags of one task per element) and yield ``(future, element)`` as done.
+    client: Client,
+    waves: Iterable[list],
+    make_bags: Callable[[list], tuple[db.Bag, ...]],
+    refill_below: int,
+) -> Iterator[tuple[tuple[Future, ...], object]]:
+    """Submit waves of bags and yield ``(futures, element)`` as each element's first output is done.
 
-    The next wave goes in when fewer than ``refill_below`` tasks are left in
-    flight. The caller takes what it needs from each future; data stays on the workers.
+    ``make_bags(wave)`` gives one or more bags with one partition per element of
+    the wave, typically items plucked from one task's result; ``futures`` holds
+    the element's partition of each, a list of one item. All the bags of a wave
+    go to the scheduler as one graph, so an item plucked from a task runs on the
+    same worker right after it, not behind the rest of the wave. The next wave
+    goes in when fewer than ``refill_below`` elements are left in flight. The
+    caller takes what it needs from the futures; data stays on the workers.
     """
     waves = iter(waves)
     in_flight = as_completed()
-    element_of: dict[str, object] = {}
+    pending_of: dict[str, tuple[tuple[Future, ...], object]] = {}
 
     def submit_next() -> int:
         wave = next(waves, None)
         if wave is None:
             return 0
-        futures = client.compute(make_bag(wave).to_delayed())
-        for future, element in zip(futures, wave, strict=True):
-            element_of[future.key] = element
-        in_flight.update(futures)
-        return len(futures)
+        partitions = [bag.to_delayed(optimize_graph=False) for bag in make_bags(wave)]
+        # Unfused: a task fused with an item plucked from it would be computed twice.
+        futures = client.compute(
+            [output for outputs in zip(*partitions, strict=True) for output in outputs],
+            optimize_graph=False,
+        )
+        per_element = len(partitions)
+        for i, element in enumerate(wave):
+            outputs = tuple(futures[i * per_element : (i + 1) * per_element])
+            pending_of[outputs[0].key] = (outputs, element)
+            in_flight.add(outputs[0])
+        return len(wave)
 
     pending = submit_next()
     for future in in_flight:
         pending -= 1
         if pending < refill_below:
             pending += submit_next()
-        yield future, element_of.pop(future.key)
+        yield pending_of.pop(future.key)
 
 
-def one_task_per_element(task: Callable, **kwargs) -> Callable[[list], db.Bag]:
-    """A bag maker: each element of a wave becomes one task running ``task(element, **kwargs)``."""
+def one_task_per_element(
+    task: Callable, *, pluck: tuple[int, ...] = (), **kwargs
+) -> Callable[[list], tuple[db.Bag, ...]]:
+    """A bag maker: each element of a wave becomes one task running ``task(element, **kwargs)``.
 
-    def make_bag(wave: list) -> db.Bag:
-        return db.from_sequence(wave, npartitions=len(wave)).map(task, **kwargs)
+    The outputs are the items ``pluck`` of the task's result, each a bag, or
+    without ``pluck`` the result itself.
+    """
 
-    return make_bag
+    def make_bags(wave: list) -> tuple[db.Bag, ...]:
+        results = db.from_sequence(wave, npartitions=len(wave)).map(task, **kwargs)
+        return tuple(results.pluck(i) for i in pluck) if pluck else (results,)
+
+    return make_bags
 
 
 def _progress(enabled: bool, description: str) -> tqdm:
@@ -206,21 +228,29 @@ def _element(result: list):
     return element
 
 
-def first_pass_result(client: Client, future: Future, part: Part, spec: JobSpec, segment: int):
-    """``(summary, fit-sample future or None)`` of a first-pass task.
+def first_pass_result(
+    client: Client, outputs: tuple[Future, ...], part: Part, spec: JobSpec, segment: int
+):
+    """``(summary, fit-sample future or None)`` of a first-pass task's outputs.
 
+    The fit-sample future's value is a one-element list, as a bag partition.
     A partition that kept killing workers is redone one image per task, and an
     image that still kills every worker it runs on becomes an error row.
     """
-    result = client.submit(_element, future)
     try:
-        summary = client.submit(operator.itemgetter(0), result).result()
+        (summary,) = outputs[0].result()
+        return summary, (outputs[1] if spec.mode != "image" else None)
     except KilledWorker:
         logger.warning("partition %d kept killing workers; retrying its images one by one", part[0])
-        result = recover_partition(client, part, spec, segment)
-        summary = client.submit(operator.itemgetter(0), result).result()
-    fit = client.submit(operator.itemgetter(1), result) if spec.mode != "image" else None
+    result = recover_partition(client, part, spec, segment)
+    (summary,) = client.submit(_as_partition, result, 0).result()
+    fit = client.submit(_as_partition, result, 1) if spec.mode != "image" else None
     return summary, fit
+
+
+def _as_partition(result: tuple, index: int) -> list:
+    """Item ``index`` of a task's result as a one-element bag partition."""
+    return [result[index]]
 
 
 def recover_partition(client: Client, part: Part, spec: JobSpec, segment: int) -> Future:
@@ -245,7 +275,15 @@ def recover_partition(client: Client, part: Part, spec: JobSpec, segment: int) -
 
 
 def _merge(client: Client, parts: list[Future], spec: JobSpec) -> Future:
-    return client.submit(merge_fit_samples, *parts, limit=spec.corpus_fit_pixels)
+    # Ahead of the waiting partitions, so that parts are freed as fast as they come.
+    return client.submit(
+        _merge_partitions, *parts, limit=spec.corpus_fit_pixels, priority=1, pure=False
+    )
+
+
+def _merge_partitions(*partitions: list, limit: int) -> list:
+    """Merge fit samples held as one-element bag partitions, into one of the same form."""
+    return [merge_fit_samples(*(sample for (sample,) in partitions), limit=limit)]
 
 
 def fit_on_cluster(client: Client, spec: JobSpec, sample: Future) -> CorpusPalette:
@@ -370,12 +408,14 @@ def _first_pass(client, spec, state, plan, counts, *, progress):
     corpus = spec.mode != "image"
     fit_parts: list[Future] = []
     written: list[PartRef] = []
-    make_bag = one_task_per_element(process_partition, spec=spec, segment=state.segment)
+    make_bags = one_task_per_element(
+        process_partition, pluck=(0, 1) if corpus else (0,), spec=spec, segment=state.segment
+    )
     refill = max(1, spec.partitions_per_wave // 2)
     with _progress(progress, "images") as bar:
-        for future, part in run_waves(client, plan.waves(), make_bag, refill):
-            summary, fit = first_pass_result(client, future, part, spec, state.segment)
-            future.release()
+        for outputs, part in run_waves(client, plan.waves(), make_bags, refill):
+            summary, fit = first_pass_result(client, outputs, part, spec, state.segment)
+            outputs[0].release()
             counts["images"] += summary["images"]
             counts["errors"] += summary["errors"]
             counts["partitions"] += 1
@@ -390,13 +430,13 @@ def _first_pass(client, spec, state, plan, counts, *, progress):
     # Partitions written before this job (earlier segments, or the interrupted run)
     # contribute their fit samples too.
     earlier = one_task_per_element(partition_fit_sample, spec=spec)
-    for future, _ in run_waves(
+    for outputs, _ in run_waves(
         client, chunked(state.committed, spec.partitions_per_wave), earlier, refill
     ):
-        fit_parts.append(client.submit(_element, future))
+        fit_parts.append(outputs[0])
         if len(fit_parts) >= MERGE_FAN_IN:
             fit_parts = [_merge(client, fit_parts, spec)]
-    return _merge(client, fit_parts, spec), written
+    return client.submit(_element, _merge(client, fit_parts, spec)), written
 
 
 def _corpus_passes(client, spec, state, written, sample: Future, *, progress: bool) -> dict:
@@ -418,11 +458,11 @@ def _corpus_passes(client, spec, state, written, sample: Future, *, progress: bo
     n_colors = len(corpus.colors)
     totals = empty_totals(n_colors)
     parts = sorted(set(state.committed) | set(written))
-    make_bag = one_task_per_element(assign_partition, spec=spec, corpus=corpus)
+    make_bags = one_task_per_element(assign_partition, spec=spec, corpus=corpus)
     refill = max(1, spec.partitions_per_wave // 2)
     with _progress(progress, "corpus") as bar:
-        for future, _ in run_waves(
-            client, chunked(parts, spec.partitions_per_wave), make_bag, refill
+        for (future,), _ in run_waves(
+            client, chunked(parts, spec.partitions_per_wave), make_bags, refill
         ):
             (result,) = future.result()
             future.release()

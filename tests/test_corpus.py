@@ -100,7 +100,7 @@ def test_corpus_assignments_index_the_corpus_palette(six_colour_run):
     palettes = ds.palettes
     for row in ds.assignments.itertuples():
         assert row.palette_kind == "corpus"
-        labels = np.asarray(row.labels)
+        labels = np.frombuffer(row.labels, dtype=np.uint8)
         counts = np.bincount(labels[labels != 255], minlength=6)
         mine = palettes[palettes["image_id"] == row.image_id]
         assert dict(zip(mine["corpus_index"], mine["pixel_count"], strict=True)) == {

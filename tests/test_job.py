@@ -85,7 +85,7 @@ def test_palettes_agree_with_images_and_assignments(dataset):
         palettes["hex"] == palettes.apply(lambda r: f"#{r.r:02x}{r.g:02x}{r.b:02x}", axis=1)
     ).all()
     for row in assignments.itertuples():
-        labels = np.asarray(row.labels, dtype=np.uint8)
+        labels = np.frombuffer(row.labels, dtype=np.uint8)
         assert len(labels) == row.sample_width * row.sample_height
         counts = np.bincount(labels[labels != 255])
         expected = palettes[palettes["image_id"] == row.image_id].sort_values("rank")
@@ -207,9 +207,9 @@ def test_waves_are_drawn_lazily_and_stay_bounded(corpus, client2, tmp_path, n_in
             yield wave
 
     done = 0
-    make_bag = one_task_per_element(process_partition, spec=spec, segment=0)
-    for future, (_, items) in run_waves(client2, watched_waves(), make_bag, refill_below=2):
-        ((summary, _),) = future.result()
+    make_bags = one_task_per_element(process_partition, pluck=(0,), spec=spec, segment=0)
+    for (future,), (_, items) in run_waves(client2, watched_waves(), make_bags, refill_below=2):
+        (summary,) = future.result()
         assert summary["images"] == len(items)
         done += summary["images"]
         # Never more than two waves of images submitted but unfinished.
