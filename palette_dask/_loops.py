@@ -187,6 +187,51 @@ def kmeans_plusplus(points, weights, k, uniforms, trials):
 
 
 @njit(**_JIT)
+def nearest_center_binned(pixels, bin_of_pixel, keys, bits, centers, labels):
+    """:func:`nearest_center` of ``(N, 3)`` uint8 pixels, ``centers`` in RGB, through their bins.
+
+    ``bin_of_pixel`` and ``keys`` come from :func:`grid_histogram` with ``bits``.
+    A bin is a cube of integer colours; when its centre is nearer one centre
+    than any other by more than the cube's diameter, every pixel in it has that
+    nearest centre, and only the pixels of the other bins are measured.
+    """
+    levels = 1 << bits
+    half = ((1 << (8 - bits)) - 1) / 2.0
+    diameter = 2.0 * half * np.sqrt(3.0)
+    n_bins = len(keys)
+    bin_label = np.full(n_bins, -1, np.int64)
+    for b in range(n_bins):
+        key = keys[b]
+        x0 = ((key >> (2 * bits)) % levels) * (2 * half + 1) + half
+        x1 = ((key >> bits) % levels) * (2 * half + 1) + half
+        x2 = (key % levels) * (2 * half + 1) + half
+        best, d1, d2 = 0, np.inf, np.inf
+        for c in range(centers.shape[0]):
+            d = (x0 - centers[c, 0]) ** 2 + (x1 - centers[c, 1]) ** 2 + (x2 - centers[c, 2]) ** 2
+            if d < d1:
+                best, d1, d2 = c, d, d1
+            elif d < d2:
+                d2 = d
+        if np.sqrt(d2) - np.sqrt(d1) > diameter:
+            bin_label[b] = best
+    c0, c1, c2 = centers[:, 0].copy(), centers[:, 1].copy(), centers[:, 2].copy()
+    for i in range(pixels.shape[0]):
+        known = bin_label[bin_of_pixel[i]]
+        if known >= 0:
+            labels[i] = known
+            continue
+        x0, x1, x2 = np.float64(pixels[i, 0]), np.float64(pixels[i, 1]), np.float64(pixels[i, 2])
+        best = 0
+        best_d2 = np.inf
+        for c in range(len(c0)):
+            d2 = (x0 - c0[c]) ** 2 + (x1 - c1[c]) ** 2 + (x2 - c2[c]) ** 2
+            if d2 < best_d2:
+                best_d2 = d2
+                best = c
+        labels[i] = best
+
+
+@njit(**_JIT)
 def squared_error_sum(pixels, colors, color_of_pixel):
     """Sum over pixels and channels of ``(colors[color_of_pixel] - pixels) ** 2``, exactly."""
     total = 0

@@ -152,7 +152,7 @@ def decode_sample(data: bytes, *, max_pixels: int, max_image_pixels: int) -> Sam
                 f"over max_image_pixels={max_image_pixels:,}",
                 format=fmt,
             )
-        orientation = opened.getexif().get(_ORIENTATION_TAG)
+        orientation = exif_orientation(opened)
         if orientation in _TRANSPOSING_ORIENTATIONS:
             width, height = height, width
         target = sample_shape(width, height, max_pixels)
@@ -165,6 +165,11 @@ def decode_sample(data: bytes, *, max_pixels: int, max_image_pixels: int) -> Sam
             raise ImageError(f"truncated or corrupt {fmt} data: {exc}", format=fmt) from None
     rgb, alpha = _resize_premultiplied(rgb, alpha, target)
     return Sample(rgb=rgb, alpha=alpha, format=fmt, width=width, height=height)
+
+
+def exif_orientation(opened: Image.Image) -> int | None:
+    """The EXIF orientation tag of an opened image (1–8), or ``None``."""
+    return opened.getexif().get(_ORIENTATION_TAG)
 
 
 def _unrecognised(data: bytes) -> str:
@@ -183,22 +188,31 @@ def _unrecognised(data: bytes) -> str:
 
 
 def _decode_jpeg_draft(opened: Image.Image, target: tuple[int, int], orientation: int | None):
-    """Decode a JPEG at the smallest DCT scale at least as large as the target, then fit it.
+    """Decode a JPEG straight to about the target size, then fit it exactly and turn it upright."""
+    size = stored_size(target, orientation)
+    return fit_draft(decode_draft(opened, size), size, orientation), None
 
-    The box filter then averages the at most 2x larger draft down to the target
-    on 8-bit pixels, and the small result is turned upright.
-    """
+
+def stored_size(target: tuple[int, int], orientation: int | None) -> tuple[int, int]:
+    """Pillow's ``(width, height)`` of a ``(height, width)`` target, in the stored orientation."""
     height, width = target
-    if orientation in _TRANSPOSING_ORIENTATIONS:
-        # draft() and resize() work in the stored orientation.
-        height, width = width, height
-    opened.draft("RGB", (width, height))
-    image = opened if opened.mode == "RGB" else opened.convert("RGB")
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BOX)
+    return (height, width) if orientation in _TRANSPOSING_ORIENTATIONS else (width, height)
+
+
+def decode_draft(opened: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Decode an opened JPEG, in RGB, at the smallest DCT scale (1/1 to 1/8) at least ``size``."""
+    opened.draft("RGB", size)
+    opened.load()
+    return opened.convert("RGB") if opened.mode != "RGB" else opened
+
+
+def fit_draft(image: Image.Image, size: tuple[int, int], orientation: int | None) -> np.ndarray:
+    """Box-filter a draft (at most twice ``size``) down to ``size`` and turn it upright."""
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BOX)
     if orientation in _UPRIGHT:
         image = image.transpose(_UPRIGHT[orientation])
-    return np.asarray(image), None
+    return np.asarray(image)
 
 
 def _decode_with_imageio(data: bytes, mode: str, info: dict):

@@ -256,13 +256,16 @@ def dask_ml_centers(points: np.ndarray, *, k: int, random_state: int) -> np.ndar
         return DaskKMeans(k, random_state=random_state).fit(X).cluster_centers_
 
 
-# Histogram engine: levels per channel of the coarse and fine colour grids (as bits).
-# The restarts run on the coarse grid's few hundred bins; the fine grid (bins 4
-# levels wide) then places the boundaries between clusters almost as exactly as
-# the pixels would (tests/test_quality.py).
-COARSE_BITS = 4
+# Histogram engine: levels per channel of the coarse and fine colour grids (as bits),
+# and the seeded restarts on the coarse grid. Up to MANY_CLUSTERS clusters, the
+# restarts run on the coarse grid's few hundred bins; more clusters need a finer
+# grid and more restarts to start as well as scikit-learn's n_init=10 does. The
+# fine grid (bins 4 levels wide) then places the boundaries between clusters
+# almost as exactly as the pixels would (tests/test_quality.py).
+MANY_CLUSTERS = 8
+COARSE_BITS = {"few": 4, "many": 5}
+HISTOGRAM_N_INIT = {"few": 4, "many": 8}
 FINE_BITS = 6
-HISTOGRAM_N_INIT = 4
 # Images with so few colours go to the exact engine instead.
 EXACT_BELOW_BINS = 64
 LLOYD_MAX_ITER = 100
@@ -343,9 +346,10 @@ def histogram_kmeans(
     """K-means of an image's pixels through colour histograms: fast, and as good as restarts.
 
     Weighted k-means runs ``HISTOGRAM_N_INIT`` times from seeded k-means++
-    starts on the mean colours of a coarse (16 levels per channel) histogram;
-    the best run is refined on a fine (64 levels) histogram until its labels
-    settle, and every pixel then goes to its nearest centre.
+    starts on the mean colours of a coarse (16 or, above ``MANY_CLUSTERS``
+    clusters, 32 levels per channel) histogram; the best run is refined on a
+    fine (64 levels) histogram until its labels settle, and every pixel then
+    goes to its nearest centre.
 
     Parameters
     ----------
@@ -368,16 +372,17 @@ def histogram_kmeans(
     from .color import rgb_to_space
 
     pixels = _colors(pixels, np.uint8)
-    _, keys, fine_counts, fine_sums = _loops.grid_histogram(pixels, FINE_BITS)
+    bin_of_pixel, keys, fine_counts, fine_sums = _loops.grid_histogram(pixels, FINE_BITS)
     if len(fine_counts) <= max(EXACT_BELOW_BINS, k):
         return None
+    clusters = "few" if k <= MANY_CLUSTERS else "many"
     coarse_counts, coarse_sums = _loops.coarsen_histogram(
-        keys, fine_counts, fine_sums, FINE_BITS, COARSE_BITS
+        keys, fine_counts, fine_sums, FINE_BITS, COARSE_BITS[clusters]
     )
     coarse = rgb_to_space(coarse_sums / coarse_counts[:, None], color_space)
     rng = np.random.default_rng(random_state)
     best = None
-    for _ in range(HISTOGRAM_N_INIT):
+    for _ in range(HISTOGRAM_N_INIT[clusters]):
         start = weighted_kmeans_plusplus(coarse, coarse_counts, min(k, len(coarse)), rng)
         run = weighted_lloyd(coarse, coarse_counts, start)
         if best is None or run[2] < best[2]:
@@ -385,6 +390,9 @@ def histogram_kmeans(
     fine = rgb_to_space(fine_sums / fine_counts[:, None], color_space)
     centers, _, _ = weighted_lloyd(fine, fine_counts, best[0], tol=0.0)
     # Each pixel goes to its own nearest centre, not its bin's: exact at the boundaries.
-    points = pixels if color_space == "rgb" else rgb_to_space(pixels, color_space)
-    labels, _ = nearest_center(points, centers)
+    if color_space != "rgb":
+        labels, _ = nearest_center(rgb_to_space(pixels, color_space), centers)
+        return centers, labels
+    labels = np.empty(len(pixels), dtype=np.uint8)
+    _loops.nearest_center_binned(pixels, bin_of_pixel, keys, FINE_BITS, centers, labels)
     return centers, labels
