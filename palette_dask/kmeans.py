@@ -20,6 +20,7 @@ Three engines; all but ``dask-ml`` run inside the image's own task:
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
 
 import dask
 import dask.array as da
@@ -256,16 +257,41 @@ def dask_ml_centers(points: np.ndarray, *, k: int, random_state: int) -> np.ndar
         return DaskKMeans(k, random_state=random_state).fit(X).cluster_centers_
 
 
-# Histogram engine: levels per channel of the coarse and fine colour grids (as bits),
-# and the seeded restarts on the coarse grid. Up to MANY_CLUSTERS clusters, the
-# restarts run on the coarse grid's few hundred bins; more clusters need a finer
-# grid and more restarts to start as well as scikit-learn's n_init=10 does. The
-# fine grid (bins 4 levels wide) then places the boundaries between clusters
-# almost as exactly as the pixels would (tests/test_quality.py).
-MANY_CLUSTERS = 8
-COARSE_BITS = {"few": 4, "many": 5}
-HISTOGRAM_N_INIT = {"few": 4, "many": 8}
-FINE_BITS = 6
+class HistogramPlan(NamedTuple):
+    """How the histogram engine clusters up to ``max_k`` colours.
+
+    The seeded restarts run on a ``coarse_bits`` grid (levels per channel, as
+    bits) and the best is refined on a ``fine_bits`` grid.
+    """
+
+    max_k: int
+    coarse_bits: int
+    fine_bits: int
+    n_init: int
+
+
+# More clusters sit closer together: they need finer grids and more restarts to
+# do as well as scikit-learn's n_init=10 (tests/test_quality.py). Five colours,
+# the default, are found on grids of 16 and 32 levels; a coarse grid has a few
+# hundred non-empty bins, the 64-level grid a few thousand.
+HISTOGRAM_PLANS = (
+    HistogramPlan(max_k=5, coarse_bits=4, fine_bits=5, n_init=4),
+    HistogramPlan(max_k=8, coarse_bits=4, fine_bits=6, n_init=4),
+    HistogramPlan(max_k=256, coarse_bits=5, fine_bits=6, n_init=8),
+)
+
+
+def histogram_plan(k: int) -> HistogramPlan:
+    """The :class:`HistogramPlan` for ``k`` clusters.
+
+    Examples
+    --------
+    >>> histogram_plan(5).fine_bits, histogram_plan(16).coarse_bits
+    (5, 5)
+    """
+    return next(plan for plan in HISTOGRAM_PLANS if k <= plan.max_k)
+
+
 # Images with so few colours go to the exact engine instead.
 EXACT_BELOW_BINS = 64
 LLOYD_MAX_ITER = 100
@@ -345,11 +371,11 @@ def histogram_kmeans(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """K-means of an image's pixels through colour histograms: fast, and as good as restarts.
 
-    Weighted k-means runs ``HISTOGRAM_N_INIT`` times from seeded k-means++
-    starts on the mean colours of a coarse (16 or, above ``MANY_CLUSTERS``
-    clusters, 32 levels per channel) histogram; the best run is refined on a
-    fine (64 levels) histogram until its labels settle, and every pixel then
-    goes to its nearest centre.
+    Weighted k-means runs several times from seeded k-means++ starts on the
+    mean colours of a coarse histogram; the best run is refined on a fine
+    histogram until its labels settle, and every pixel then goes to its
+    nearest centre. :func:`histogram_plan` says which grids and how many
+    restarts.
 
     Parameters
     ----------
@@ -372,17 +398,17 @@ def histogram_kmeans(
     from .color import rgb_to_space
 
     pixels = _colors(pixels, np.uint8)
-    bin_of_pixel, keys, fine_counts, fine_sums = _loops.grid_histogram(pixels, FINE_BITS)
+    plan = histogram_plan(k)
+    bin_of_pixel, keys, fine_counts, fine_sums = _loops.grid_histogram(pixels, plan.fine_bits)
     if len(fine_counts) <= max(EXACT_BELOW_BINS, k):
         return None
-    clusters = "few" if k <= MANY_CLUSTERS else "many"
     coarse_counts, coarse_sums = _loops.coarsen_histogram(
-        keys, fine_counts, fine_sums, FINE_BITS, COARSE_BITS[clusters]
+        keys, fine_counts, fine_sums, plan.fine_bits, plan.coarse_bits
     )
     coarse = rgb_to_space(coarse_sums / coarse_counts[:, None], color_space)
     rng = np.random.default_rng(random_state)
     best = None
-    for _ in range(HISTOGRAM_N_INIT[clusters]):
+    for _ in range(plan.n_init):
         start = weighted_kmeans_plusplus(coarse, coarse_counts, min(k, len(coarse)), rng)
         run = weighted_lloyd(coarse, coarse_counts, start)
         if best is None or run[2] < best[2]:
@@ -394,5 +420,5 @@ def histogram_kmeans(
         labels, _ = nearest_center(rgb_to_space(pixels, color_space), centers)
         return centers, labels
     labels = np.empty(len(pixels), dtype=np.uint8)
-    _loops.nearest_center_binned(pixels, bin_of_pixel, keys, FINE_BITS, centers, labels)
+    _loops.nearest_center_binned(pixels, bin_of_pixel, keys, plan.fine_bits, centers, labels)
     return centers, labels

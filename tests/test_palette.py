@@ -40,10 +40,11 @@ def test_noisy_blocks_give_their_colours_and_shares(color_space, engine):
 @pytest.mark.parametrize("color_space", ["rgb", "lab", "oklab"])
 def test_histogram_engine_on_blocks_with_many_shades(color_space):
     # Enough noise that the histogram engine really runs (no exact-engine fallback).
-    from palette_dask.kmeans import EXACT_BELOW_BINS, FINE_BITS, color_histogram
+    from palette_dask.kmeans import EXACT_BELOW_BINS, color_histogram, histogram_plan
 
     image = noisy(blocks(COLORS, SHARES, size=(200, 150)), amplitude=10)
-    assert len(color_histogram(image.reshape(-1, 3), FINE_BITS)[1]) > EXACT_BELOW_BINS
+    fine_bins = color_histogram(image.reshape(-1, 3), histogram_plan(5).fine_bits)[1]
+    assert len(fine_bins) > EXACT_BELOW_BINS
     palette = extract_palette(image, k=5, color_space=color_space, engine="histogram")
     assert_matches_blocks(palette, COLORS, SHARES)
 
