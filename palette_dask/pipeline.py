@@ -34,6 +34,7 @@ import dask.array as da
 import dask.bag as db
 import fsspec
 import numpy as np
+from dask.delayed import Delayed
 from distributed import Client, Future, as_completed, wait
 from distributed.scheduler import KilledWorker
 from tqdm import tqdm
@@ -160,18 +161,16 @@ class InputPlan:
 def run_waves(
     client: Client,
     waves: Iterable[list],
-    make_bags: Callable[[list], tuple[db.Bag, ...]],
+    make_outputs: Callable[[list], list[tuple[Delayed, ...]]],
     refill_below: int,
 ) -> Iterator[tuple[tuple[Future, ...], object]]:
-    """Submit waves of bags and yield ``(futures, element)`` as each element's first output is done.
+    """Submit waves and yield ``(futures, element)`` as each element's first output is done.
 
-    ``make_bags(wave)`` gives one or more bags with one partition per element of
-    the wave, typically items plucked from one task's result; ``futures`` holds
-    the element's partition of each, a list of one item. All the bags of a wave
-    go to the scheduler as one graph, so an item plucked from a task runs on the
-    same worker right after it, not behind the rest of the wave. The next wave
-    goes in when fewer than ``refill_below`` elements are left in flight. The
-    caller takes what it needs from the futures; data stays on the workers.
+    ``make_outputs(wave)`` gives each element's delayed outputs (see
+    :func:`one_task_per_element`); a wave goes to the scheduler as one graph.
+    The next wave goes in when fewer than ``refill_below`` elements are left in
+    flight. The caller takes what it needs from the futures; data stays on the
+    workers.
     """
     waves = iter(waves)
     in_flight = as_completed()
@@ -181,17 +180,12 @@ def run_waves(
         wave = next(waves, None)
         if wave is None:
             return 0
-        partitions = [bag.to_delayed(optimize_graph=False) for bag in make_bags(wave)]
-        # Unfused: a task fused with an item plucked from it would be computed twice.
-        futures = client.compute(
-            [output for outputs in zip(*partitions, strict=True) for output in outputs],
-            optimize_graph=False,
-        )
-        per_element = len(partitions)
-        for i, element in enumerate(wave):
-            outputs = tuple(futures[i * per_element : (i + 1) * per_element])
-            pending_of[outputs[0].key] = (outputs, element)
-            in_flight.add(outputs[0])
+        outputs = make_outputs(wave)
+        futures = iter(client.compute([o for each in outputs for o in each], optimize_graph=False))
+        for each, element in zip(outputs, wave, strict=True):
+            element_futures = tuple(next(futures) for _ in each)
+            pending_of[element_futures[0].key] = (element_futures, element)
+            in_flight.add(element_futures[0])
         return len(wave)
 
     pending = submit_next()
@@ -203,29 +197,36 @@ def run_waves(
 
 
 def one_task_per_element(
-    task: Callable, *, pluck: tuple[int, ...] = (), **kwargs
-) -> Callable[[list], tuple[db.Bag, ...]]:
-    """A bag maker: each element of a wave becomes one task running ``task(element, **kwargs)``.
+    task: Callable, *, items: tuple[int, ...] | None = None, **kwargs
+) -> Callable[[list], list[tuple[Delayed, ...]]]:
+    """An output maker for :func:`run_waves`: a bag of the wave, one task per element.
 
-    The outputs are the items ``pluck`` of the task's result, each a bag, or
-    without ``pluck`` the result itself.
+    Each task runs ``task(element, **kwargs)``; an element's outputs are the
+    ``items`` of its result or, without ``items``, the result itself. Each
+    output is a small task of its own, which runs on the same worker right
+    after the element's task, ahead of the rest of the wave: results come back
+    as they are made, and what the client does not fetch stays on the workers.
     """
 
-    def make_bags(wave: list) -> tuple[db.Bag, ...]:
-        results = db.from_sequence(wave, npartitions=len(wave)).map(task, **kwargs)
-        return tuple(results.pluck(i) for i in pluck) if pluck else (results,)
+    def make_outputs(wave: list) -> list[tuple[Delayed, ...]]:
+        bag = db.from_sequence(wave, npartitions=len(wave)).map(task, **kwargs)
+        # Optimised, the bag fuses reading each element into its task.
+        return [tuple(_result_item(part, i) for i in items or (None,)) for part in bag.to_delayed()]
 
-    return make_bags
+    return make_outputs
+
+
+def _item(partition: list, index: int | None):
+    """Item ``index`` of the one result a bag partition holds, or the whole result."""
+    (result,) = partition
+    return result if index is None else result[index]
+
+
+_result_item = dask.delayed(_item, pure=True)
 
 
 def _progress(enabled: bool, description: str) -> tqdm:
     return tqdm(unit="img", disable=not enabled, desc=description, dynamic_ncols=True)
-
-
-def _element(result: list):
-    """The one element a single-element bag partition computed."""
-    (element,) = result
-    return element
 
 
 def first_pass_result(
@@ -233,24 +234,17 @@ def first_pass_result(
 ):
     """``(summary, fit-sample future or None)`` of a first-pass task's outputs.
 
-    The fit-sample future's value is a one-element list, as a bag partition.
     A partition that kept killing workers is redone one image per task, and an
     image that still kills every worker it runs on becomes an error row.
     """
     try:
-        (summary,) = outputs[0].result()
-        return summary, (outputs[1] if spec.mode != "image" else None)
+        return outputs[0].result(), (outputs[1] if spec.mode != "image" else None)
     except KilledWorker:
         logger.warning("partition %d kept killing workers; retrying its images one by one", part[0])
     result = recover_partition(client, part, spec, segment)
-    (summary,) = client.submit(_as_partition, result, 0).result()
-    fit = client.submit(_as_partition, result, 1) if spec.mode != "image" else None
+    summary = client.submit(operator.itemgetter(0), result).result()
+    fit = client.submit(operator.itemgetter(1), result) if spec.mode != "image" else None
     return summary, fit
-
-
-def _as_partition(result: tuple, index: int) -> list:
-    """Item ``index`` of a task's result as a one-element bag partition."""
-    return [result[index]]
 
 
 def recover_partition(client: Client, part: Part, spec: JobSpec, segment: int) -> Future:
@@ -277,13 +271,8 @@ def recover_partition(client: Client, part: Part, spec: JobSpec, segment: int) -
 def _merge(client: Client, parts: list[Future], spec: JobSpec) -> Future:
     # Ahead of the waiting partitions, so that parts are freed as fast as they come.
     return client.submit(
-        _merge_partitions, *parts, limit=spec.corpus_fit_pixels, priority=1, pure=False
+        merge_fit_samples, *parts, limit=spec.corpus_fit_pixels, priority=1, pure=False
     )
-
-
-def _merge_partitions(*partitions: list, limit: int) -> list:
-    """Merge fit samples held as one-element bag partitions, into one of the same form."""
-    return [merge_fit_samples(*(sample for (sample,) in partitions), limit=limit)]
 
 
 def fit_on_cluster(client: Client, spec: JobSpec, sample: Future) -> CorpusPalette:
@@ -408,12 +397,12 @@ def _first_pass(client, spec, state, plan, counts, *, progress):
     corpus = spec.mode != "image"
     fit_parts: list[Future] = []
     written: list[PartRef] = []
-    make_bags = one_task_per_element(
-        process_partition, pluck=(0, 1) if corpus else (0,), spec=spec, segment=state.segment
+    make_outputs = one_task_per_element(
+        process_partition, items=(0, 1) if corpus else (0,), spec=spec, segment=state.segment
     )
     refill = max(1, spec.partitions_per_wave // 2)
     with _progress(progress, "images") as bar:
-        for outputs, part in run_waves(client, plan.waves(), make_bags, refill):
+        for outputs, part in run_waves(client, plan.waves(), make_outputs, refill):
             summary, fit = first_pass_result(client, outputs, part, spec, state.segment)
             outputs[0].release()
             counts["images"] += summary["images"]
@@ -436,7 +425,7 @@ def _first_pass(client, spec, state, plan, counts, *, progress):
         fit_parts.append(outputs[0])
         if len(fit_parts) >= MERGE_FAN_IN:
             fit_parts = [_merge(client, fit_parts, spec)]
-    return client.submit(_element, _merge(client, fit_parts, spec)), written
+    return _merge(client, fit_parts, spec), written
 
 
 def _corpus_passes(client, spec, state, written, sample: Future, *, progress: bool) -> dict:
@@ -458,13 +447,13 @@ def _corpus_passes(client, spec, state, written, sample: Future, *, progress: bo
     n_colors = len(corpus.colors)
     totals = empty_totals(n_colors)
     parts = sorted(set(state.committed) | set(written))
-    make_bags = one_task_per_element(assign_partition, spec=spec, corpus=corpus)
+    make_outputs = one_task_per_element(assign_partition, spec=spec, corpus=corpus)
     refill = max(1, spec.partitions_per_wave // 2)
     with _progress(progress, "corpus") as bar:
         for (future,), _ in run_waves(
-            client, chunked(parts, spec.partitions_per_wave), make_bags, refill
+            client, chunked(parts, spec.partitions_per_wave), make_outputs, refill
         ):
-            (result,) = future.result()
+            result = future.result()
             future.release()
             for key in totals:
                 totals[key] = totals[key] + result[key]

@@ -207,9 +207,9 @@ def test_waves_are_drawn_lazily_and_stay_bounded(corpus, client2, tmp_path, n_in
             yield wave
 
     done = 0
-    make_bags = one_task_per_element(process_partition, pluck=(0,), spec=spec, segment=0)
-    for (future,), (_, items) in run_waves(client2, watched_waves(), make_bags, refill_below=2):
-        (summary,) = future.result()
+    make_outputs = one_task_per_element(process_partition, items=(0,), spec=spec, segment=0)
+    for (future,), (_, items) in run_waves(client2, watched_waves(), make_outputs, refill_below=2):
+        summary = future.result()
         assert summary["images"] == len(items)
         done += summary["images"]
         # Never more than two waves of images submitted but unfinished.
