@@ -93,17 +93,18 @@ def warm_up() -> None:
 
 
 def run_job_on_fresh_cluster(spec, workers: int):
-    """Run one job on a new LocalCluster of single-threaded workers.
+    """Run one job on a new embedded cluster, as ``palette-dask run --workers N`` makes.
 
     Returns the job's report and each worker's peak resident memory (MB). The
     workers are warmed up (:func:`warm_up`) before the clock starts.
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     from palette_dask import run_job
+    from palette_dask.cluster import embedded_cluster
 
     with (
-        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster,
+        embedded_cluster(workers, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
         client.run(warm_up)

@@ -41,6 +41,33 @@ def _security(spec: JobSpec) -> Security | None:
     )
 
 
+# Dask settings of the embedded cluster, which runs one long CPU-bound task per
+# partition on each core. A worker gets its next partition only when it has
+# finished one: the round trip is nothing beside a partition's work, and the
+# last partitions of a job spread over the workers instead of queueing two
+# deep behind one of them while the others idle (see README, "Performance").
+EMBEDDED_CLUSTER_CONFIG = {"distributed.scheduler.worker-saturation": 1.0}
+
+
+@contextmanager
+def embedded_cluster(n_workers: int, **cluster_options) -> Iterator[LocalCluster]:
+    """A :class:`~distributed.LocalCluster` of ``n_workers`` single-threaded worker processes.
+
+    ``cluster_options`` go to ``LocalCluster`` (``dashboard_address``, say).
+    """
+    with (
+        dask.config.set(EMBEDDED_CLUSTER_CONFIG),
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            silence_logs=logging.ERROR,
+            **cluster_options,
+        ) as cluster,
+    ):
+        yield cluster
+
+
 @contextmanager
 def job_client(spec: JobSpec, client: Client | None = None) -> Iterator[Client]:
     """A client for the job; one passed in is used as it is and left open.
@@ -66,15 +93,7 @@ def job_client(spec: JobSpec, client: Client | None = None) -> Iterator[Client]:
         return
     n_workers = spec.workers or default_workers()
     logger.info("starting an embedded Dask cluster with %d worker process(es)", n_workers)
-    with (
-        LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=1,
-            processes=True,
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as local,
-    ):
+    with embedded_cluster(n_workers) as cluster, Client(cluster) as local:
         yield local
 
 

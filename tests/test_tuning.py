@@ -1,0 +1,98 @@
+"""How the job sets up the processes it runs in: memory allocator and embedded cluster."""
+
+import ctypes
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from jobtools import make_corpus
+
+from palette_dask import JobSpec, run_job
+from palette_dask.cluster import job_client
+
+# Counts the blocks glibc has mapped from the kernel, then allocates 1 MiB and
+# counts again; prints the difference before and after tune_malloc().
+MAPPED_BLOCKS = textwrap.dedent(
+    """
+    import ctypes
+    import numpy as np
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd",
+            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+
+    def new_mapped_blocks():
+        before = libc.mallinfo2().hblks
+        block = np.ones(2**20, np.uint8)
+        return libc.mallinfo2().hblks - before
+    """
+)
+
+glibc = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(None), "mallinfo2"),
+    reason="the allocator tuning is for glibc (2.33 or newer to observe it)",
+)
+
+
+@glibc
+def test_tune_malloc_serves_image_buffers_from_the_heap():
+    # As Dask's nanny starts a worker: a trim threshold that pins the mmap threshold.
+    script = MAPPED_BLOCKS + textwrap.dedent(
+        """
+        from palette_dask.tasks import tune_malloc
+        untuned = new_mapped_blocks()
+        assert tune_malloc()
+        print(untuned, new_mapped_blocks())
+        """
+    )
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    untuned, tuned = map(int, out.stdout.split())
+    assert untuned == 1  # each 1 MiB buffer got fresh pages from the kernel
+    assert tuned == 0
+
+
+@glibc
+def test_job_tunes_the_allocator_of_its_workers(client1, sample_dir, tmp_path):
+    def mapped_blocks_of_a_new_buffer():
+        namespace = {}
+        exec(MAPPED_BLOCKS, namespace)
+        return namespace["new_mapped_blocks"]()
+
+    corpus = make_corpus(tmp_path / "corpus", sample_dir)
+    run_job(JobSpec(input=[str(corpus)], output=str(tmp_path / "out")), client=client1)
+    assert list(client1.run(mapped_blocks_of_a_new_buffer).values()) == [0]
+
+
+def test_tune_malloc_can_be_switched_off():
+    script = (
+        "import dask\n"
+        "from palette_dask.tasks import tune_malloc\n"
+        "with dask.config.set({'palette-dask.tune-malloc': False}):\n"
+        "    print(tune_malloc())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_embedded_cluster_hands_each_worker_one_partition_at_a_time(tmp_path):
+    spec = JobSpec(input=[str(tmp_path)], output=str(tmp_path / "out"), workers=1)
+    with job_client(spec) as client:
+        saturation = client.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.WORKER_SATURATION
+        )
+        nthreads = list(client.nthreads().values())
+    assert saturation == 1.0
+    assert nthreads == [1]
+
+
+def _worker_saturation(dask_scheduler):
+    return dask_scheduler.WORKER_SATURATION
