@@ -89,7 +89,9 @@ class JobReport:
     ``images``, ``ok`` and ``errors`` count the images this job processed;
     ``skipped_partitions`` were already written by the interrupted job it
     resumed, ``skipped_images`` were already in the dataset, and
-    ``duplicates`` were inputs listed more than once.
+    ``duplicates`` were inputs listed more than once. ``process_seconds`` and
+    ``write_seconds`` add up the workers' time decoding and clustering the
+    images (building their rows included) and writing the first pass's files.
     """
 
     output: str
@@ -103,6 +105,8 @@ class JobReport:
     skipped_partitions: int = 0
     skipped_images: int = 0
     duplicates: int = 0
+    process_seconds: float = 0.0
+    write_seconds: float = 0.0
     corpus: dict | None = None
 
 
@@ -320,7 +324,13 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
     check_inputs(spec.input)
     started = datetime.now(timezone.utc)
     clock = time.perf_counter()
-    counts = {"images": 0, "errors": 0, "partitions": 0}
+    counts = {
+        "images": 0,
+        "errors": 0,
+        "partitions": 0,
+        "process_seconds": 0.0,
+        "write_seconds": 0.0,
+    }
     corpus_record = None
     with job_client(spec, client) as active:
         # Both checks come before anything is written, or removed by `overwrite`.
@@ -360,6 +370,8 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
         skipped_partitions=plan.skipped_partitions,
         skipped_images=plan.skipped_images,
         duplicates=plan.duplicates,
+        process_seconds=counts["process_seconds"],
+        write_seconds=counts["write_seconds"],
         corpus=corpus_record,
     )
     record.update(
@@ -374,6 +386,10 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
             "skipped_partitions": report.skipped_partitions,
             "skipped_images": report.skipped_images,
             "duplicates": report.duplicates,
+        },
+        worker_seconds={
+            "process": round(report.process_seconds, 3),
+            "write": round(report.write_seconds, 3),
         },
     )
     if corpus_record is not None:
@@ -405,8 +421,8 @@ def _first_pass(client, spec, state, plan, counts, *, progress):
         for outputs, part in run_waves(client, plan.waves(), make_outputs, refill):
             summary, fit = first_pass_result(client, outputs, part, spec, state.segment)
             outputs[0].release()
-            counts["images"] += summary["images"]
-            counts["errors"] += summary["errors"]
+            for key in ("images", "errors", "process_seconds", "write_seconds"):
+                counts[key] += summary[key]
             counts["partitions"] += 1
             written.append((state.segment, part[0]))
             bar.update(summary["images"])
