@@ -92,16 +92,21 @@ def nearest_center(points, centers, labels, distances):
     """
     c0, c1, c2 = centers[:, 0].copy(), centers[:, 1].copy(), centers[:, 2].copy()
     for i in range(points.shape[0]):
-        x0, x1, x2 = np.float64(points[i, 0]), np.float64(points[i, 1]), np.float64(points[i, 2])
-        best = 0
-        best_d2 = np.inf
-        for c in range(len(c0)):
-            d2 = (x0 - c0[c]) ** 2 + (x1 - c1[c]) ** 2 + (x2 - c2[c]) ** 2
-            if d2 < best_d2:
-                best_d2 = d2
-                best = c
-        labels[i] = best
-        distances[i] = best_d2
+        labels[i], distances[i] = _nearest(points, i, c0, c1, c2)
+
+
+@njit(**_JIT)
+def _nearest(points, i, c0, c1, c2):
+    """Index of and squared distance to the centre ``(c0[c], c1[c], c2[c])`` nearest point i."""
+    x0, x1, x2 = np.float64(points[i, 0]), np.float64(points[i, 1]), np.float64(points[i, 2])
+    best = 0
+    best_d2 = np.inf
+    for c in range(len(c0)):
+        d2 = (x0 - c0[c]) ** 2 + (x1 - c1[c]) ** 2 + (x2 - c2[c]) ** 2
+        if d2 < best_d2:
+            best_d2 = d2
+            best = c
+    return best, best_d2
 
 
 @njit(**_JIT)
@@ -217,18 +222,7 @@ def nearest_center_binned(pixels, bin_of_pixel, keys, bits, centers, labels):
     c0, c1, c2 = centers[:, 0].copy(), centers[:, 1].copy(), centers[:, 2].copy()
     for i in range(pixels.shape[0]):
         known = bin_label[bin_of_pixel[i]]
-        if known >= 0:
-            labels[i] = known
-            continue
-        x0, x1, x2 = np.float64(pixels[i, 0]), np.float64(pixels[i, 1]), np.float64(pixels[i, 2])
-        best = 0
-        best_d2 = np.inf
-        for c in range(len(c0)):
-            d2 = (x0 - c0[c]) ** 2 + (x1 - c1[c]) ** 2 + (x2 - c2[c]) ** 2
-            if d2 < best_d2:
-                best_d2 = d2
-                best = c
-        labels[i] = best
+        labels[i] = known if known >= 0 else _nearest(pixels, i, c0, c1, c2)[0]
 
 
 @njit(**_JIT)
