@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SAMPLES ?= data/samples
 
-.PHONY: install run test lint bench clean
+.PHONY: install browser run test lint bench clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +14,20 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 install: $(BIN)/.installed
 
+# The HTML report is tested in a real headless Chromium: installed from the
+# system packages when missing (as root, with apt); without it, that test skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "no Chromium and none could be installed: the browser test will be skipped"
+
 run: install
 	$(BIN)/palette-dask samples $(SAMPLES)
 	$(BIN)/palette-dask run jobs/sample.toml --overwrite
 	$(BIN)/palette-dask palettes out/sample
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
 
 lint: install

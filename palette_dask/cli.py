@@ -48,6 +48,16 @@ def main():
     """
 
 
+def _picture_size_option(command):
+    return click.option(
+        "--size",
+        type=int,
+        default=800,
+        show_default=True,
+        help="Longer side of the redrawn picture in pixels (0: the image's own size).",
+    )(command)
+
+
 def _clustering_options(command):
     options = [
         click.option(
@@ -204,16 +214,37 @@ def run(spec, inputs, output, progress, **options):
 @click.argument("image")
 @_clustering_options
 @click.option("--json", "as_json", is_flag=True, help="Print the palette as JSON.")
-def show(image, as_json, **options):
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Also write IMAGE.swatches.png and IMAGE.redrawn.png into this folder.",
+)
+@_picture_size_option
+def show(image, as_json, out, size, **options):
     """Print the palette of one IMAGE (path or URL), without Dask.
+
+    With --out, also draw it: IMAGE.swatches.png, one block per colour as wide
+    as its share, labelled with its hex code; IMAGE.redrawn.png, every pixel in
+    its palette colour, at the image's aspect ratio.
 
     \b
     Example:
       palette-dask show data/samples/coffee.jpg -k 5
+      palette-dask show data/samples/coffee.jpg --out pictures
     """
     from .palette import extract_palette
 
     palette = extract_palette(image, **{k: v for k, v in options.items() if v is not None})
+    if out:
+        sample = palette.sample
+        for path in _write_pictures(
+            out,
+            os.path.basename(image.rstrip("/")),
+            (palette.colors, palette.proportions, palette.labels),
+            (sample.width, sample.height),
+            size,
+        ):
+            click.echo(f"wrote {path}", err=True)
     if as_json:
         click.echo(
             json.dumps(
@@ -293,6 +324,117 @@ def palettes(dataset, limit, kind):
             for r in by_image[row["image_id"]].itertuples()
         )
         click.echo(f"{name:<{width}}  {swatches}")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--image",
+    "keys",
+    multiple=True,
+    required=True,
+    help="Image to draw, by image_id or URI (repeat for more).",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write to.")
+@click.option(
+    "--kind",
+    type=click.Choice(["image", "corpus"]),
+    help="Each image's own palette, or the image over the corpus palette. "
+    "[default: image, or corpus for a corpus-mode dataset]",
+)
+@_picture_size_option
+def render(dataset, keys, out, kind, size):
+    """Draw the palettes of images of a finished DATASET, from its tables alone.
+
+    Writes NAME.swatches.png and NAME.redrawn.png per image, as `show --out`
+    does, from the palettes and assignments tables: no image is decoded again.
+
+    \b
+    Example:
+      palette-dask render out/sample --image data/samples/coffee.jpg --out pictures
+    """
+    from .dataset import open_dataset
+
+    ds = open_dataset(dataset)
+    kind = kind or ds.default_kind()
+    try:
+        ids = ds.find_images(keys)
+    except KeyError as exc:
+        raise click.ClickException(exc.args[0]) from None
+    stored = ds.stored_palettes(ids, kind)
+    drawn = {palette.image_id for palette in stored}
+    for image_id, key in zip(ids, keys, strict=True):
+        if image_id not in drawn:
+            click.echo(f"{key}: no {kind} palette (the image failed, or no such pass)", err=True)
+    names = [os.path.basename(palette.uri.rstrip("/")) for palette in stored]
+    for palette, name in zip(stored, names, strict=True):
+        if names.count(name) > 1:  # same file name in two folders
+            name = f"{name}.{palette.image_id[:8]}"
+        for path in _write_pictures(
+            out,
+            name,
+            (palette.colors, palette.proportions, palette.labels),
+            (palette.width, palette.height),
+            size,
+        ):
+            click.echo(f"wrote {path}", err=True)
+    if len(stored) < len(ids):
+        raise click.exceptions.Exit(1)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option(
+    "--limit",
+    type=int,
+    default=200,
+    show_default=True,
+    help="Images in the gallery, best represented first (0: all).",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["image", "corpus"]),
+    help="Each image's own palette, or the image over the corpus palette. "
+    "[default: image, or corpus for a corpus-mode dataset]",
+)
+def report(dataset, out, limit, kind):
+    """Write a self-contained HTML report of a finished DATASET.
+
+    One file, no network: a summary of the job, the corpus palette if any, a
+    gallery of images redrawn with their palettes and their swatches (best
+    represented first, with a filter by colour), and the failed images with
+    their errors.
+
+    \b
+    Example:
+      palette-dask report out/sample --out report.html
+    """
+    from .report import report_html
+    from .tables import write_atomic
+
+    page = report_html(dataset, limit=limit, kind=kind)
+    write_atomic(os.path.abspath(out), page.encode("utf-8"))
+    click.echo(f"wrote {out} ({len(page) / 1024:,.0f} KiB)")
+
+
+def _write_pictures(folder, name, palette, image_size, longest) -> list[str]:
+    """Write NAME.swatches.png and NAME.redrawn.png; ``palette`` is (colors, shares, labels)."""
+    from .render import display_size, png_bytes, redraw, swatches
+    from .tables import write_atomic
+
+    colors, proportions, labels = palette
+    size = display_size(*image_size, longest) if longest else (image_size)
+    pictures = {
+        "swatches": swatches(colors, proportions),
+        "redrawn": redraw(labels, colors, size=size),
+    }
+    paths = []
+    for suffix, pixels in pictures.items():
+        path = os.path.join(os.path.abspath(folder), f"{name}.{suffix}.png")
+        write_atomic(path, png_bytes(pixels))
+        paths.append(path)
+    return paths
 
 
 def _swatch(rgb, width: int) -> str:

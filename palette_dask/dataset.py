@@ -3,13 +3,47 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import fsspec
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from .palette import TRANSPARENT_LABEL
+from .sources import normalize_uri
 from .tables import JOB_FILE, SCHEMAS, join
+
+
+@dataclass(frozen=True)
+class StoredPalette:
+    """One image's palette as a dataset holds it: enough to draw it, no image decoded.
+
+    Attributes
+    ----------
+    image_id, uri : str
+    kind : {"image", "corpus"}
+        The image's own palette, or the image over the corpus palette.
+    colors : (n, 3) uint8 ndarray
+        Largest share first.
+    proportions : (n,) float32 ndarray
+    labels : (h, w) uint8 ndarray
+        Index into ``colors`` of each sample pixel, 255 where left out.
+    width, height : int
+        Size of the upright image.
+    """
+
+    image_id: str
+    uri: str
+    kind: str
+    colors: np.ndarray
+    proportions: np.ndarray
+    labels: np.ndarray
+    width: int
+    height: int
 
 
 class PaletteDataset:
@@ -70,6 +104,95 @@ class PaletteDataset:
     @property
     def corpus_palette(self) -> pd.DataFrame:
         return self.to_pandas("corpus_palette")
+
+    def default_kind(self) -> str:
+        """``corpus`` for a dataset made in ``corpus`` mode, else ``image``."""
+        return "corpus" if self.job["spec"].get("mode") == "corpus" else "image"
+
+    def find_images(self, keys: Iterable[str]) -> list[str]:
+        """The ``image_id`` of each key, given as an image id or a URI (paths as given).
+
+        Raises
+        ------
+        KeyError
+            Naming the keys the dataset does not hold.
+        """
+        keys = list(keys)
+        wanted = set(keys) | {normalize_uri(key) for key in keys}
+        found = (
+            self.arrow_dataset("images")
+            .to_table(
+                columns=["image_id", "uri"],
+                filter=pc.field("image_id").isin(wanted) | pc.field("uri").isin(wanted),
+            )
+            .to_pylist()
+        )
+        by_key = {row["image_id"]: row["image_id"] for row in found}
+        by_key.update({row["uri"]: row["image_id"] for row in found})
+        ids, missing = [], []
+        for key in keys:
+            image = by_key.get(key) or by_key.get(normalize_uri(key))
+            (ids if image else missing).append(image or key)
+        if missing:
+            raise KeyError(f"not in {self.path}: {', '.join(missing)}")
+        return ids
+
+    def stored_palettes(self, image_ids: Iterable[str], kind: str) -> list[StoredPalette]:
+        """The :class:`StoredPalette` of each image (``ok`` images only), in the given order.
+
+        Reads only the rows of these images from the ``images``, ``palettes`` and
+        ``assignments`` tables.
+        """
+        image_ids = list(image_ids)
+        ids = pa.array(image_ids, pa.string())
+        of_kind = pc.field("image_id").isin(ids) & (pc.field("palette_kind") == kind)
+        images = {
+            row["image_id"]: row
+            for row in self.arrow_dataset("images")
+            .to_table(
+                columns=["image_id", "uri", "width", "height"],
+                filter=pc.field("image_id").isin(ids) & (pc.field("status") == "ok"),
+            )
+            .to_pylist()
+        }
+        colors = (
+            self.arrow_dataset("palettes")
+            .to_table(
+                columns=["image_id", "rank", "r", "g", "b", "proportion", "corpus_index"],
+                filter=of_kind,
+            )
+            .to_pandas()
+            .sort_values(["image_id", "rank"])
+        )
+        colors_of = dict(tuple(colors.groupby("image_id")))
+        labels_of = {
+            row["image_id"]: row
+            for row in self.arrow_dataset("assignments").to_table(filter=of_kind).to_pylist()
+        }
+        found = []
+        for image_id in image_ids:
+            if image_id not in images or image_id not in labels_of:
+                continue
+            rows, stored = colors_of[image_id], labels_of[image_id]
+            labels = np.frombuffer(stored["labels"], dtype=np.uint8)
+            if kind == "corpus":
+                # Corpus labels name corpus colours: turn them into this image's ranks.
+                rank_of = np.full(256, TRANSPARENT_LABEL, dtype=np.uint8)
+                rank_of[rows["corpus_index"].to_numpy(dtype=np.int64)] = rows["rank"].to_numpy()
+                labels = rank_of[labels]
+            found.append(
+                StoredPalette(
+                    image_id=image_id,
+                    uri=images[image_id]["uri"],
+                    kind=kind,
+                    colors=rows[["r", "g", "b"]].to_numpy(dtype=np.uint8),
+                    proportions=rows["proportion"].to_numpy(dtype=np.float32),
+                    labels=labels.reshape(stored["sample_height"], stored["sample_width"]),
+                    width=images[image_id]["width"],
+                    height=images[image_id]["height"],
+                )
+            )
+        return found
 
     @property
     def job(self) -> dict:

@@ -17,6 +17,14 @@ def sample_dir(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory, sample_dir):
+    """Sample photographs, synthetic block images and four broken files (read-only)."""
+    from jobtools import make_corpus
+
+    return make_corpus(tmp_path_factory.mktemp("corpus"), sample_dir)
+
+
 def _cluster_client(n_workers):
     cluster = LocalCluster(
         n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0"

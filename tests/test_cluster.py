@@ -4,7 +4,7 @@ import os
 
 import pytest
 from clusters import external_cluster
-from jobtools import assert_same_dataset, cli, make_corpus
+from jobtools import assert_same_dataset, cli
 
 from palette_dask import JobSpec, run_job
 
@@ -14,11 +14,6 @@ def external(tmp_path_factory):
     """A scheduler and two single-threaded workers on 127.0.0.1, torn down afterwards."""
     with external_cluster(tmp_path_factory.mktemp("cluster")) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, sample_dir):
-    return make_corpus(tmp_path_factory.mktemp("corpus"), sample_dir)
 
 
 @pytest.fixture(scope="module")

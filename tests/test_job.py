@@ -8,15 +8,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 import pytest
-from jobtools import BAD_INPUTS, assert_same_dataset, make_corpus, read_table
+from jobtools import BAD_INPUTS, assert_same_dataset, read_table
 
 from palette_dask import JobSpec, open_dataset, run_job
 from palette_dask.tables import ASSIGNMENTS_SCHEMA, IMAGES_SCHEMA, PALETTES_SCHEMA, part_name
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, sample_dir):
-    return make_corpus(tmp_path_factory.mktemp("corpus"), sample_dir)
 
 
 @pytest.fixture(scope="module")
