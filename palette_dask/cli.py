@@ -11,7 +11,7 @@ import click
 
 from . import __version__
 from .cluster import VersionMismatchError
-from .color import COLOR_SPACES
+from .color import COLOR_SPACES, hex_to_rgb
 from .kmeans import ENGINES
 from .spec import CORPUS_ASSIGN_SOURCES, MODES
 
@@ -416,6 +416,96 @@ def report(dataset, out, limit, kind):
     page = report_html(dataset, limit=limit, kind=kind)
     write_atomic(os.path.abspath(out), page.encode("utf-8"))
     click.echo(f"wrote {out} ({len(page) / 1024:,.0f} KiB)")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--color", "colors", multiple=True, help="Query colour as a hex code (repeatable).")
+@click.option(
+    "--weight",
+    "weights",
+    multiple=True,
+    type=float,
+    help="How much of the image each --color should cover, in the same order (relative).",
+)
+@click.option("--like", help="Rank images by how close their palettes are to this image's.")
+@click.option("--top", type=int, default=20, show_default=True, help="Results to show.")
+@click.option(
+    "--radius",
+    type=float,
+    default=25.0,
+    show_default=True,
+    help="CIELAB distance at which a palette colour stops counting for a query colour.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["image", "corpus"]),
+    help="Search each image's own palette, or the images over the corpus palette. "
+    "[default: image, or corpus for a corpus-mode dataset]",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON lines.")
+def search(dataset, colors, weights, like, top, radius, kind, as_json):
+    """Find images of a finished DATASET by colour, or by likeness to one image.
+
+    A palette colour counts for a query colour when it is within --radius in
+    CIELAB, with credit falling off with distance; images holding more of the
+    query colours come first, then those covering them best. --like ranks by
+    the Earth Mover's distance between palettes. `palette-dask index` makes
+    searches over large datasets faster.
+
+    \b
+    Example:
+      palette-dask search out/sample --color "#1565a1"
+      palette-dask search out/sample --color "#1565a1" --color "#df8c18" --weight 60 --weight 40
+      palette-dask search out/sample --like data/samples/coffee.jpg --top 5
+    """
+    from .search import search as run_search
+
+    try:
+        found = run_search(
+            dataset,
+            colors=list(colors) or None,
+            weights=list(weights) or None,
+            like=like,
+            top=top,
+            kind=kind,
+            radius=radius,
+        )
+    except KeyError as exc:
+        raise click.ClickException(exc.args[0]) from None
+    if as_json:
+        for row in found.to_dict(orient="records"):
+            click.echo(json.dumps(row))
+        return
+    width = max((len(os.path.basename(u)) for u in found["uri"]), default=0)
+    for row in found.itertuples():
+        swatches = " ".join(f"{_swatch(hex_to_rgb(code), 2)}{code}" for code in row.colors)
+        click.echo(f"{row.score:8.4f}  {os.path.basename(row.uri):<{width}}  {swatches}")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--kind",
+    type=click.Choice(["image", "corpus"]),
+    help="Index each image's own palette, or the images over the corpus palette. "
+    "[default: image, or corpus for a corpus-mode dataset]",
+)
+def index(dataset, kind):
+    """Build the search index of a finished DATASET (OUT/_index), used by `search`.
+
+    Every image's palette as fixed-length arrays of CIELAB colours and shares
+    in 16-bit floats. Growing the dataset makes it stale: `search` then reads
+    the tables until the index is built again.
+
+    \b
+    Example:
+      palette-dask index out/sample
+    """
+    from .search import build_index
+
+    folder = build_index(dataset, kind)
+    click.echo(f"wrote {folder}")
 
 
 def _write_pictures(folder, name, palette, image_size, longest) -> list[str]:

@@ -137,6 +137,13 @@ class PaletteDataset:
             raise KeyError(f"not in {self.path}: {', '.join(missing)}")
         return ids
 
+    def uris(self, image_ids: Iterable[str]) -> dict[str, str]:
+        """``image_id -> uri`` for these images."""
+        rows = self.arrow_dataset("images").to_table(
+            columns=["image_id", "uri"], filter=pc.field("image_id").isin(list(image_ids))
+        )
+        return dict(zip(rows["image_id"].to_pylist(), rows["uri"].to_pylist(), strict=True))
+
     def stored_palettes(self, image_ids: Iterable[str], kind: str) -> list[StoredPalette]:
         """The :class:`StoredPalette` of each image (``ok`` images only), in the given order.
 

@@ -1,0 +1,336 @@
+"""Finding images by colour in a palette dataset.
+
+Every image's palette becomes a fixed-length row of CIELAB colours and shares
+(:class:`PaletteArrays`), and a query is scored against all rows at once with
+NumPy. ``palette-dask index`` stores these arrays next to the tables as NumPy
+files (``OUT/_index/KIND/``), compact (16-bit floats) and loaded in a blink;
+without an index they are built from the ``palettes`` table on each search.
+
+Colour queries
+    A palette colour within ``radius`` (CIELAB ΔE 1976) of a query colour
+    counts towards it, with credit falling linearly from full at distance 0 to
+    none at ``radius``; an image's *coverage* of a query colour is the credited
+    share of its pixels. Weights say how much of the image each colour should
+    cover (equal by default): the score adds each colour's coverage up to its
+    weight, so it is 1 for an image that covers every colour as asked. Images
+    are ranked by how many query colours they hold (coverage of at least
+    ``PRESENT_SHARE``), then by score: an image holding both colours of a
+    two-colour query comes before any image holding only one.
+
+Similar images (``like``)
+    Palettes are compared by the Earth Mover's distance with a CIELAB ground
+    distance: the least ΔE-weighted share that must move to turn one palette
+    into the other. The distance between the palettes' mean colours is a lower
+    bound of it (for equal total weights), so candidates are measured in order
+    of that bound and the search stops as soon as the bound of the next one
+    exceeds the ``top``-th distance found: the result is exact.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+from scipy.optimize import linprog
+
+from .color import hex_to_rgb, rgb_to_hex, rgb_to_lab
+from .dataset import PaletteDataset
+from .tables import join
+
+RADIUS = 25.0
+PRESENT_SHARE = 0.02
+INDEX_FOLDER = "_index"
+_INDEX_ARRAYS = ("image_id", "lab", "share")
+
+
+@dataclass(frozen=True)
+class PaletteArrays:
+    """Every image's palette as fixed-length rows, shorter palettes padded with share 0.
+
+    Attributes
+    ----------
+    image_id : (N,) str ndarray
+    lab : (N, K, 3) float ndarray
+        CIELAB colours, largest share first.
+    share : (N, K) float ndarray
+    """
+
+    image_id: np.ndarray
+    lab: np.ndarray
+    share: np.ndarray
+
+    @classmethod
+    def from_palettes(cls, palettes: pd.DataFrame) -> PaletteArrays:
+        """From one kind's ``palettes`` rows (``image_id``, ``rank``, ``lab_*``, ``proportion``)."""
+        palettes = palettes.sort_values(["image_id", "rank"])
+        image_id, row = np.unique(palettes["image_id"].to_numpy(dtype=str), return_inverse=True)
+        width = int(palettes["rank"].max()) + 1 if len(palettes) else 1
+        lab = np.zeros((len(image_id), width, 3), dtype=np.float32)
+        share = np.zeros((len(image_id), width), dtype=np.float32)
+        rank = palettes["rank"].to_numpy(dtype=np.int64)
+        lab[row, rank] = palettes[["lab_l", "lab_a", "lab_b"]].to_numpy(dtype=np.float32)
+        share[row, rank] = palettes["proportion"].to_numpy(dtype=np.float32)
+        return cls(image_id=image_id, lab=lab, share=share)
+
+    def __len__(self) -> int:
+        return len(self.image_id)
+
+    def mean_colors(self) -> np.ndarray:
+        """(N, 3) share-weighted mean CIELAB colour of each palette."""
+        share = self.share.astype(np.float32)
+        return np.einsum("nk,nkc->nc", share, self.lab.astype(np.float32)) / np.maximum(
+            share.sum(axis=1, keepdims=True), 1e-12
+        )
+
+
+def _index_folder(ds: PaletteDataset, kind: str) -> str:
+    return join(ds.path, INDEX_FOLDER, kind)
+
+
+def _dataset_version(ds: PaletteDataset) -> dict:
+    """What the index was built from: the job's segment and end time."""
+    job = ds.job
+    return {"segment": job.get("segment"), "finished": job.get("finished")}
+
+
+def build_index(dataset: str | PaletteDataset, kind: str | None = None) -> str:
+    """Write the search index of a finished dataset; returns its folder.
+
+    The index holds :class:`PaletteArrays` in 16-bit floats, one ``.npy`` file
+    each, and the job version it was built from; a dataset grown later makes it
+    stale, and search then ignores it until it is built again.
+    """
+    ds = dataset if isinstance(dataset, PaletteDataset) else PaletteDataset(dataset)
+    kind = kind or ds.default_kind()
+    arrays = _arrays_from_tables(ds, kind)
+    folder = _index_folder(ds, kind)
+    fs, root = fsspec.core.url_to_fs(folder)
+    fs.makedirs(root, exist_ok=True)
+    stored = {
+        "image_id": arrays.image_id.astype("S32"),
+        "lab": arrays.lab.astype(np.float16),
+        "share": arrays.share.astype(np.float16),
+    }
+    for name, values in stored.items():
+        with fs.open(f"{root}/{name}.npy", "wb") as f:
+            np.save(f, values)
+    meta = {"kind": kind, "images": len(arrays), "dataset": _dataset_version(ds)}
+    with fs.open(f"{root}/meta.json", "w") as f:
+        json.dump(meta, f)
+    return folder
+
+
+def load_index(dataset: PaletteDataset, kind: str) -> PaletteArrays | None:
+    """The stored :class:`PaletteArrays`, or ``None`` when there is none or it is stale."""
+    fs, root = fsspec.core.url_to_fs(_index_folder(dataset, kind))
+    if not fs.exists(f"{root}/meta.json"):
+        return None
+    with fs.open(f"{root}/meta.json") as f:
+        if json.load(f)["dataset"] != _dataset_version(dataset):
+            return None
+    loaded = {}
+    for name in _INDEX_ARRAYS:
+        with fs.open(f"{root}/{name}.npy", "rb") as f:
+            loaded[name] = np.load(f)
+    return PaletteArrays(
+        image_id=loaded["image_id"].astype(str), lab=loaded["lab"], share=loaded["share"]
+    )
+
+
+def _arrays_from_tables(ds: PaletteDataset, kind: str) -> PaletteArrays:
+    columns = ["image_id", "rank", "lab_l", "lab_a", "lab_b", "proportion"]
+    table = ds.arrow_dataset("palettes").to_table(
+        columns=columns, filter=pc.field("palette_kind") == kind
+    )
+    return PaletteArrays.from_palettes(table.to_pandas())
+
+
+def palette_arrays(ds: PaletteDataset, kind: str) -> PaletteArrays:
+    """The dataset's :class:`PaletteArrays`: from its index when fresh, else from the tables."""
+    return load_index(ds, kind) or _arrays_from_tables(ds, kind)
+
+
+def coverage(arrays: PaletteArrays, query_lab: np.ndarray, radius: float = RADIUS) -> np.ndarray:
+    """(N, J) share of each image credited to each query colour (linear falloff to ``radius``).
+
+    Examples
+    --------
+    >>> arrays = PaletteArrays(np.array(["a"]), np.array([[[50.0, 0, 0], [90, 0, 0]]]),
+    ...                        np.array([[0.7, 0.3]]))
+    >>> print(coverage(arrays, np.array([[50.0, 0, 0], [60, 0, 0]]), radius=20).round(3))
+    [[0.7  0.35]]
+    """
+    result = np.empty((len(arrays), len(query_lab)), dtype=np.float32)
+    lab = arrays.lab.astype(np.float32)
+    share = arrays.share.astype(np.float32)
+    for j, query in enumerate(np.asarray(query_lab, dtype=np.float32)):
+        distance = np.sqrt(((lab - query) ** 2).sum(axis=2))
+        credit = np.clip(1.0 - distance / radius, 0.0, None)
+        result[:, j] = (share * credit).sum(axis=1)
+    return result
+
+
+def earth_movers_distance(lab_a, share_a, lab_b, share_b) -> float:
+    """Earth Mover's distance between two palettes, CIELAB ΔE as ground distance.
+
+    Shares are normalised to sum to 1 each.
+
+    Examples
+    --------
+    >>> earth_movers_distance([[50, 0, 0]], [1.0], [[50, 0, 0], [60, 0, 0]], [0.5, 0.5])
+    5.0
+    """
+    lab_a, lab_b = np.asarray(lab_a, float), np.asarray(lab_b, float)
+    share_a, share_b = np.asarray(share_a, float), np.asarray(share_b, float)
+    keep_a, keep_b = share_a > 0, share_b > 0
+    lab_a, share_a = lab_a[keep_a], share_a[keep_a] / share_a[keep_a].sum()
+    lab_b, share_b = lab_b[keep_b], share_b[keep_b] / share_b[keep_b].sum()
+    cost = np.sqrt(((lab_a[:, None, :] - lab_b[None, :, :]) ** 2).sum(axis=2))
+    n, m = cost.shape
+    # Flow f[i, j] >= 0 from colour i of a to colour j of b; each colour sends or
+    # receives exactly its share.
+    rows = np.kron(np.eye(n), np.ones(m))
+    cols = np.kron(np.ones(n), np.eye(m))
+    solved = linprog(
+        cost.ravel(),
+        A_eq=np.vstack([rows, cols]),
+        b_eq=np.concatenate([share_a, share_b]),
+        bounds=(0, None),
+        method="highs",
+    )
+    return float(round(solved.fun, 9))
+
+
+def _query_colors(colors: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    codes = [c if c.startswith("#") else f"#{c}" for c in colors]
+    rgb = np.stack([hex_to_rgb(code) for code in codes]).astype(np.uint8)
+    return rgb_to_lab(rgb).astype(np.float32), rgb_to_hex(rgb)
+
+
+def _color_ranking(arrays, colors, weights, top, radius):
+    query_lab, codes = _query_colors(colors)
+    if weights is None:
+        weights = np.full(len(codes), 1.0 / len(codes))
+    else:
+        weights = np.asarray(weights, dtype=np.float64)
+        if len(weights) != len(codes) or (weights <= 0).any():
+            raise ValueError("give one positive weight per colour, or none")
+        weights = weights / weights.sum()
+    covered = coverage(arrays, query_lab, radius)
+    score = np.minimum(covered, weights).sum(axis=1)
+    matched = (covered >= PRESENT_SHARE).sum(axis=1)
+    order = np.lexsort((arrays.image_id, -score, -matched))
+    order = order[(matched[order] > 0)][:top]
+    matching = []
+    for i in order:
+        # The image's palette colours that counted towards some query colour.
+        distance = np.sqrt(((arrays.lab[i][:, None, :] - query_lab[None]) ** 2).sum(axis=2))
+        near = (distance < radius).any(axis=1) & (arrays.share[i] > 0)
+        matching.append(np.flatnonzero(near))
+    return order, score[order], matched[order], matching
+
+
+def _like_ranking(arrays, reference: int, top: int):
+    means = arrays.mean_colors()
+    bound = np.sqrt(((means - means[reference]) ** 2).sum(axis=1))
+    candidates = np.lexsort((arrays.image_id, bound))
+    best: list[tuple[float, str, int]] = []
+    lab = arrays.lab.astype(np.float64)
+    share = arrays.share.astype(np.float64)
+    for i in candidates:
+        if len(best) >= top and bound[i] > best[-1][0]:
+            break  # no later candidate can come closer than the top ones
+        distance = earth_movers_distance(lab[reference], share[reference], lab[i], share[i])
+        best.append((distance, arrays.image_id[i], int(i)))
+        best.sort()
+        del best[top:]
+    order = np.array([i for _, _, i in best], dtype=np.int64)
+    matching = [np.flatnonzero(arrays.share[i] > 0) for i in order]
+    return order, np.array([d for d, _, _ in best]), matching
+
+
+def search(
+    dataset: str | PaletteDataset,
+    *,
+    colors: Sequence[str] | None = None,
+    weights: Sequence[float] | None = None,
+    like: str | None = None,
+    top: int = 20,
+    kind: str | None = None,
+    radius: float = RADIUS,
+) -> pd.DataFrame:
+    """Images of a dataset ranked by colour, or by likeness to one of its images.
+
+    Parameters
+    ----------
+    dataset : str or PaletteDataset
+    colors : list of str, optional
+        Query colours as hex codes (``"#1565a1"``).
+    weights : list of float, optional
+        How much of the image each colour should cover, relative to each other.
+    like : str, optional
+        An image of the dataset (image id or URI): rank the others by how close
+        their palettes are to its palette. Exactly one of ``colors`` and
+        ``like`` is needed.
+    top : int
+    kind : {"image", "corpus"}, optional
+        The palettes searched; default: the dataset's own.
+    radius : float
+        CIELAB distance at which a palette colour stops counting for a query colour.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``image_id``, ``uri``, ``score`` (colour queries: 0–1, higher is better;
+        ``like``: the Earth Mover's distance, lower is better), ``matched``
+        (query colours held; colour queries only) and ``colors`` (the hex codes
+        of the image's palette colours that matched).
+    """
+    ds = dataset if isinstance(dataset, PaletteDataset) else PaletteDataset(dataset)
+    if (colors is None) == (like is None):
+        raise ValueError("search by `colors` or by `like`, one of the two")
+    kind = kind or ds.default_kind()
+    arrays = palette_arrays(ds, kind)
+    if colors is not None:
+        if not colors:
+            raise ValueError("give at least one colour")
+        order, score, matched, matching = _color_ranking(arrays, colors, weights, top, radius)
+    else:
+        (reference,) = ds.find_images([like])
+        where = np.flatnonzero(arrays.image_id == reference)
+        if not len(where):
+            raise ValueError(f"{like} has no {kind} palette in {ds.path}")
+        order, score, matching = _like_ranking(arrays, int(where[0]), top)
+        matched = None
+    ids = arrays.image_id[order].tolist()
+    uris = ds.uris(ids)
+    codes = _hex_codes(ds, kind, ids)
+    result = pd.DataFrame(
+        {
+            "image_id": ids,
+            "uri": [uris[i] for i in ids],
+            "score": np.asarray(score, dtype=np.float64),
+        }
+    )
+    if matched is not None:
+        result["matched"] = np.asarray(matched, dtype=np.int64)
+    # Positions in the arrays are palette ranks.
+    result["colors"] = [
+        [codes[image_id, int(rank)] for rank in ranks]
+        for image_id, ranks in zip(ids, matching, strict=True)
+    ]
+    return result
+
+
+def _hex_codes(ds: PaletteDataset, kind: str, image_ids: list[str]) -> dict[tuple[str, int], str]:
+    """``(image_id, rank) -> hex`` for these images' palettes of ``kind``."""
+    rows = ds.arrow_dataset("palettes").to_table(
+        columns=["image_id", "rank", "hex"],
+        filter=pc.field("image_id").isin(image_ids) & (pc.field("palette_kind") == kind),
+    )
+    return {(r["image_id"], r["rank"]): r["hex"] for r in rows.to_pylist()}

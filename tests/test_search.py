@@ -1,0 +1,125 @@
+"""Search by colour and by likeness, on images whose colour content is known."""
+
+import json
+
+import numpy as np
+import pytest
+from imagegen import blocks, encode
+from jobtools import cli
+from PIL import Image
+
+from palette_dask import JobSpec, open_dataset, run_job
+from palette_dask.search import PaletteArrays, earth_movers_distance, search
+
+BLUE, ORANGE = (21, 101, 161), (223, 140, 24)
+GREY, WHITE, GREEN = (128, 128, 128), (250, 250, 250), (40, 160, 60)
+# name -> (colours, shares): the known content of each image.
+CONTENT = {
+    "blue70": ([BLUE, GREY], [0.7, 0.3]),
+    "blue40": ([BLUE, WHITE], [0.4, 0.6]),
+    "blue20": ([GREY, BLUE], [0.8, 0.2]),
+    "orange60": ([ORANGE, GREY], [0.6, 0.4]),
+    "both35": ([BLUE, ORANGE, GREY], [0.35, 0.35, 0.3]),
+    "both25": ([WHITE, ORANGE, BLUE], [0.5, 0.25, 0.25]),
+    "green": ([GREEN, WHITE], [0.55, 0.45]),
+}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, sample_dir, client2):
+    folder = tmp_path_factory.mktemp("known")
+    for name, (colors, shares) in CONTENT.items():
+        (folder / f"{name}.png").write_bytes(encode(blocks(colors, shares, size=(80, 100)), "PNG"))
+    # A photograph, a re-encoded copy and a half-size copy, beside unrelated photographs.
+    photo = np.asarray(Image.open(sample_dir / "astronaut.jpg").convert("RGB"))
+    (folder / "photo.png").write_bytes(encode(photo, "PNG"))
+    (folder / "photo-q60.jpg").write_bytes(encode(photo, "JPEG", quality=60))
+    small = np.asarray(Image.fromarray(photo).resize((photo.shape[1] // 2, photo.shape[0] // 2)))
+    (folder / "photo-half.webp").write_bytes(encode(small, "WEBP", quality=80))
+    for other in ("coffee.jpg", "chelsea.png", "rocket.jpg", "retina.jpg"):
+        (folder / other).write_bytes((sample_dir / other).read_bytes())
+    out = tmp_path_factory.mktemp("search") / "out"
+    run_job(JobSpec(input=[str(folder)], output=str(out)), client=client2)
+    return open_dataset(str(out)), folder
+
+
+def names(found):
+    return [uri.rsplit("/", 1)[-1].split(".")[0] for uri in found["uri"]]
+
+
+def test_one_colour_ranks_the_images_holding_it_by_their_share(dataset):
+    ds, _ = dataset
+    found = search(ds, colors=["#1565a1"], top=50)
+    holding = sorted(
+        (name for name, (colors, _) in CONTENT.items() if BLUE in colors),
+        key=lambda n: -CONTENT[n][1][CONTENT[n][0].index(BLUE)],
+    )
+    assert names(found)[: len(holding)] == holding
+    shares = [CONTENT[n][1][CONTENT[n][0].index(BLUE)] for n in names(found)[: len(holding)]]
+    assert shares == sorted(shares, reverse=True)
+    np.testing.assert_allclose(found["score"][: len(holding)], shares, atol=0.01)
+    # Exact colour: full credit, and the matching palette colour is named.
+    assert found["colors"][0] == ["#1565a1"]
+
+
+def test_two_colours_rank_images_holding_both_first(dataset):
+    ds, _ = dataset
+    found = search(ds, colors=["#1565a1", "#df8c18"], top=50)
+    assert names(found)[:2] == ["both35", "both25"]
+    assert list(found["matched"][:2]) == [2, 2] and (found["matched"][2:] <= 1).all()
+    # Weights: ask for mostly orange, and orange60 climbs above the blue-only images.
+    weighted = search(ds, colors=["#1565a1", "#df8c18"], weights=[20, 80], top=50)
+    assert names(weighted).index("orange60") < names(weighted).index("blue70")
+
+
+def test_like_finds_the_image_then_its_copies(dataset):
+    ds, folder = dataset
+    found = search(ds, like=str(folder / "photo.png"), top=5)
+    assert names(found)[0] == "photo" and found["score"][0] == 0
+    assert set(names(found)[1:3]) == {"photo-q60", "photo-half"}
+    assert list(found["score"]) == sorted(found["score"])
+
+
+def test_index_gives_the_same_results_and_goes_stale(dataset, tmp_path):
+    ds, folder = dataset
+    before = search(ds, colors=["#1565a1", "#df8c18"], top=10)
+    assert cli("index", ds.path).returncode == 0
+    from palette_dask.search import load_index
+
+    assert load_index(ds, "image") is not None
+    after = search(ds, colors=["#1565a1", "#df8c18"], top=10)
+    assert names(after) == names(before)
+    np.testing.assert_allclose(after["score"], before["score"], atol=2e-3)
+    like = search(ds, like=str(folder / "photo.png"), top=3)
+    assert names(like)[0] == "photo"
+
+
+def test_search_cli_prints_json(dataset):
+    ds, _ = dataset
+    done = cli("search", ds.path, "--color", "#df8c18", "--top", "3", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert rows[0]["uri"].rsplit("/", 1)[-1] == "orange60.png"
+    assert {"image_id", "uri", "score", "matched", "colors"} <= set(rows[0])
+    bad = cli("search", ds.path)
+    assert bad.returncode == 1 and "colors" in bad.stderr
+
+
+def test_earth_movers_distance_is_a_metric_on_palettes():
+    a = ([[50, 0, 0], [70, 10, 0]], [0.5, 0.5])
+    b = ([[50, 0, 0], [70, 10, 0]], [0.2, 0.8])
+    assert earth_movers_distance(*a, *a) == 0
+    d = earth_movers_distance(*a, *b)
+    np.testing.assert_allclose(d, 0.3 * np.hypot(20, 10), rtol=1e-6)
+    assert d == pytest.approx(earth_movers_distance(*b, *a))
+
+
+def test_mean_colour_bound_never_exceeds_the_distance():
+    rng = np.random.default_rng(0)
+    lab = rng.uniform(-50, 90, (40, 5, 3))
+    share = rng.dirichlet(np.ones(5), 40)
+    arrays = PaletteArrays(np.arange(40).astype(str), lab, share)
+    means = arrays.mean_colors()
+    for i in range(1, 40):
+        bound = np.linalg.norm(means[0] - means[i])
+        assert bound <= earth_movers_distance(lab[0], share[0], lab[i], share[i]) + 1e-6
