@@ -37,6 +37,7 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/corpus.py
+	$(BIN)/python benchmarks/search.py
 
 clean:
 	rm -rf $(VENV) out data build *.egg-info

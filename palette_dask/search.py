@@ -20,10 +20,11 @@ Colour queries
 Similar images (``like``)
     Palettes are compared by the Earth Mover's distance with a CIELAB ground
     distance: the least ΔE-weighted share that must move to turn one palette
-    into the other. The distance between the palettes' mean colours is a lower
-    bound of it (for equal total weights), so candidates are measured in order
-    of that bound and the search stops as soon as the bound of the next one
-    exceeds the ``top``-th distance found: the result is exact.
+    into the other. The relaxed distance (every colour's share moved to the
+    other palette's nearest colour, without capacities) is a lower bound of it
+    computed for all images at once; candidates are measured in order of that
+    bound and the search stops as soon as the bound of the next one exceeds the
+    ``top``-th distance found: the result is exact.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class PaletteArrays:
 
     Attributes
     ----------
-    image_id : (N,) str ndarray
+    image_id : (N,) S32 ndarray
+        Image ids as ASCII bytes: a tenth of the memory of Python strings.
     lab : (N, K, 3) float ndarray
         CIELAB colours, largest share first.
     share : (N, K) float ndarray
@@ -75,17 +77,10 @@ class PaletteArrays:
         rank = palettes["rank"].to_numpy(dtype=np.int64)
         lab[row, rank] = palettes[["lab_l", "lab_a", "lab_b"]].to_numpy(dtype=np.float32)
         share[row, rank] = palettes["proportion"].to_numpy(dtype=np.float32)
-        return cls(image_id=image_id, lab=lab, share=share)
+        return cls(image_id=image_id.astype("S32"), lab=lab, share=share)
 
     def __len__(self) -> int:
         return len(self.image_id)
-
-    def mean_colors(self) -> np.ndarray:
-        """(N, 3) share-weighted mean CIELAB colour of each palette."""
-        share = self.share.astype(np.float32)
-        return np.einsum("nk,nkc->nc", share, self.lab.astype(np.float32)) / np.maximum(
-            share.sum(axis=1, keepdims=True), 1e-12
-        )
 
 
 def _index_folder(ds: PaletteDataset, kind: str) -> str:
@@ -107,39 +102,47 @@ def build_index(dataset: str | PaletteDataset, kind: str | None = None) -> str:
     """
     ds = dataset if isinstance(dataset, PaletteDataset) else PaletteDataset(dataset)
     kind = kind or ds.default_kind()
-    arrays = _arrays_from_tables(ds, kind)
     folder = _index_folder(ds, kind)
+    save_index(folder, _arrays_from_tables(ds, kind), {"kind": kind, **_dataset_version(ds)})
+    return folder
+
+
+def save_index(folder: str, arrays: PaletteArrays, version: dict) -> None:
+    """Store ``arrays`` in ``folder`` as ``.npy`` files (16-bit floats), with ``version``."""
     fs, root = fsspec.core.url_to_fs(folder)
     fs.makedirs(root, exist_ok=True)
     stored = {
-        "image_id": arrays.image_id.astype("S32"),
+        "image_id": arrays.image_id,
         "lab": arrays.lab.astype(np.float16),
         "share": arrays.share.astype(np.float16),
     }
     for name, values in stored.items():
         with fs.open(f"{root}/{name}.npy", "wb") as f:
             np.save(f, values)
-    meta = {"kind": kind, "images": len(arrays), "dataset": _dataset_version(ds)}
     with fs.open(f"{root}/meta.json", "w") as f:
-        json.dump(meta, f)
-    return folder
+        json.dump({"images": len(arrays), "version": version}, f)
 
 
 def load_index(dataset: PaletteDataset, kind: str) -> PaletteArrays | None:
     """The stored :class:`PaletteArrays`, or ``None`` when there is none or it is stale."""
-    fs, root = fsspec.core.url_to_fs(_index_folder(dataset, kind))
+    folder = _index_folder(dataset, kind)
+    fs, root = fsspec.core.url_to_fs(folder)
     if not fs.exists(f"{root}/meta.json"):
         return None
     with fs.open(f"{root}/meta.json") as f:
-        if json.load(f)["dataset"] != _dataset_version(dataset):
+        if json.load(f)["version"] != {"kind": kind, **_dataset_version(dataset)}:
             return None
+    return read_index(folder)
+
+
+def read_index(folder: str) -> PaletteArrays:
+    """The :class:`PaletteArrays` stored in ``folder``."""
+    fs, root = fsspec.core.url_to_fs(folder)
     loaded = {}
     for name in _INDEX_ARRAYS:
         with fs.open(f"{root}/{name}.npy", "rb") as f:
             loaded[name] = np.load(f)
-    return PaletteArrays(
-        image_id=loaded["image_id"].astype(str), lab=loaded["lab"], share=loaded["share"]
-    )
+    return PaletteArrays(image_id=loaded["image_id"], lab=loaded["lab"], share=loaded["share"])
 
 
 def _arrays_from_tables(ds: PaletteDataset, kind: str) -> PaletteArrays:
@@ -160,19 +163,26 @@ def coverage(arrays: PaletteArrays, query_lab: np.ndarray, radius: float = RADIU
 
     Examples
     --------
-    >>> arrays = PaletteArrays(np.array(["a"]), np.array([[[50.0, 0, 0], [90, 0, 0]]]),
+    >>> arrays = PaletteArrays(np.array([b"a"]), np.array([[[50.0, 0, 0], [90, 0, 0]]]),
     ...                        np.array([[0.7, 0.3]]))
     >>> print(coverage(arrays, np.array([[50.0, 0, 0], [60, 0, 0]]), radius=20).round(3))
     [[0.7  0.35]]
     """
-    result = np.empty((len(arrays), len(query_lab)), dtype=np.float32)
-    lab = arrays.lab.astype(np.float32)
-    share = arrays.share.astype(np.float32)
-    for j, query in enumerate(np.asarray(query_lab, dtype=np.float32)):
-        distance = np.sqrt(((lab - query) ** 2).sum(axis=2))
-        credit = np.clip(1.0 - distance / radius, 0.0, None)
-        result[:, j] = (share * credit).sum(axis=1)
-    return result
+    distance = _distances(arrays, np.asarray(query_lab, dtype=np.float32))
+    credit = np.clip(1.0 - distance / np.float32(radius), 0.0, None)
+    return np.einsum("nk,nkj->nj", arrays.share.astype(np.float32, copy=False), credit)
+
+
+def _distances(arrays: PaletteArrays, lab: np.ndarray) -> np.ndarray:
+    """(N, K, J) CIELAB distance of every palette colour to each of ``lab`` (J, 3)."""
+    colors = arrays.lab.astype(np.float32, copy=False).reshape(-1, 3)
+    # |x - q|^2 expanded: one matrix product for all query colours.
+    squared = (
+        np.einsum("ij,ij->i", colors, colors)[:, None]
+        - 2 * colors @ lab.T
+        + np.einsum("ij,ij->i", lab, lab)[None, :]
+    )
+    return np.sqrt(np.maximum(squared, 0)).reshape(*arrays.share.shape, len(lab))
 
 
 def earth_movers_distance(lab_a, share_a, lab_b, share_b) -> float:
@@ -212,7 +222,13 @@ def _query_colors(colors: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     return rgb_to_lab(rgb).astype(np.float32), rgb_to_hex(rgb)
 
 
-def _color_ranking(arrays, colors, weights, top, radius):
+def color_ranking(arrays: PaletteArrays, colors, weights=None, top: int = 20, radius=RADIUS):
+    """Rank the rows of ``arrays`` for a colour query; see :func:`search`.
+
+    Returns ``(rows, score, matched, matching)``: the top rows, their scores,
+    how many query colours each holds, and the ranks of their palette colours
+    that count for the query.
+    """
     query_lab, codes = _query_colors(colors)
     if weights is None:
         weights = np.full(len(codes), 1.0 / len(codes))
@@ -235,18 +251,40 @@ def _color_ranking(arrays, colors, weights, top, radius):
     return order, score[order], matched[order], matching
 
 
-def _like_ranking(arrays, reference: int, top: int):
-    means = arrays.mean_colors()
-    bound = np.sqrt(((means - means[reference]) ** 2).sum(axis=1))
-    candidates = np.lexsort((arrays.image_id, bound))
-    best: list[tuple[float, str, int]] = []
-    lab = arrays.lab.astype(np.float64)
+def relaxed_distance(arrays: PaletteArrays, reference: int) -> np.ndarray:
+    """(N,) lower bound of each palette's Earth Mover's distance to row ``reference``.
+
+    The larger of the two relaxations: each palette's shares moved to the other
+    palette's nearest colour, with no limit on what a colour receives.
+    """
     share = arrays.share.astype(np.float64)
+    mine = share[reference] > 0
+    theirs = share[reference][mine] / share[reference][mine].sum()
+    distance = _distances(arrays, arrays.lab[reference][mine].astype(np.float32))
+    to_reference = (share * distance.min(axis=2)).sum(axis=1) / share.sum(axis=1)
+    present = np.where((share > 0)[:, :, None], distance, np.inf)
+    from_reference = (present.min(axis=1) * theirs).sum(axis=1)
+    return np.maximum(to_reference, from_reference)
+
+
+def _like_ranking(arrays, reference: int, top: int):
+    """The ``top`` palettes nearest the ``reference`` row by Earth Mover's distance, exactly.
+
+    The relaxed distances, each palette's mass moved to the other's nearest
+    colour without capacity limits, bound the distance from below; candidates
+    are measured in the order of that bound until it passes the ``top``-th
+    distance found.
+    """
+    share = arrays.share.astype(np.float64)
+    bound = relaxed_distance(arrays, reference)
+    candidates = np.lexsort((arrays.image_id, bound))
+    best: list[tuple[float, bytes, int]] = []
+    lab = arrays.lab.astype(np.float64)
     for i in candidates:
-        if len(best) >= top and bound[i] > best[-1][0]:
+        if len(best) >= top and bound[i] > best[-1][0] + 1e-6:
             break  # no later candidate can come closer than the top ones
-        distance = earth_movers_distance(lab[reference], share[reference], lab[i], share[i])
-        best.append((distance, arrays.image_id[i], int(i)))
+        emd = earth_movers_distance(lab[reference], share[reference], lab[i], share[i])
+        best.append((emd, arrays.image_id[i], int(i)))
         best.sort()
         del best[top:]
     order = np.array([i for _, _, i in best], dtype=np.int64)
@@ -299,15 +337,15 @@ def search(
     if colors is not None:
         if not colors:
             raise ValueError("give at least one colour")
-        order, score, matched, matching = _color_ranking(arrays, colors, weights, top, radius)
+        order, score, matched, matching = color_ranking(arrays, colors, weights, top, radius)
     else:
         (reference,) = ds.find_images([like])
-        where = np.flatnonzero(arrays.image_id == reference)
+        where = np.flatnonzero(arrays.image_id == reference.encode("ascii"))
         if not len(where):
             raise ValueError(f"{like} has no {kind} palette in {ds.path}")
         order, score, matching = _like_ranking(arrays, int(where[0]), top)
         matched = None
-    ids = arrays.image_id[order].tolist()
+    ids = [image_id.decode("ascii") for image_id in arrays.image_id[order].tolist()]
     uris = ds.uris(ids)
     codes = _hex_codes(ds, kind, ids)
     result = pd.DataFrame(
