@@ -16,6 +16,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 from .dataset import PaletteDataset, open_dataset
 from .palette import Palette, extract_palette
 from .pipeline import JobReport, run_job
+from .search import search  # the function; the module stays importable by name
 from .spec import JobSpec
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "extract_palette",
     "open_dataset",
     "run_job",
+    "search",
 ]

@@ -508,6 +508,60 @@ def index(dataset, kind):
     click.echo(f"wrote {folder}")
 
 
+@main.command(context_settings=CONTEXT)
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--colors",
+    "n_colors",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Dominant colours to list.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["image", "corpus"]),
+    help="Each image's own palette, or the images over the corpus palette. "
+    "[default: image, or corpus for a corpus-mode dataset]",
+)
+@click.option("--plots", type=click.Path(file_okay=False), help="Also write PNG charts here.")
+def stats(dataset, n_colors, kind, plots):
+    """Colour across a finished DATASET: counts, dominant colours, distributions.
+
+    Every image weighs the same. Dominant colours merge the images' palette
+    colours within 10 CIELAB units of a heavier one, and are named by that
+    heaviest (real) palette colour; lightness, chroma and hue are CIELAB.
+
+    \b
+    Example:
+      palette-dask stats out/sample --plots charts
+    """
+    from .render import png_bytes
+    from .stats import bar_chart, chart_colors, collection_stats
+    from .tables import write_atomic
+
+    found = collection_stats(dataset, kind=kind, n_colors=n_colors)
+    click.echo(f"images: {found.images:,} ({found.ok:,} ok, {found.failed:,} failed)")
+    for error, count in found.errors.items():
+        click.echo(f"  {count:6,}  {error}")
+    click.echo("dominant colours (share of the collection, images holding it):")
+    for row in found.dominant.itertuples():
+        click.echo(
+            f"  {_swatch(hex_to_rgb(row.hex), 2)}{row.hex}  {row.share:6.1%}  {row.images:,}"
+        )
+    series = {"lightness": found.lightness, "chroma": found.chroma, "hue": found.hue}
+    for name, values in series.items():
+        click.echo(f"{name}: " + "  ".join(f"{b} {v:.0%}" for b, v in values.items()))
+    if plots:
+        colors = chart_colors(found)
+        dominant = found.dominant.set_index("hex")["share"]
+        charts = {"dominant": dominant, **series}
+        for name, values in charts.items():
+            path = os.path.join(os.path.abspath(plots), f"{name}.png")
+            write_atomic(path, png_bytes(bar_chart(values, colors[name], name)))
+            click.echo(f"wrote {path}", err=True)
+
+
 def _write_pictures(folder, name, palette, image_size, longest) -> list[str]:
     """Write NAME.swatches.png and NAME.redrawn.png; ``palette`` is (colors, shares, labels)."""
     from .render import display_size, png_bytes, redraw, swatches

@@ -130,7 +130,7 @@ def load_index(dataset: PaletteDataset, kind: str) -> PaletteArrays | None:
     if not fs.exists(f"{root}/meta.json"):
         return None
     with fs.open(f"{root}/meta.json") as f:
-        if json.load(f)["version"] != {"kind": kind, **_dataset_version(dataset)}:
+        if json.load(f).get("version") != {"kind": kind, **_dataset_version(dataset)}:
             return None
     return read_index(folder)
 

@@ -130,5 +130,30 @@ def test_relaxed_distance_bounds_the_distance_from_below():
     exact = np.array([earth_movers_distance(lab[0], share[0], lab[i], share[i]) for i in range(60)])
     assert (bound <= exact + 1e-3).all() and bound[0] == pytest.approx(0, abs=1e-3)
     # Pruning by the bound keeps the ranking exact.
-    order, distances, _ = _like_ranking(arrays, 0, 10)
+    _, distances, _ = _like_ranking(arrays, 0, 10)
     np.testing.assert_allclose(distances, np.sort(exact)[:10], atol=1e-6)
+
+
+def test_stats_on_the_sample_photographs(corpus, client1, tmp_path):
+    from palette_dask.stats import collection_stats
+
+    out = tmp_path / "out"
+    run_job(JobSpec(input=[str(corpus)], output=str(out)), client=client1)
+    ds = open_dataset(str(out))
+    found = collection_stats(ds)
+    images = ds.images
+    assert found.images == len(images) and found.failed == (images.status != "ok").sum()
+    assert found.errors.sum() == found.failed and len(found.errors) == 4  # four kinds of error
+    palettes = ds.palettes.query("palette_kind == 'image'")
+    assert set(found.dominant.hex) <= set(palettes.hex)  # real palette colours
+    assert list(found.dominant.share) == sorted(found.dominant.share, reverse=True)
+    assert found.dominant.share.sum() <= 1 + 1e-9
+    for series in (found.lightness, found.chroma, found.hue):
+        assert series.sum() == pytest.approx(1.0)
+    # The CLI prints the same and draws the charts.
+    done = cli("stats", out, "--plots", tmp_path / "charts")
+    assert done.returncode == 0, done.stderr
+    assert found.dominant.hex[0] in done.stdout and f"{len(images)} (" in done.stdout
+    for name in ("dominant", "lightness", "chroma", "hue"):
+        chart = np.asarray(Image.open(tmp_path / "charts" / f"{name}.png"))
+        assert len(np.unique(chart.reshape(-1, 3), axis=0)) > 3
