@@ -48,6 +48,15 @@ def main():
     """
 
 
+def _kind_option(command):
+    return click.option(
+        "--kind",
+        type=click.Choice(["image", "corpus"]),
+        help="Each image's own palette, or the image over the corpus palette. "
+        "[default: image, or corpus for a corpus-mode dataset]",
+    )(command)
+
+
 def _picture_size_option(command):
     return click.option(
         "--size",
@@ -281,12 +290,7 @@ def show(image, as_json, out, size, **options):
 @main.command(context_settings=CONTEXT)
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
 @click.option("--limit", type=int, default=50, show_default=True, help="Images to list (0: all).")
-@click.option(
-    "--kind",
-    type=click.Choice(["image", "corpus"]),
-    help="Each image's own palette, or the image over the corpus palette. "
-    "[default: image, or corpus for a corpus-mode dataset]",
-)
+@_kind_option
 def palettes(dataset, limit, kind):
     """List the palettes of a finished DATASET, one image per line.
 
@@ -336,12 +340,7 @@ def palettes(dataset, limit, kind):
     help="Image to draw, by image_id or URI (repeat for more).",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write to.")
-@click.option(
-    "--kind",
-    type=click.Choice(["image", "corpus"]),
-    help="Each image's own palette, or the image over the corpus palette. "
-    "[default: image, or corpus for a corpus-mode dataset]",
-)
+@_kind_option
 @_picture_size_option
 def render(dataset, keys, out, kind, size):
     """Draw the palettes of images of a finished DATASET, from its tables alone.
@@ -392,12 +391,7 @@ def render(dataset, keys, out, kind, size):
     show_default=True,
     help="Images in the gallery, best represented first (0: all).",
 )
-@click.option(
-    "--kind",
-    type=click.Choice(["image", "corpus"]),
-    help="Each image's own palette, or the image over the corpus palette. "
-    "[default: image, or corpus for a corpus-mode dataset]",
-)
+@_kind_option
 def report(dataset, out, limit, kind):
     """Write a self-contained HTML report of a finished DATASET.
 
@@ -437,12 +431,7 @@ def report(dataset, out, limit, kind):
     show_default=True,
     help="CIELAB distance at which a palette colour stops counting for a query colour.",
 )
-@click.option(
-    "--kind",
-    type=click.Choice(["image", "corpus"]),
-    help="Search each image's own palette, or the images over the corpus palette. "
-    "[default: image, or corpus for a corpus-mode dataset]",
-)
+@_kind_option
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON lines.")
 def search(dataset, colors, weights, like, top, radius, kind, as_json):
     """Find images of a finished DATASET by colour, or by likeness to one image.
@@ -485,12 +474,7 @@ def search(dataset, colors, weights, like, top, radius, kind, as_json):
 
 @main.command(context_settings=CONTEXT)
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "--kind",
-    type=click.Choice(["image", "corpus"]),
-    help="Index each image's own palette, or the images over the corpus palette. "
-    "[default: image, or corpus for a corpus-mode dataset]",
-)
+@_kind_option
 def index(dataset, kind):
     """Build the search index of a finished DATASET (OUT/_index), used by `search`.
 
@@ -518,12 +502,7 @@ def index(dataset, kind):
     show_default=True,
     help="Dominant colours to list.",
 )
-@click.option(
-    "--kind",
-    type=click.Choice(["image", "corpus"]),
-    help="Each image's own palette, or the images over the corpus palette. "
-    "[default: image, or corpus for a corpus-mode dataset]",
-)
+@_kind_option
 @click.option("--plots", type=click.Path(file_okay=False), help="Also write PNG charts here.")
 def stats(dataset, n_colors, kind, plots):
     """Colour across a finished DATASET: counts, dominant colours, distributions.
