@@ -252,12 +252,20 @@ def first_pass_result(
 
 
 def recover_partition(client: Client, part: Part, spec: JobSpec, segment: int) -> Future:
-    """Redo a partition image by image; the images that crash workers become error rows."""
+    """Redo a partition image by image; the images that crash workers become error rows.
+
+    An image whose task was on a worker when another image killed it can be
+    blamed with it, so every image that failed with the others in flight runs
+    again alone: only one that still kills the workers is marked as crashing.
+    """
     _, items = part
     singles = [client.submit(process_one_image, item, spec, pure=False) for item in items]
     wait(singles)
     results, crashes = [], {}
     for i, single in enumerate(singles):
+        if single.status == "error":
+            single = client.submit(process_one_image, items[i], spec, pure=False)
+            wait(single)
         if single.status == "error":
             if not isinstance(single.exception(), KilledWorker):
                 single.result()  # a real bug: let it surface
