@@ -181,7 +181,25 @@ def _clustering_options(command):
     "interrupted job resumes and a complete dataset grows by the new images.",
 )
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar. [default: on]")
-def run(spec, inputs, output, progress, **options):
+@click.option(
+    "--performance-report",
+    is_flag=True,
+    default=None,
+    help="Write Dask's performance report to OUTPUT/performance_report.html.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="What the job logs to standard error, stage by stage.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the resolved spec, the inputs and partitions, and the cluster; run nothing.",
+)
+def run(spec, inputs, output, progress, log_level, dry_run, **options):
     """Compute the palette of every image and write the dataset's tables.
 
     SPEC is an optional TOML job spec (see jobs/); flags override its values.
@@ -196,13 +214,16 @@ def run(spec, inputs, output, progress, **options):
     from .pipeline import run_job
     from .spec import JobSpec
 
-    _log_to_stderr()
+    _log_to_stderr(log_level)
     overrides = {"input": inputs or None, "output": output, **options}
     job = (
         JobSpec.from_toml(spec, **overrides)
         if spec
         else JobSpec.from_dict({}, source="the command line", **overrides)
     )
+    if dry_run:
+        _dry_run(job)
+        return
     report = run_job(job, progress=progress)
     if report.resumed:
         click.echo(
@@ -582,10 +603,34 @@ def samples(folder):
     click.echo(f"{len(paths)} sample images in {folder}")
 
 
-def _log_to_stderr() -> None:
+def _dry_run(job) -> None:
+    """Print what a job would do: its spec, its inputs and partitions, its cluster."""
+    from .cluster import describe_cluster
+    from .sources import check_inputs, chunked, image_id, iter_uris
+    from .state import IdSet
+
+    check_inputs(job.input)
+    seen, listed, distinct = IdSet(), 0, 0
+    for chunk in chunked(iter_uris(job.input), 65_536):
+        listed += len(chunk)
+        distinct += int(seen.add_new([image_id(uri) for uri in chunk]).sum())
+    click.echo(json.dumps(job.to_dict(), indent=2))
+    click.echo(f"inputs: {listed:,} listed, {distinct:,} distinct")
+    click.echo(
+        f"partitions: {-(-distinct // job.partition_size):,} of up to {job.partition_size} "
+        f"images, in waves of {job.partitions_per_wave:,} partitions"
+    )
+    click.echo(f"cluster: {describe_cluster(job)}")
+    click.echo("dry run: nothing was computed or written")
+
+
+def _log_to_stderr(level: str = "info") -> None:
+    logging.getLogger("palette_dask").setLevel(level.upper())
     if not logging.getLogger().handlers:
         logging.basicConfig(
-            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+            level=logging.WARNING,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         for noisy in ("distributed", "bokeh", "tornado", "dask_ml"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

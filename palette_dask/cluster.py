@@ -68,6 +68,19 @@ def embedded_cluster(n_workers: int, **cluster_options) -> Iterator[LocalCluster
         yield cluster
 
 
+def describe_cluster(spec: JobSpec) -> str:
+    """The cluster :func:`job_client` would use for ``spec``, in words."""
+    address = scheduler_address(spec)
+    if spec.scheduler:
+        return f"the Dask scheduler at {address} (job spec)"
+    if spec.scheduler_file:
+        return f"the Dask scheduler in {spec.scheduler_file}"
+    if address:
+        return f"the Dask scheduler at {address} (DASK_SCHEDULER_ADDRESS)"
+    n_workers = spec.workers or default_workers()
+    return f"an embedded LocalCluster of {n_workers} single-threaded worker process(es)"
+
+
 @contextmanager
 def job_client(spec: JobSpec, client: Client | None = None) -> Iterator[Client]:
     """A client for the job; one passed in is used as it is and left open.

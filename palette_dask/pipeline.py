@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import logging
 import operator
+import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -35,7 +38,7 @@ import dask.bag as db
 import fsspec
 import numpy as np
 from dask.delayed import Delayed
-from distributed import Client, Future, as_completed, wait
+from distributed import Client, Future, as_completed, performance_report, wait
 from distributed.scheduler import KilledWorker
 from tqdm import tqdm
 
@@ -46,6 +49,7 @@ from .spec import JobSpec
 from .state import DatasetState, IdSet, load_state
 from .tables import (
     CACHE_FOLDER,
+    PERFORMANCE_REPORT,
     corpus_palette_table,
     join,
     parquet_bytes,
@@ -301,6 +305,25 @@ def fit_on_cluster(client: Client, spec: JobSpec, sample: Future) -> CorpusPalet
         )
 
 
+@contextmanager
+def _performance_report(spec: JobSpec) -> Iterator[None]:
+    """Record Dask's performance report of the job when the spec asks for it.
+
+    The report is written to a local temporary file, then copied next to the
+    tables (which may be on object storage) with an atomic write.
+    """
+    if not spec.performance_report:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="palette-dask-") as folder:
+        local = os.path.join(folder, PERFORMANCE_REPORT)
+        with performance_report(filename=local):
+            yield
+        with open(local, "rb") as f:
+            write_atomic(join(spec.output, PERFORMANCE_REPORT), f.read())
+    logger.info("performance report: %s", join(spec.output, PERFORMANCE_REPORT))
+
+
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in _VERSIONED_PACKAGES:
@@ -357,15 +380,29 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
         plan = InputPlan(spec, state)
         if active.dashboard_link:
             logger.info("Dask dashboard: %s", active.dashboard_link)
-        fit_sample, written = _first_pass(active, spec, state, plan, counts, progress=progress)
-        if plan.skipped_partitions:
-            logger.info("skipped %d partitions already written", plan.skipped_partitions)
-        if plan.skipped_images:
-            logger.info("skipped %d images already in the dataset", plan.skipped_images)
-        if fit_sample is not None:
-            corpus_record = _corpus_passes(
-                active, spec, state, written, fit_sample, progress=progress
+        with _performance_report(spec):
+            logger.info(
+                "first pass: %s mode, partitions of %d images, waves of %d partitions",
+                spec.mode,
+                spec.partition_size,
+                spec.partitions_per_wave,
             )
+            fit_sample, written = _first_pass(active, spec, state, plan, counts, progress=progress)
+            logger.info(
+                "first pass: %d images (%d failed) in %d partitions, %.1f s",
+                counts["images"],
+                counts["errors"],
+                counts["partitions"],
+                time.perf_counter() - clock,
+            )
+            if plan.skipped_partitions:
+                logger.info("skipped %d partitions already written", plan.skipped_partitions)
+            if plan.skipped_images:
+                logger.info("skipped %d images already in the dataset", plan.skipped_images)
+            if fit_sample is not None:
+                corpus_record = _corpus_passes(
+                    active, spec, state, written, fit_sample, progress=progress
+                )
     report = JobReport(
         output=spec.output,
         images=counts["images"],

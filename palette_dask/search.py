@@ -41,11 +41,10 @@ from scipy.optimize import linprog
 
 from .color import hex_to_rgb, rgb_to_hex, rgb_to_lab
 from .dataset import PaletteDataset
-from .tables import join
+from .tables import INDEX_FOLDER, join
 
 RADIUS = 25.0
 PRESENT_SHARE = 0.02
-INDEX_FOLDER = "_index"
 _INDEX_ARRAYS = ("image_id", "lab", "share")
 
 

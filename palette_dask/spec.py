@@ -82,6 +82,9 @@ class JobSpec:
         Replace an existing dataset at ``output``, even one made with other
         options. Without it, a job resumes an interrupted dataset or adds the
         new images to a complete one.
+    performance_report : bool
+        Write Dask's performance report of the job to
+        ``OUTPUT/performance_report.html``.
     """
 
     input: tuple[str, ...]
@@ -108,6 +111,7 @@ class JobSpec:
     tls_cert: str | None = None
     tls_key: str | None = None
     overwrite: bool = field(default=False, compare=False)
+    performance_report: bool = field(default=False, compare=False)
 
     def __post_init__(self):
         if isinstance(self.input, str):

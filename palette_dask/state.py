@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from .spec import JobSpec
-from .tables import CACHE_FOLDER, JOB_FILE, SCHEMAS, join
+from .tables import CACHE_FOLDER, INDEX_FOLDER, JOB_FILE, PERFORMANCE_REPORT, SCHEMAS, join
 
 # Options that change results: a dataset never mixes rows made with different ones.
 RESULT_OPTIONS = (
@@ -164,7 +164,7 @@ def load_state(spec: JobSpec) -> DatasetState:
         fs.makedirs(root, exist_ok=True)
         return DatasetState()
     entries = {os.path.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)}
-    ours = entries & (set(SCHEMAS) | {JOB_FILE, CACHE_FOLDER})
+    ours = entries & (set(SCHEMAS) | {JOB_FILE, CACHE_FOLDER, INDEX_FOLDER, PERFORMANCE_REPORT})
     if entries and not ours:
         raise FileExistsError(
             f"output {spec.output!r} is a non-empty folder that is not a palette-dask dataset; "

@@ -103,6 +103,8 @@ SCHEMAS = {
 }
 CACHE_FOLDER = "_cache"
 JOB_FILE = "_job.json"
+INDEX_FOLDER = "_index"
+PERFORMANCE_REPORT = "performance_report.html"
 # Level 3 packs a photograph's label image to about 2 KB (6 KB at level 1), no slower.
 PARQUET_COMPRESSION = "zstd"
 PARQUET_COMPRESSION_LEVEL = 3

@@ -1,10 +1,11 @@
 """The job on a cluster started apart: real `dask scheduler` and `dask worker` processes."""
 
+import json
 import os
 
 import pytest
 from clusters import external_cluster
-from jobtools import assert_same_dataset, cli
+from jobtools import BAD_INPUTS, assert_same_dataset, cli, read_table
 
 from palette_dask import JobSpec, run_job
 
@@ -55,3 +56,50 @@ def test_job_by_environment_variable_via_cli(external, corpus, embedded_run, tmp
     assert result.returncode == 0, result.stderr
     assert f"connecting to the Dask scheduler at {address}" in result.stderr
     assert_same_dataset(out, embedded_run)
+
+
+def test_both_modes_on_the_external_cluster_match_the_embedded_cluster(external, corpus, tmp_path):
+    address, _ = external
+    spec = JobSpec(
+        input=[str(corpus)], output=str(tmp_path / "embedded"), mode="both", corpus_k=8, workers=1
+    )
+    run_job(spec)  # the embedded LocalCluster the job starts itself
+    external_out = tmp_path / "external"
+    run_job(spec.replace(output=str(external_out), scheduler=address, partition_size=5))
+    assert_same_dataset(external_out, tmp_path / "embedded")
+    assert read_table(external_out, "corpus_palette").equals(
+        read_table(tmp_path / "embedded", "corpus_palette")
+    )
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(external, corpus, tmp_path):
+    address, _ = external
+    out = tmp_path / "out"
+    result = cli("run", "-i", corpus, "-o", out, "--scheduler", address, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    spec = json.loads(result.stdout[: result.stdout.index("\ninputs:")])
+    assert spec["scheduler"] == address and spec["input"] == [str(corpus)]
+    n_inputs = sum(1 for p in corpus.rglob("*") if p.is_file())
+    assert f"inputs: {n_inputs} listed, {n_inputs} distinct" in result.stdout
+    assert "partitions: 1 of up to 128 images" in result.stdout
+    assert f"cluster: the Dask scheduler at {address} (job spec)" in result.stdout
+    assert not out.exists()
+    embedded = cli("run", "-i", corpus, "-o", out, "--workers", "3", "--dry-run")
+    assert "an embedded LocalCluster of 3 single-threaded worker process(es)" in embedded.stdout
+
+
+def test_log_level_and_performance_report(external, corpus, tmp_path):
+    address, _ = external
+    out = tmp_path / "out"
+    common = ["run", "-i", corpus, "-o", out, "--scheduler", address, "--no-progress"]
+    logged = cli(*common, "--performance-report", "--log-level", "info")
+    assert logged.returncode == 0, logged.stderr
+    n_inputs = sum(1 for p in corpus.rglob("*") if p.is_file())
+    assert "first pass: image mode, partitions of 128 images" in logged.stderr
+    assert f"first pass: {n_inputs} images ({len(BAD_INPUTS)} failed)" in logged.stderr
+    report = (out / "performance_report.html").read_text()
+    assert report.startswith("<!DOCTYPE html>") and "Dask Performance Report" in report
+    quiet = cli(*common, "--overwrite", "--log-level", "warning")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "first pass" not in quiet.stderr
+    assert not (out / "performance_report.html").exists()  # --overwrite replaced it all
