@@ -37,6 +37,7 @@ import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
+from scipy import sparse
 from scipy.optimize import linprog
 
 from .color import hex_to_rgb, rgb_to_hex, rgb_to_lab
@@ -45,6 +46,8 @@ from .tables import INDEX_FOLDER, join
 
 RADIUS = 25.0
 PRESENT_SHARE = 0.02
+# Candidates measured per solve in a likeness search.
+LIKE_BATCH = 256
 _INDEX_ARRAYS = ("image_id", "lab", "share")
 
 
@@ -194,25 +197,40 @@ def earth_movers_distance(lab_a, share_a, lab_b, share_b) -> float:
     >>> earth_movers_distance([[50, 0, 0]], [1.0], [[50, 0, 0], [60, 0, 0]], [0.5, 0.5])
     5.0
     """
-    lab_a, lab_b = np.asarray(lab_a, float), np.asarray(lab_b, float)
-    share_a, share_b = np.asarray(share_a, float), np.asarray(share_b, float)
-    keep_a, keep_b = share_a > 0, share_b > 0
-    lab_a, share_a = lab_a[keep_a], share_a[keep_a] / share_a[keep_a].sum()
-    lab_b, share_b = lab_b[keep_b], share_b[keep_b] / share_b[keep_b].sum()
-    cost = np.sqrt(((lab_a[:, None, :] - lab_b[None, :, :]) ** 2).sum(axis=2))
-    n, m = cost.shape
-    # Flow f[i, j] >= 0 from colour i of a to colour j of b; each colour sends or
-    # receives exactly its share.
-    rows = np.kron(np.eye(n), np.ones(m))
-    cols = np.kron(np.ones(n), np.eye(m))
+    lab_b, share_b = np.asarray(lab_b, float), np.asarray(share_b, float)
+    return float(earth_movers_distances(lab_a, share_a, lab_b[None], share_b[None])[0])
+
+
+def earth_movers_distances(lab_a, share_a, labs_b, shares_b) -> np.ndarray:
+    """(M,) Earth Mover's distances from one palette to each of ``M`` others, in one solve.
+
+    ``labs_b`` is (M, K, 3) and ``shares_b`` (M, K); colours with share 0 are
+    padding. The transport problems are independent blocks of one linear
+    program, so minimising their sum minimises each: one call to the HiGHS
+    solver instead of ``M``.
+    """
+    lab_a, share_a = np.asarray(lab_a, float), np.asarray(share_a, float)
+    labs_b, shares_b = np.asarray(labs_b, float), np.asarray(shares_b, float)
+    share_a = share_a / share_a.sum()
+    shares_b = shares_b / shares_b.sum(axis=1, keepdims=True)
+    n_pairs, k = shares_b.shape
+    n = len(share_a)
+    cost = np.sqrt(((lab_a[None, :, None, :] - labs_b[:, None, :, :]) ** 2).sum(axis=3))
+    # One block: flow f[i, j] >= 0 from colour i of a to colour j of b; each
+    # colour sends (rows) or receives (columns) exactly its share.
+    block = sparse.vstack(
+        [sparse.kron(sparse.eye(n), np.ones((1, k))), sparse.kron(np.ones((1, n)), sparse.eye(k))]
+    )
+    supply = np.concatenate([np.broadcast_to(share_a, (n_pairs, n)), shares_b], axis=1)
     solved = linprog(
-        cost.ravel(),
-        A_eq=np.vstack([rows, cols]),
-        b_eq=np.concatenate([share_a, share_b]),
+        cost.reshape(-1),
+        A_eq=sparse.kron(sparse.eye(n_pairs), block, format="csr"),
+        b_eq=supply.reshape(-1),
         bounds=(0, None),
         method="highs",
     )
-    return float(round(solved.fun, 9))
+    flows = solved.x.reshape(n_pairs, n * k)
+    return np.round((flows * cost.reshape(n_pairs, -1)).sum(axis=1), 9)
 
 
 def _query_colors(colors: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -279,11 +297,15 @@ def _like_ranking(arrays, reference: int, top: int):
     candidates = np.lexsort((arrays.image_id, bound))
     best: list[tuple[float, bytes, int]] = []
     lab = arrays.lab.astype(np.float64)
-    for i in candidates:
-        if len(best) >= top and bound[i] > best[-1][0] + 1e-6:
+    batch = max(top, LIKE_BATCH)
+    for start in range(0, len(candidates), batch):
+        chosen = candidates[start : start + batch]
+        if len(best) >= top and bound[chosen[0]] > best[-1][0] + 1e-6:
             break  # no later candidate can come closer than the top ones
-        emd = earth_movers_distance(lab[reference], share[reference], lab[i], share[i])
-        best.append((emd, arrays.image_id[i], int(i)))
+        distances = earth_movers_distances(
+            lab[reference], share[reference], lab[chosen], share[chosen]
+        )
+        best += [(d, arrays.image_id[i], int(i)) for d, i in zip(distances, chosen, strict=True)]
         best.sort()
         del best[top:]
     order = np.array([i for _, _, i in best], dtype=np.int64)
