@@ -292,11 +292,11 @@ def _like_ranking(arrays, reference: int, top: int):
     are measured in the order of that bound until it passes the ``top``-th
     distance found.
     """
-    share = arrays.share.astype(np.float64)
     bound = relaxed_distance(arrays, reference)
     candidates = np.lexsort((arrays.image_id, bound))
     best: list[tuple[float, bytes, int]] = []
-    lab = arrays.lab.astype(np.float64)
+    # Only the measured rows are converted to float64, by earth_movers_distances.
+    lab, share = arrays.lab, arrays.share
     batch = max(top, LIKE_BATCH)
     for start in range(0, len(candidates), batch):
         chosen = candidates[start : start + batch]
