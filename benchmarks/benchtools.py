@@ -1,8 +1,10 @@
-"""Deterministic benchmark corpora made from the photographs that ship with scikit-image."""
+"""Shared by the benchmarks: deterministic corpora made from the photographs that ship
+with scikit-image, worker memory polling, jobs on fresh clusters, and result files."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from pathlib import Path
@@ -12,6 +14,8 @@ import numpy as np
 import psutil
 from skimage import data
 from skimage.transform import resize
+
+RESULTS = Path(__file__).parent / "results"
 
 SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
 
@@ -111,3 +115,11 @@ def run_job_on_fresh_cluster(spec, workers: int):
         with PeakMemory(worker_pids(client)) as memory:
             report = run_job(spec, client=client)
     return report, memory.peak_mb()
+
+
+def write_results(name: str, results: dict, lines: list[str]) -> None:
+    """Write ``results/NAME.json`` and the Markdown ``lines`` to ``results/NAME.md``; print them."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))

@@ -12,17 +12,14 @@ Results go to ``benchmarks/results/corpus.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from benchtools import make_photo_corpus, run_job_on_fresh_cluster
+from benchtools import make_photo_corpus, run_job_on_fresh_cluster, write_results
 
 from palette_dask import JobSpec
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def run_corpus(images: Path, out: Path, corpus_assign: str) -> dict:
@@ -78,8 +75,6 @@ def main(argv=None) -> int:
         "assign_reread_over_cache": reread_run["assign_s"] / small_run["assign_s"],
         "total_reread_over_cache": reread_run["total_s"] / small_run["total_s"],
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "corpus.json").write_text(json.dumps(results, indent=2))
     lines = [
         "# Corpus mode: 2 workers, 1 thread each, corpus_k=16, ~0.08 MP JPEGs",
         "",
@@ -98,8 +93,7 @@ def main(argv=None) -> int:
         f"- assignment pass, re-reading images over reading the cache: "
         f"{results['assign_reread_over_cache']:.2f}x",
     ]
-    (RESULTS / "corpus.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("corpus", results, lines)
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import shutil
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
-from benchtools import make_photo_corpus, run_job_on_fresh_cluster, warm_up
+from benchtools import make_photo_corpus, run_job_on_fresh_cluster, warm_up, write_results
 from PIL import Image
 from skimage.transform import resize
 from sklearn.cluster import KMeans
@@ -47,7 +46,6 @@ from palette_dask.imaging import (
 from palette_dask.palette import PaletteOptions, palette_from_sample
 from palette_dask.pipeline import package_versions
 
-RESULTS = Path(__file__).parent / "results"
 # The job runs with the default partitions.
 JOB_PARTITION_SIZE = JobSpec.partition_size
 
@@ -246,8 +244,6 @@ def main(argv=None) -> int:
         "sets": per_set,
         "job": job,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
     lines = [
         "# Per image, one process, single-threaded BLAS, k=5 (median ms)",
         "",
@@ -284,8 +280,7 @@ def main(argv=None) -> int:
         f"- peak memory per worker on the camera set (12 MP JPEGs): "
         f"{', '.join(f'{m:.0f} MB' for m in camera['peak_worker_mb'])}",
     ]
-    (RESULTS / "latest.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("latest", results, lines)
     return 0
 
 

@@ -12,7 +12,6 @@ to ``benchmarks/results/search.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -21,12 +20,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchtools import write_results
 from threadpoolctl import threadpool_limits
 
 from palette_dask.color import rgb_to_lab
 from palette_dask.search import PaletteArrays, _like_ranking, color_ranking, read_index, save_index
 
-RESULTS = Path(__file__).parent / "results"
 K = 5
 
 
@@ -79,8 +78,6 @@ def main(argv=None) -> int:
         "two_color_weighted_query_s": weighted_s,
         "like_query_s": like_s,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "search.json").write_text(json.dumps(results, indent=2))
     lines = [
         f"# Search: synthetic index of {args.images:,} images (k={K}), one core, median",
         "",
@@ -89,8 +86,7 @@ def main(argv=None) -> int:
         f"| {size_mb:.1f} MB | {load_s:.3f} s | {query_s:.3f} s | {weighted_s:.3f} s "
         f"| {like_s:.3f} s |",
     ]
-    (RESULTS / "search.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("search", results, lines)
     return 0
 
 
