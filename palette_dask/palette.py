@@ -6,6 +6,7 @@ inside a Dask task, and ``palette-dask show`` runs it directly.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass
@@ -27,13 +28,12 @@ from .color import (
 )
 from .imaging import ImageError, Sample, array_to_sample, decode_sample
 from .kmeans import ENGINES, dask_ml_centers, histogram_kmeans, nearest_center, weighted_kmeans
-from .sources import read_bytes
+from .reads import DEFAULT_MAX_FILE_BYTES, ReadOptions, read_bytes
 
 # 255 marks a pixel left out of clustering, so a palette holds at most 254 colours.
 TRANSPARENT_LABEL = 255
 MAX_K = 254
 DEFAULT_MAX_IMAGE_PIXELS = 250_000_000
-DEFAULT_MAX_FILE_BYTES = 256 * 2**20
 
 
 @functools.cache
@@ -219,12 +219,19 @@ class PaletteOptions:
         check_int("max_file_bytes", self.max_file_bytes, 1)
 
 
-def load_sample(image, options: PaletteOptions) -> Sample:
-    """The resized :class:`Sample` of a path, URL, encoded bytes or pixel array."""
+def load_sample(image, options: PaletteOptions, read_options: ReadOptions | None = None) -> Sample:
+    """The resized :class:`Sample` of a path, URL, encoded bytes or pixel array.
+
+    A path or URL is read with ``read_options`` (default settings otherwise),
+    within ``options.max_file_bytes``.
+    """
     if isinstance(image, np.ndarray):
         return array_to_sample(image, max_pixels=options.max_pixels)
     if isinstance(image, (str, os.PathLike)):
-        image = read_bytes(os.fspath(image), max_bytes=options.max_file_bytes)
+        read_options = dataclasses.replace(
+            read_options or ReadOptions(), max_file_bytes=options.max_file_bytes
+        )
+        image = read_bytes(os.fspath(image), read_options)
     if isinstance(image, (bytes, bytearray, memoryview)):
         return decode_sample(
             bytes(image), max_pixels=options.max_pixels, max_image_pixels=options.max_image_pixels

@@ -20,7 +20,7 @@ import fsspec
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .errors import ImageError
+from .storage import is_local, local_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp")
 MANIFEST_EXTENSIONS = (".txt", ".csv", ".parquet")
@@ -30,16 +30,6 @@ _GLOB_CHARS = ("*", "?", "[")
 MANIFEST_BATCH_ROWS = 65_536
 
 T = TypeVar("T")
-
-
-def is_local(uri: str) -> bool:
-    """Whether a URI names a file on the local file system (a plain path or ``file://``)."""
-    return "://" not in uri or uri.startswith("file://")
-
-
-def local_path(uri: str) -> str:
-    """The absolute local path of a local URI."""
-    return os.path.abspath(os.path.expanduser(uri.removeprefix("file://")))
 
 
 def normalize_uri(uri: str) -> str:
@@ -66,33 +56,6 @@ def image_id(uri: str) -> str:
     32
     """
     return hashlib.blake2b(normalize_uri(uri).encode("utf-8"), digest_size=16).hexdigest()
-
-
-def read_bytes(uri: str, *, max_bytes: int | None = None) -> bytes:
-    """The whole content of a file or fsspec URL.
-
-    Raises
-    ------
-    ImageError
-        When the file is larger than ``max_bytes`` (checked before reading
-        where the size is known, and never reading more than ``max_bytes + 1``).
-    """
-    if is_local(uri):
-        path = local_path(uri)
-        if max_bytes is not None:
-            _check_size(os.stat(path).st_size, max_bytes)
-        with open(path, "rb") as f:
-            return f.read()
-    with fsspec.open(uri, "rb") as f:
-        data = f.read() if max_bytes is None else f.read(max_bytes + 1)
-    if max_bytes is not None:
-        _check_size(len(data), max_bytes)
-    return data
-
-
-def _check_size(size: int, max_bytes: int) -> None:
-    if size > max_bytes:
-        raise ImageError(f"file is {size:,} bytes, over max_file_bytes={max_bytes:,}")
 
 
 def check_inputs(inputs: Sequence[str]) -> None:

@@ -12,14 +12,27 @@ Relative paths are relative to the directory the job is started from.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
+import numbers
 import os
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import tomllib
 
 from ._checks import check_int
 from .palette import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, MAX_K, PaletteOptions
+from .reads import (
+    DEFAULT_READ_BUFFER_BYTES,
+    DEFAULT_READ_CONCURRENCY,
+    DEFAULT_READ_PER_HOST,
+    DEFAULT_READ_RETRIES,
+    DEFAULT_READ_TIMEOUT,
+    ReadOptions,
+)
 
 MODES = ("image", "corpus", "both")
 CORPUS_ASSIGN_SOURCES = ("cache", "reread")
@@ -85,6 +98,30 @@ class JobSpec:
     performance_report : bool
         Write Dask's performance report of the job to
         ``OUTPUT/performance_report.html``.
+    storage_options : dict
+        Options of the fsspec file systems of remote inputs, manifests and the
+        output (``s3://``, ``gs://``, ``http://`` …), as fsspec takes them:
+        keys for every protocol, or a table per protocol name
+        (``{"s3": {...}, "http": {...}}``) when several are used. Local
+        paths ignore them. Credentials are better left to the usual
+        environment variables; secrets given here are never written to
+        ``_job.json``.
+    read_concurrency : int
+        Image reads in flight per task (a single-threaded worker runs one
+        task at a time), overlapping network waits with decoding.
+    read_per_host : int
+        Of those, at most this many to one host (or bucket), so that a slow
+        or rate-limiting host cannot take every slot.
+    read_timeout : float
+        Seconds one try of a read may take in all (connecting, waiting,
+        receiving), not only between two packets.
+    read_retries : int
+        Further tries after a passing failure (time-out, lost connection,
+        HTTP 429 or 5xx), with jittered exponential backoff; ``Retry-After``
+        is honoured. Missing or forbidden files are not retried.
+    read_buffer_bytes : int
+        Bytes of images read ahead of decoding, per task: bounds the memory
+        the concurrent reads hold.
     """
 
     input: tuple[str, ...]
@@ -112,6 +149,12 @@ class JobSpec:
     tls_key: str | None = None
     overwrite: bool = field(default=False, compare=False)
     performance_report: bool = field(default=False, compare=False)
+    storage_options: dict = field(default_factory=dict)
+    read_concurrency: int = DEFAULT_READ_CONCURRENCY
+    read_per_host: int = DEFAULT_READ_PER_HOST
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    read_retries: int = DEFAULT_READ_RETRIES
+    read_buffer_bytes: int = DEFAULT_READ_BUFFER_BYTES
 
     def __post_init__(self):
         if isinstance(self.input, str):
@@ -119,6 +162,8 @@ class JobSpec:
         else:
             object.__setattr__(self, "input", tuple(self.input))
         _check_spec(self)
+        # A private copy: fsspec may change the nested tables it is given.
+        object.__setattr__(self, "storage_options", copy.deepcopy(dict(self.storage_options)))
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike, **overrides) -> JobSpec:
@@ -140,16 +185,22 @@ class JobSpec:
                 f"unknown key(s) {', '.join(unknown)} in {source}; "
                 f"known keys: {', '.join(sorted(known))}"
             )
-        merged = {**values, **{k: v for k, v in overrides.items() if v is not None}}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        merged = {**values, **given}
+        if "storage_options" in values and "storage_options" in given:
+            merged["storage_options"] = merge_options(
+                values["storage_options"], given["storage_options"]
+            )
         missing = [name for name in ("input", "output") if not merged.get(name)]
         if missing:
             raise ValueError(f"{source} needs {' and '.join(missing)}")
         return cls(**merged)
 
     def to_dict(self) -> dict:
-        """The spec as plain values (for ``_job.json``)."""
+        """The spec as plain values (for ``_job.json``), secrets in ``storage_options`` hidden."""
         values = dataclasses.asdict(self)
         values["input"] = list(self.input)
+        values["storage_options"] = redact_secrets(self.storage_options)
         return values
 
     def replace(self, **changes) -> JobSpec:
@@ -164,8 +215,94 @@ class JobSpec:
         )
 
     @property
+    def read_options(self) -> ReadOptions:
+        """How each task reads its images' bytes."""
+        return ReadOptions(
+            concurrency=self.read_concurrency,
+            per_host=self.read_per_host,
+            timeout=float(self.read_timeout),
+            retries=self.read_retries,
+            buffer_bytes=self.read_buffer_bytes,
+            max_file_bytes=self.max_file_bytes,
+            storage_options=self.storage_options,
+        )
+
+    @property
     def partitions_per_wave(self) -> int:
         return -(-self.wave_size // self.partition_size)
+
+
+# Storage option names whose values are credentials: shown as "***".
+_SECRET_NAME = re.compile(
+    r"secret|token|password|passwd|credential|signature|sas|(^|_)key$|private|auth",
+    re.IGNORECASE,
+)
+REDACTED = "***"
+
+
+def redact_secrets(options):
+    """A copy of storage options with every credential's value replaced by ``"***"``.
+
+    Examples
+    --------
+    >>> redact_secrets({"key": "AKIA…", "secret": "s", "client_kwargs": {"region_name": "eu"}})
+    {'key': '***', 'secret': '***', 'client_kwargs': {'region_name': 'eu'}}
+    """
+    if isinstance(options, Mapping):
+        return {
+            name: REDACTED
+            if _SECRET_NAME.search(str(name)) and not isinstance(value, Mapping)
+            else redact_secrets(value)
+            for name, value in options.items()
+        }
+    if isinstance(options, list):
+        return [redact_secrets(value) for value in options]
+    return options
+
+
+def merge_options(base: Mapping, extra: Mapping) -> dict:
+    """``base`` with ``extra`` laid over it, nested tables merged key by key.
+
+    Examples
+    --------
+    >>> merge_options({"s3": {"anon": True, "x": 1}}, {"s3": {"anon": False}})
+    {'s3': {'anon': False, 'x': 1}}
+    """
+    merged = copy.deepcopy(dict(base))
+    for name, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(name), Mapping):
+            merged[name] = merge_options(merged[name], value)
+        else:
+            merged[name] = copy.deepcopy(value)
+    return merged
+
+
+def parse_storage_options(pairs: Iterable[str]) -> dict:
+    """Storage options from ``KEY=VALUE`` strings, as ``--storage-option`` gives them.
+
+    Dots in ``KEY`` make nested tables; ``VALUE`` is read as JSON when it is
+    valid JSON (``true``, ``3``, ``{"a": 1}``), else taken as a string.
+
+    Examples
+    --------
+    >>> parse_storage_options(["anon=true", "client_kwargs.endpoint_url=http://127.0.0.1:9000"])
+    {'anon': True, 'client_kwargs': {'endpoint_url': 'http://127.0.0.1:9000'}}
+    """
+    options: dict = {}
+    for pair in pairs:
+        name, equals, text = pair.partition("=")
+        if not equals or not name or any(not part for part in name.split(".")):
+            raise ValueError(f"a storage option must look like KEY=VALUE, got {pair!r}")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        *tables, last = name.split(".")
+        for table in reversed(tables):
+            value = {last: value}
+            last = table
+        options = merge_options(options, {last: value})
+    return options
 
 
 def _check_spec(spec: JobSpec) -> None:
@@ -192,3 +329,18 @@ def _check_spec(spec: JobSpec) -> None:
         raise ValueError("TLS needs all of `tls_ca_file`, `tls_cert` and `tls_key`")
     if spec.scheduler and spec.scheduler_file:
         raise ValueError("give either `scheduler` or `scheduler_file`, not both")
+    if not isinstance(spec.storage_options, Mapping) or not all(
+        isinstance(name, str) for name in spec.storage_options
+    ):
+        raise TypeError(
+            f"`storage_options` must be a table of named options, got {spec.storage_options!r}"
+        )
+    check_int("read_concurrency", spec.read_concurrency, 1)
+    check_int("read_per_host", spec.read_per_host, 1)
+    check_int("read_retries", spec.read_retries, 0)
+    check_int("read_buffer_bytes", spec.read_buffer_bytes, 1)
+    timeout = spec.read_timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(f"`read_timeout` must be a number of seconds, got {timeout!r}")
+    if not timeout > 0:
+        raise ValueError(f"`read_timeout` must be more than 0 seconds, got {timeout}")

@@ -35,6 +35,7 @@ from .corpus import (
 )
 from .imaging import ImageError, Sample
 from .palette import load_sample, opaque_pixels, palette_from_sample, single_threaded
+from .reads import read_many
 from .sources import image_id
 from .spec import JobSpec
 from .tables import (
@@ -123,48 +124,73 @@ def _table_names(spec: JobSpec) -> list[str]:
 
 
 def _process_items(items, spec: JobSpec) -> tuple[TableBuilder, list[FitSample], int]:
-    """Decode and cluster each image into a :class:`TableBuilder`; failures become rows."""
+    """Decode and cluster each image into a :class:`TableBuilder`; failures become rows.
+
+    The images are read concurrently (:func:`~palette_dask.reads.read_many`)
+    and each is processed as soon as its bytes arrive; the rows go into the
+    builder in input order, so the files do not depend on how fast each read was.
+    """
     options = spec.palette_options
-    builder = TableBuilder(options)
     own_palettes = spec.mode in ("image", "both")
     corpus = spec.mode in ("corpus", "both")
-    cache = corpus and spec.corpus_assign == "cache"
     crash_on = dask.config.get(CRASH_SWITCH, None)
     tune_malloc()
-    fit_parts: list[FitSample] = []
-    errors = 0
+    done: list[dict] = [{} for _ in items]
     with single_threaded():
-        for _, uri in items:
+        for i, data in read_many([uri for _, uri in items], spec.read_options):
+            uri = items[i][1]
             if crash_on and crash_on in uri:
                 os._exit(CRASH_EXIT_CODE)
             t0 = time.perf_counter()
-            key = image_id(uri)
             try:
-                sample = load_sample(uri, options)
+                if isinstance(data, BaseException):
+                    raise data
+                sample = load_sample(data, options)
                 pixels, _ = opaque_pixels(sample, options.alpha_threshold)
-                palette = palette_from_sample(sample, options) if own_palettes else None
+                done[i] = {
+                    "sample": sample,
+                    "n_pixels": len(pixels),
+                    "palette": palette_from_sample(sample, options) if own_palettes else None,
+                }
                 if corpus:
-                    fit_parts.append(fit_sample(sample, key, options, size=spec.sample_per_image))
+                    key = image_id(uri)
+                    done[i]["fit"] = fit_sample(sample, key, options, size=spec.sample_per_image)
             except Exception as exc:  # one bad image is data, not a failed job
-                errors += 1
-                builder.add_image(
-                    key,
-                    uri,
-                    error=describe_failure(exc),
-                    format=getattr(exc, "format", None),
-                    elapsed_ms=_ms_since(t0),
-                )
-                continue
-            if cache:
-                builder.add_sample(key, sample)
+                done[i] = {"error": describe_failure(exc), "format": getattr(exc, "format", None)}
+            done[i]["elapsed_ms"] = _ms_since(t0)
+    return _rows_in_order(items, done, spec)
+
+
+def _rows_in_order(items, done: list[dict], spec: JobSpec):
+    """The builder holding every image's rows in input order, its fit samples and error count."""
+    builder = TableBuilder(spec.palette_options)
+    cache = spec.mode in ("corpus", "both") and spec.corpus_assign == "cache"
+    fit_parts: list[FitSample] = []
+    errors = 0
+    for (_, uri), outcome in zip(items, done, strict=True):
+        key = image_id(uri)
+        if "error" in outcome:
+            errors += 1
             builder.add_image(
                 key,
                 uri,
-                sample=sample,
-                n_pixels=len(pixels),
-                palette=palette,
-                elapsed_ms=_ms_since(t0),
+                error=outcome["error"],
+                format=outcome["format"],
+                elapsed_ms=outcome["elapsed_ms"],
             )
+            continue
+        if cache:
+            builder.add_sample(key, outcome["sample"])
+        if "fit" in outcome:
+            fit_parts.append(outcome["fit"])
+        builder.add_image(
+            key,
+            uri,
+            sample=outcome["sample"],
+            n_pixels=outcome["n_pixels"],
+            palette=outcome["palette"],
+            elapsed_ms=outcome["elapsed_ms"],
+        )
     return builder, fit_parts, errors
 
 
@@ -250,15 +276,22 @@ def partition_samples(spec: JobSpec, part: PartRef) -> Iterator[tuple[str, Sampl
         return
     options = spec.palette_options
     listed = join(spec.output, "images", part_name(*part))
-    for row in read_parquet_rows(listed, columns=["image_id", "uri", "status"]):
-        if row["status"] != "ok":
-            continue
+    rows = [
+        row
+        for row in read_parquet_rows(listed, columns=["image_id", "uri", "status"])
+        if row["status"] == "ok"
+    ]
+    for i, data in read_many([row["uri"] for row in rows], spec.read_options):
         try:
-            sample = load_sample(row["uri"], options)
+            if isinstance(data, BaseException):
+                raise data
+            sample = load_sample(data, options)
         except Exception as exc:  # changed or removed since the first pass
-            logger.warning("skipping %s in the corpus pass: %s", row["uri"], describe_failure(exc))
+            logger.warning(
+                "skipping %s in the corpus pass: %s", rows[i]["uri"], describe_failure(exc)
+            )
             continue
-        yield row["image_id"], sample
+        yield rows[i]["image_id"], sample
 
 
 def _exists(path: str) -> bool:

@@ -112,9 +112,10 @@ def make_hostile_corpus(folder: Path, sample_dir: Path) -> tuple[list[str], dict
     secret.chmod(0)
 
     missing = folder / "gone" / "ghost.jpg"
-    unreachable = f"http://127.0.0.1:{closed_port()}/x.jpg"
+    port = closed_port()
+    unreachable = f"http://127.0.0.1:{port}/x.jpg"
     manifest = folder.parent / f"{folder.name}-manifest.txt"
     manifest.write_text("\n".join([str(good), str(missing), unreachable, str(good)]) + "\n")
     expected[str(missing)] = "file not found"
-    expected[unreachable] = "cannot read file"
+    expected[unreachable] = f"cannot connect to 127.0.0.1:{port}: Connection refused (3 tries)"
     return [str(folder), str(manifest)], expected

@@ -5,13 +5,13 @@ import pytest
 from imagegen import encode
 
 from palette_dask import extract_palette
+from palette_dask.reads import read_bytes
 from palette_dask.sources import (
     check_inputs,
     chunked,
     image_id,
     iter_uris,
     normalize_uri,
-    read_bytes,
 )
 
 

@@ -1,0 +1,480 @@
+"""Reading images' bytes: many at once, each within a deadline, retried when the failure passes.
+
+A task hands :func:`read_many` its images' URIs and decodes each one as soon
+as its bytes arrive, while the next ones are still on the way: network waits
+overlap with decoding and clustering. The reads run on fsspec's I/O event loop
+(one thread per process, shared with every fsspec file system of the process):
+
+- at most ``concurrency`` reads are in flight, at most ``per_host`` of them to
+  one host (or bucket), so one slow or rate-limiting host cannot take every
+  slot;
+- bytes read ahead of decoding stay under ``buffer_bytes`` (new reads wait
+  while they would go over it, from the mean size of the reads so far);
+- every try has a total deadline, ``timeout`` seconds from the request to the
+  last byte, so no read waits forever;
+- passing failures (time-outs, lost connections, HTTP 408, 429 and 5xx) are
+  tried again up to ``retries`` times after a jittered exponential backoff, or
+  after the server's ``Retry-After``; a missing or forbidden file is not;
+- one request per object: HTTP(S) is a plain streamed ``GET`` (the size
+  checked from ``Content-Length`` before the body is read), object stores a
+  ranged ``GET`` of at most ``max_file_bytes + 1`` bytes, with no size probe.
+
+Results come back in the order the reads finish, each with its index in the
+input, so the caller can put its rows back in input order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import email.utils
+import errno
+import http
+import json
+import logging
+import os
+import queue
+import random
+import time
+from collections import defaultdict, deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import aiohttp
+import fsspec.asyn
+from fsspec.asyn import AsyncFileSystem
+from fsspec.implementations.http import HTTPFileSystem
+from fsspec.implementations.local import LocalFileSystem
+
+from .errors import ImageError
+from .storage import filesystem
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_FILE_BYTES = 256 * 2**20
+DEFAULT_READ_CONCURRENCY = 64
+DEFAULT_READ_PER_HOST = 32
+DEFAULT_READ_TIMEOUT = 30.0
+DEFAULT_READ_RETRIES = 2
+DEFAULT_READ_BUFFER_BYTES = 128 * 2**20
+# Backoff before the first retry (doubled for each further one, at most the
+# maximum), jittered down to half of it so that workers do not retry in step.
+BACKOFF_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 30.0
+# A server asking to wait longer than this (Retry-After) is given up on.
+MAX_RETRY_AFTER_SECONDS = 120.0
+# HTTP statuses that say "try again later"; every other 4xx or 5xx is final.
+PASSING_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Object-store errors fsspec reports as OSError with these codes are passing
+# (S3's InternalError, SlowDown and ServiceUnavailable among them).
+_PASSING_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("EBUSY", "EREMOTEIO", "EIO", "ETIMEDOUT", "ECONNRESET", "ECONNABORTED", "EAGAIN")
+    if hasattr(errno, name)
+)
+# First guess of an image's size, until this process has read some.
+_INITIAL_SIZE_GUESS = 2 * 2**20
+_CHUNK_BYTES = 256 * 2**10
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a task reads its images' bytes; a job's come from its :class:`~palette_dask.JobSpec`.
+
+    Attributes
+    ----------
+    concurrency : int
+        Reads in flight at once.
+    per_host : int
+        Reads in flight to one host (``netloc`` of the URI: a bucket, for object stores).
+    timeout : float
+        Seconds one try may take, from the request to the last byte.
+    retries : int
+        Further tries after a passing failure.
+    buffer_bytes : int
+        Bytes read ahead of decoding, at most (roughly: sizes are known only once read).
+    max_file_bytes : int
+        Files larger than this are refused, without reading more than this.
+    storage_options : dict
+        fsspec options of remote URIs (see :mod:`palette_dask.storage`).
+
+    Examples
+    --------
+    >>> ReadOptions(timeout=5).retries
+    2
+    """
+
+    concurrency: int = DEFAULT_READ_CONCURRENCY
+    per_host: int = DEFAULT_READ_PER_HOST
+    timeout: float = DEFAULT_READ_TIMEOUT
+    retries: int = DEFAULT_READ_RETRIES
+    buffer_bytes: int = DEFAULT_READ_BUFFER_BYTES
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    storage_options: dict = field(default_factory=dict)
+
+
+class ReadError(ImageError):
+    """A read that failed for good; ``passing`` tells whether it had been worth trying again.
+
+    ``retry_after`` is the wait the server asked for (HTTP ``Retry-After``), if any.
+    """
+
+    def __init__(self, message: str, *, passing: bool, retry_after: float | None = None):
+        super().__init__(message)
+        self.passing = passing
+        self.retry_after = retry_after
+
+
+def read_bytes(uri: str, options: ReadOptions | None = None) -> bytes:
+    """The whole content of one file or URL, read as :func:`read_many` reads.
+
+    Raises
+    ------
+    ImageError
+        When the read failed for good (time-outs, HTTP errors, a file over
+        ``max_file_bytes``), with the ``error`` column's text.
+    OSError
+        For a local file that cannot be read, or a missing object.
+    """
+    (_, outcome), *_ = read_many([uri], options or ReadOptions())
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def read_many(
+    uris: Sequence[str], options: ReadOptions
+) -> Iterator[tuple[int, bytes | BaseException]]:
+    """``(index, bytes or exception)`` of every URI, in the order the reads finish.
+
+    A failed read gives its exception instead of bytes, never raises. Reads
+    go on in the background while the caller works on what it got; closing
+    the iterator early cancels the rest. Every read has a deadline, so the
+    iterator always ends.
+
+    Examples
+    --------
+    >>> fs = fsspec.filesystem("memory")
+    >>> fs.pipe({"/reads/a": b"one", "/reads/b": b"two"})
+    >>> sorted(read_many(["memory://reads/a", "memory://reads/b"], ReadOptions()))
+    [(0, b'one'), (1, b'two')]
+    """
+    uris = list(uris)
+    if not uris:
+        return
+    loop = fsspec.asyn.get_loop()
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    budget = _Budget(options.buffer_bytes)
+    batch = asyncio.run_coroutine_threadsafe(_read_all(uris, options, budget, finished.put), loop)
+    try:
+        for _ in uris:
+            index, outcome = _next_finished(finished, batch)
+            try:
+                yield index, outcome
+            finally:
+                if isinstance(outcome, bytes):
+                    loop.call_soon_threadsafe(budget.release, len(outcome))
+    finally:
+        batch.cancel()
+
+
+def _next_finished(finished: queue.SimpleQueue, batch) -> tuple[int, bytes | BaseException]:
+    """The next finished read; raises if the batch itself failed (a bug, not a read)."""
+    while True:
+        try:
+            return finished.get(timeout=1.0)
+        except queue.Empty:
+            if batch.done():
+                batch.result()  # raises what broke the batch
+                raise RuntimeError("the reads ended before every URI was read") from None
+
+
+class _Budget:
+    """Bytes read ahead of decoding, and whether another read may start.
+
+    Used on the event loop only; the consumer thread releases bytes through
+    ``call_soon_threadsafe``.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held = 0
+        self.in_flight = 0
+        self._waiters: deque[asyncio.Future] = deque()
+
+    def _room(self) -> bool:
+        if self.held == 0 and self.in_flight == 0:
+            return True  # always let one read through, however large
+        return self.held + (self.in_flight + 1) * _size_guess() <= self.limit
+
+    async def start(self) -> None:
+        while not self._room():
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        self.in_flight += 1
+
+    def finish(self, size: int) -> None:
+        self.in_flight -= 1
+        self.held += size
+        self._wake()
+
+    def release(self, size: int) -> None:
+        self.held -= size
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+# Mean size of the reads this process has made, for the budget's guesses.
+_sizes = {"count": 0, "total": 0}
+
+
+def _size_guess() -> float:
+    if _sizes["count"] == 0:
+        return _INITIAL_SIZE_GUESS
+    return _sizes["total"] / _sizes["count"]
+
+
+def _record_size(size: int) -> None:
+    _sizes["count"] += 1
+    _sizes["total"] += size
+
+
+async def _read_all(uris, options: ReadOptions, budget: _Budget, deliver) -> None:
+    """Read every URI, handing each ``(index, outcome)`` to ``deliver`` as it finishes."""
+    slots = asyncio.Semaphore(options.concurrency)
+    host_slots: dict[str, asyncio.Semaphore] = defaultdict(
+        lambda: asyncio.Semaphore(options.per_host)
+    )
+
+    async def one(index: int, uri: str) -> None:
+        async with host_slots[urlsplit(uri).netloc]:
+            outcome = await _read_with_retries(uri, options, slots, budget)
+        deliver((index, outcome))
+
+    # Semaphores wake waiters first come, first served: reads start in input
+    # order, each host's within its own share.
+    tasks = [asyncio.ensure_future(one(i, uri)) for i, uri in enumerate(uris)]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _read_with_retries(
+    uri: str, options: ReadOptions, slots: asyncio.Semaphore, budget: _Budget
+) -> bytes | BaseException:
+    tries = 0
+    while True:
+        tries += 1
+        async with slots:
+            await budget.start()
+            size = 0
+            try:
+                data = await asyncio.wait_for(_read_once(uri, options), options.timeout)
+                size = len(data)
+                _record_size(size)
+                return data
+            except Exception as exc:  # every failure is an outcome; see _as_failure
+                failure = _as_failure(exc, uri, options)
+            finally:
+                budget.finish(size)
+        if not getattr(failure, "passing", False) or tries > options.retries:
+            return _final(failure, tries)
+        wait = _backoff(tries, failure.retry_after)
+        if wait is None:
+            return ReadError(
+                f"{failure} (asked to wait {failure.retry_after:,.0f} s, more than "
+                f"{MAX_RETRY_AFTER_SECONDS:.0f} s)",
+                passing=True,
+            )
+        logger.debug("%s: %s; trying again in %.2f s", uri, failure, wait)
+        await asyncio.sleep(wait)
+
+
+def _backoff(tries: int, retry_after: float | None) -> float | None:
+    """Seconds to wait before try ``tries + 1``: the server's ``Retry-After`` when it gave one."""
+    if retry_after is not None:
+        return retry_after if retry_after <= MAX_RETRY_AFTER_SECONDS else None
+    ceiling = min(MAX_BACKOFF_SECONDS, BACKOFF_SECONDS * 2 ** (tries - 1))
+    return ceiling * random.uniform(0.5, 1.0)
+
+
+def _final(failure: BaseException, tries: int) -> BaseException:
+    """The outcome of a read that will not be tried again, its tries counted in the message."""
+    if isinstance(failure, ReadError) and tries > 1:
+        return ReadError(f"{failure} ({tries} tries)", passing=failure.passing)
+    return failure
+
+
+class _DeadlineInside(Exception):
+    """A time-out raised below our own deadline (a client's or the server's)."""
+
+
+def _as_failure(exc: Exception, uri: str, options: ReadOptions) -> BaseException:
+    """What a failed try means: a :class:`ReadError` saying whether it passes, or a
+    final failure that already says what happened (a missing file, named by ``uri``)."""
+    if isinstance(exc, (FileNotFoundError, PermissionError)) and not exc.filename:
+        # Object stores name neither the file nor the errno: say which file it was.
+        code = errno.ENOENT if isinstance(exc, FileNotFoundError) else errno.EACCES
+        named = type(exc)(code, os.strerror(code), uri)
+        named.__cause__ = exc
+        return named
+    if isinstance(exc, ReadError):
+        return exc
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return ReadError(f"timed out after {options.timeout:g} s", passing=True)
+    if isinstance(exc, _DeadlineInside):
+        return ReadError(f"timed out: {exc}", passing=True)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        cause = exc.os_error
+        reason = os.strerror(cause.errno) if cause.errno else str(cause)
+        return ReadError(f"cannot connect to {exc.host}:{exc.port}: {reason}", passing=True)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return ReadError("the server closed the connection without answering", passing=True)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return ReadError(f"connection closed before the end of the data: {exc}", passing=True)
+    if isinstance(exc, (aiohttp.ClientError, ConnectionError)):
+        return ReadError(f"connection error: {exc}", passing=True)
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, ImageError)):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in _PASSING_ERRNOS:
+        return ReadError(f"storage error: {exc.strerror or exc}", passing=True)
+    return exc
+
+
+async def _read_once(uri: str, options: ReadOptions) -> bytes:
+    """One try at reading ``uri`` whole: one request, at most ``max_file_bytes + 1`` bytes."""
+    fs, path = filesystem(uri, options.storage_options)
+    limit = options.max_file_bytes
+    try:
+        if isinstance(fs, HTTPFileSystem):
+            return await _http_get(fs, uri, limit)
+        if isinstance(fs, AsyncFileSystem) and fs.async_impl:
+            # A ranged read: one GET, no size probe, never more than the limit.
+            data = await fs._cat_file(path, start=0, end=limit + 1)
+        elif isinstance(fs, LocalFileSystem):
+            data = await asyncio.get_running_loop().run_in_executor(None, _read_local, path, limit)
+        else:
+            data = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: fs.cat_file(path, start=0, end=limit + 1)
+            )
+    except (TimeoutError, asyncio.TimeoutError) as exc:
+        raise _DeadlineInside(str(exc) or type(exc).__name__) from exc
+    if len(data) > limit:
+        raise ImageError(f"file is over max_file_bytes={limit:,}")
+    return data
+
+
+def _read_local(path: str, limit: int) -> bytes:
+    size = os.stat(path).st_size
+    _check_size(size, limit)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _check_size(size: int, limit: int) -> None:
+    if size > limit:
+        raise ImageError(f"file is {size:,} bytes, over max_file_bytes={limit:,}")
+
+
+async def _http_get(fs: HTTPFileSystem, uri: str, limit: int) -> bytes:
+    """A streamed ``GET``: the status and size checked before the body, the body counted."""
+    session = await _http_session(fs.client_kwargs)
+    async with session.get(fs.encode_url(uri), **fs.kwargs) as response:
+        if response.status >= 400:
+            raise _status_error(response)
+        expected = response.content_length
+        if response.headers.get("Content-Encoding", "identity") != "identity":
+            expected = None  # the length counts compressed bytes
+        if expected is not None:
+            _check_size(expected, limit)
+        chunks, received = [], 0
+        try:
+            async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
+                received += len(chunk)
+                if received > limit:
+                    raise ImageError(f"file is over max_file_bytes={limit:,}")
+                chunks.append(chunk)
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            raise _closed_early(received, expected) from exc
+        if expected is not None and received < expected:
+            raise _closed_early(received, expected)
+    return b"".join(chunks)
+
+
+def _closed_early(received: int, expected: int | None) -> ReadError:
+    of = f" of {expected:,}" if expected is not None else ""
+    return ReadError(f"connection closed after {received:,}{of} bytes", passing=True)
+
+
+def _status_error(response: aiohttp.ClientResponse) -> ReadError:
+    status = response.status
+    try:
+        reason = response.reason or http.HTTPStatus(status).phrase
+    except ValueError:
+        reason = ""
+    return ReadError(
+        f"HTTP {status} {reason}".rstrip(),
+        passing=status in PASSING_STATUSES,
+        retry_after=_retry_after(response.headers.get("Retry-After")),
+    )
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (a number, or an HTTP date).
+
+    Examples
+    --------
+    >>> _retry_after("2"), _retry_after(None), _retry_after("soon")
+    (2.0, None, None)
+    """
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+# One HTTP session per event loop and client options: connections are kept
+# alive across tasks. Our own semaphores bound the connections, not aiohttp's.
+_sessions: dict[str, tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]] = {}
+# A forked child starts a new event loop: its parent's sessions are not its own.
+os.register_at_fork(after_in_child=_sessions.clear)
+
+
+async def _http_session(client_kwargs: Mapping) -> aiohttp.ClientSession:
+    loop = asyncio.get_running_loop()
+    key = json.dumps(client_kwargs, sort_keys=True, default=repr)
+    owner, session = _sessions.get(key, (None, None))
+    if owner is not loop or session.closed:
+        options = {"timeout": aiohttp.ClientTimeout(total=None), **client_kwargs}
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), **options)
+        _sessions[key] = (loop, session)
+    return session
+
+
+@atexit.register
+def _close_sessions() -> None:
+    loop = fsspec.asyn.loop[0]
+    if loop is None or not loop.is_running():
+        return
+    for _, session in list(_sessions.values()):
+        if not session.closed:
+            # The process is ending: a session that will not close loses nothing.
+            with contextlib.suppress(Exception):
+                fsspec.asyn.sync(loop, session.close, timeout=1)
+    _sessions.clear()
