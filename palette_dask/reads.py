@@ -232,19 +232,18 @@ class _Budget:
                 waiter.set_result(None)
 
 
-# Mean size of the reads this process has made, for the budget's guesses.
-_sizes = {"count": 0, "total": 0}
+# Recent read sizes in this process (an exponential moving average), for the
+# budget's guesses: a worker whose images grow adapts within a few reads.
+_SIZE_SMOOTHING = 0.2
+_size = {"mean": float(_INITIAL_SIZE_GUESS)}
 
 
 def _size_guess() -> float:
-    if _sizes["count"] == 0:
-        return _INITIAL_SIZE_GUESS
-    return _sizes["total"] / _sizes["count"]
+    return _size["mean"]
 
 
 def _record_size(size: int) -> None:
-    _sizes["count"] += 1
-    _sizes["total"] += size
+    _size["mean"] += _SIZE_SMOOTHING * (size - _size["mean"])
 
 
 async def _read_all(uris, options: ReadOptions, budget: _Budget, deliver) -> None:

@@ -1,0 +1,184 @@
+"""Remote reads against real HTTP servers on 127.0.0.1 that hang, fail, throttle and cut.
+
+Each job runs on a real Dask cluster; every assertion is on the rows written
+and on what the servers saw. Every test ends by itself: reads have deadlines,
+and the servers hold no connection longer than ``HANG_LIMIT_SECONDS``.
+"""
+
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from faultserver import CUT_AT, FLAKY_FAILURES, RETRY_AFTER, FaultServer
+from imagegen import blocks, encode
+
+from palette_dask import JobSpec, extract_palette, open_dataset, run_job
+from palette_dask.reads import ReadError, ReadOptions, read_many
+
+# A job in these tests must end well within this; it fails the test otherwise.
+JOB_BOUND_SECONDS = 180
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, sample_dir):
+    """Files to serve: a photograph, small block images, and plain 100 KB blobs."""
+    folder = tmp_path_factory.mktemp("served")
+    shutil.copy(sample_dir / "coffee.jpg", folder / "coffee.jpg")
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        image = blocks(rng.integers(0, 256, (3, 3)), [0.5, 0.3, 0.2], size=(60, 40))
+        (folder / f"block{i:02d}.png").write_bytes(encode(image, "PNG"))
+    for i in range(20):
+        (folder / f"blob{i:02d}.bin").write_bytes(rng.bytes(100_000))
+    return folder
+
+
+def run_bounded(spec: JobSpec, client):
+    """Run a job in a thread; fail unless it ends within ``JOB_BOUND_SECONDS``."""
+    outcome = {}
+    job = threading.Thread(target=lambda: outcome.update(report=run_job(spec, client=client)))
+    job.start()
+    job.join(timeout=JOB_BOUND_SECONDS)
+    assert not job.is_alive(), f"the job did not end within {JOB_BOUND_SECONDS} s"
+    return outcome["report"]
+
+
+def rows_by_name(out) -> dict:
+    images = open_dataset(str(out)).images
+    return {
+        uri.rsplit("/", 2)[-2] + "/" + uri.rsplit("/", 1)[-1]: row
+        for uri, row in zip(images["uri"], images.to_dict("records"), strict=True)
+    }
+
+
+def test_every_fault_gives_its_row_and_the_job_ends(served, client2, tmp_path):
+    with FaultServer(served) as server:
+        manifest = tmp_path / "urls.txt"
+        names = [
+            "ok/coffee.jpg",
+            "flaky/coffee.jpg",
+            "throttle/block00.png",
+            "cut/coffee.jpg",
+            "missing/nothing.jpg",
+            "hang/coffee.jpg",
+        ]
+        manifest.write_text("\n".join(f"http://127.0.0.1:{server.port}/{n}" for n in names))
+        out = tmp_path / "out"
+        spec = JobSpec(
+            input=[str(manifest)],
+            output=str(out),
+            partition_size=3,
+            read_timeout=2,
+            read_retries=2,
+        )
+        report = run_bounded(spec, client2)
+        rows = rows_by_name(out)
+        size = (served / "coffee.jpg").stat().st_size
+
+        assert report.images == 6 and report.errors == 3
+        assert rows["ok/coffee.jpg"]["status"] == "ok"
+        # Two 503s, then the image: three requests, and the row is ok.
+        assert rows["flaky/coffee.jpg"]["status"] == "ok"
+        assert server.count("/flaky/coffee.jpg") == FLAKY_FAILURES + 1
+        # 429 with Retry-After: the second request waited at least that long.
+        assert rows["throttle/block00.png"]["status"] == "ok"
+        first, second = server.times("/throttle/block00.png")
+        assert second - first >= RETRY_AFTER
+        # A body cut short is a passing failure: tried three times, then an error row.
+        assert rows["cut/coffee.jpg"]["error"] == (
+            f"connection closed after {CUT_AT:,} of {size:,} bytes (3 tries)"
+        )
+        assert server.count("/cut/coffee.jpg") == 3
+        # 404 is final: one request.
+        assert rows["missing/nothing.jpg"]["error"] == "HTTP 404 Not Found"
+        assert server.count("/missing/nothing.jpg") == 1
+        # A server that never answers: each try ends at the deadline.
+        assert rows["hang/coffee.jpg"]["error"] == "timed out after 2 s (3 tries)"
+        assert server.count("/hang/coffee.jpg") == 3
+
+    # The bytes are the same wherever they came from, and so are the palettes.
+    ds = open_dataset(str(out))
+    local = extract_palette(str(served / "coffee.jpg")).hex
+    for name in ("ok/coffee.jpg", "flaky/coffee.jpg"):
+        colors = ds.palettes[ds.palettes["image_id"] == rows[name]["image_id"]]
+        assert colors.sort_values("rank")["hex"].tolist() == local
+
+
+TIMEOUT = 3
+
+
+def test_a_hanging_host_does_not_hold_up_the_others(served, client1, tmp_path):
+    with FaultServer(served) as hanging, FaultServer(served) as answering:
+        # In one task: two URLs of a host that never answers, then twelve of one that does.
+        urls = [hanging.url("hang", f"block{i:02d}.png") for i in range(2)]
+        urls += [answering.url("ok", f"block{i:02d}.png") for i in range(12)]
+        manifest = tmp_path / "urls.txt"
+        manifest.write_text("\n".join(urls))
+        out = tmp_path / "out"
+        spec = JobSpec(
+            input=[str(manifest)],
+            output=str(out),
+            partition_size=16,
+            read_concurrency=4,
+            read_per_host=2,
+            read_timeout=TIMEOUT,
+            read_retries=0,
+        )
+        run_bounded(spec, client1)
+        start = min(hanging.times("/hang/"))
+        # The answering host got every request before the hanging host's first deadline.
+        assert max(answering.times("/ok/")) - start < TIMEOUT
+    rows = rows_by_name(out)
+    hung = [row for name, row in rows.items() if name.startswith("hang/")]
+    assert [row["error"] for row in hung] == [f"timed out after {TIMEOUT} s"] * 2
+    assert all(row["status"] == "ok" for name, row in rows.items() if name.startswith("ok/"))
+
+
+def test_without_a_host_cap_a_hanging_host_takes_every_slot(served):
+    with FaultServer(served) as hanging, FaultServer(served) as answering:
+        urls = [hanging.url("hang", f"block{i:02d}.png") for i in range(4)]
+        urls += [answering.url("ok", f"block{i:02d}.png") for i in range(4)]
+        options = ReadOptions(concurrency=4, per_host=4, timeout=TIMEOUT, retries=0)
+        outcomes = dict(read_many(urls, options))
+        assert all(isinstance(outcomes[i], ReadError) for i in range(4))
+        assert all(isinstance(outcomes[i], bytes) for i in range(4, 8))
+        # The answering host's first request waited for the first deadline.
+        assert min(answering.times("/ok/")) - min(hanging.times("/hang/")) >= 0.9 * TIMEOUT
+
+
+def blob_urls(server, n=20):
+    return [server.url("ok", f"blob{i:02d}.bin") for i in range(n)]
+
+
+def test_bytes_read_ahead_stay_within_the_budget(served):
+    with FaultServer(served, delay=0.2) as server:
+        options = ReadOptions(concurrency=16, per_host=16, buffer_bytes=350_000)
+        # A first pass teaches the reader the size of these files.
+        assert len(list(read_many(blob_urls(server), options))) == 20
+        server.max_active = 0
+        read = dict(read_many(blob_urls(server), options))
+        assert sorted(read) == list(range(20))
+        assert all(len(data) == 100_000 for data in read.values())
+        assert server.max_active <= 3  # 3 x 100 KB within 350 KB
+
+        server.max_active = 0
+        roomy = ReadOptions(concurrency=16, per_host=16, buffer_bytes=100 * 2**20)
+        assert len(dict(read_many(blob_urls(server), roomy))) == 20
+        assert server.max_active >= 8
+
+
+def test_a_read_never_waits_beyond_its_deadline(served):
+    with FaultServer(served) as server:
+        options = ReadOptions(timeout=0.5, retries=1)
+        [(index, outcome)] = list(read_many([server.url("hang", "coffee.jpg")], options))
+        assert index == 0 and isinstance(outcome, ReadError)
+        assert str(outcome) == "timed out after 0.5 s (2 tries)"
+        assert server.count("/hang/") == 2
+
+
+def test_an_oversized_file_is_refused_from_its_headers(served):
+    with FaultServer(served) as server:
+        options = ReadOptions(max_file_bytes=50_000)
+        [(_, outcome)] = list(read_many([server.url("ok", "blob00.bin")], options))
+        assert str(outcome) == "file is 100,000 bytes, over max_file_bytes=50,000"
