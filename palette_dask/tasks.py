@@ -162,35 +162,24 @@ def _process_items(items, spec: JobSpec) -> tuple[TableBuilder, list[FitSample],
 
 
 def _rows_in_order(items, done: list[dict], spec: JobSpec):
-    """The builder holding every image's rows in input order, its fit samples and error count."""
+    """The builder holding every image's rows in input order, its fit samples and error count.
+
+    ``done`` holds, per image, the keywords of :meth:`TableBuilder.add_image`
+    and, in corpus modes, its ``fit`` sample.
+    """
     builder = TableBuilder(spec.palette_options)
     cache = spec.mode in ("corpus", "both") and spec.corpus_assign == "cache"
     fit_parts: list[FitSample] = []
     errors = 0
-    for (_, uri), outcome in zip(items, done, strict=True):
+    for (_, uri), row in zip(items, done, strict=True):
         key = image_id(uri)
-        if "error" in outcome:
+        if "fit" in row:
+            fit_parts.append(row.pop("fit"))
+        if "error" in row:
             errors += 1
-            builder.add_image(
-                key,
-                uri,
-                error=outcome["error"],
-                format=outcome["format"],
-                elapsed_ms=outcome["elapsed_ms"],
-            )
-            continue
-        if cache:
-            builder.add_sample(key, outcome["sample"])
-        if "fit" in outcome:
-            fit_parts.append(outcome["fit"])
-        builder.add_image(
-            key,
-            uri,
-            sample=outcome["sample"],
-            n_pixels=outcome["n_pixels"],
-            palette=outcome["palette"],
-            elapsed_ms=outcome["elapsed_ms"],
-        )
+        elif cache:
+            builder.add_sample(key, row["sample"])
+        builder.add_image(key, uri, **row)
     return builder, fit_parts, errors
 
 

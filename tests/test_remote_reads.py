@@ -44,6 +44,13 @@ def run_bounded(spec: JobSpec, client):
     return outcome["report"]
 
 
+def manifest_job(tmp_path, urls, **settings) -> JobSpec:
+    """A job over a manifest of ``urls``, writing to ``tmp_path / "out"``."""
+    manifest = tmp_path / "urls.txt"
+    manifest.write_text("\n".join(urls))
+    return JobSpec(input=[str(manifest)], output=str(tmp_path / "out"), **settings)
+
+
 def rows_by_name(out) -> dict:
     images = open_dataset(str(out)).images
     return {
@@ -54,7 +61,6 @@ def rows_by_name(out) -> dict:
 
 def test_every_fault_gives_its_row_and_the_job_ends(served, client2, tmp_path):
     with FaultServer(served) as server:
-        manifest = tmp_path / "urls.txt"
         names = [
             "ok/coffee.jpg",
             "flaky/coffee.jpg",
@@ -63,16 +69,10 @@ def test_every_fault_gives_its_row_and_the_job_ends(served, client2, tmp_path):
             "missing/nothing.jpg",
             "hang/coffee.jpg",
         ]
-        manifest.write_text("\n".join(f"http://127.0.0.1:{server.port}/{n}" for n in names))
-        out = tmp_path / "out"
-        spec = JobSpec(
-            input=[str(manifest)],
-            output=str(out),
-            partition_size=3,
-            read_timeout=2,
-            read_retries=2,
-        )
+        urls = [f"http://127.0.0.1:{server.port}/{name}" for name in names]
+        spec = manifest_job(tmp_path, urls, partition_size=3, read_timeout=2, read_retries=2)
         report = run_bounded(spec, client2)
+        out = spec.output
         rows = rows_by_name(out)
         size = (served / "coffee.jpg").stat().st_size
 
@@ -113,12 +113,9 @@ def test_a_hanging_host_does_not_hold_up_the_others(served, client1, tmp_path):
         # In one task: two URLs of a host that never answers, then twelve of one that does.
         urls = [hanging.url("hang", f"block{i:02d}.png") for i in range(2)]
         urls += [answering.url("ok", f"block{i:02d}.png") for i in range(12)]
-        manifest = tmp_path / "urls.txt"
-        manifest.write_text("\n".join(urls))
-        out = tmp_path / "out"
-        spec = JobSpec(
-            input=[str(manifest)],
-            output=str(out),
+        spec = manifest_job(
+            tmp_path,
+            urls,
             partition_size=16,
             read_concurrency=4,
             read_per_host=2,
@@ -126,6 +123,7 @@ def test_a_hanging_host_does_not_hold_up_the_others(served, client1, tmp_path):
             read_retries=0,
         )
         run_bounded(spec, client1)
+        out = spec.output
         start = min(hanging.times("/hang/"))
         # The answering host got every request before the hanging host's first deadline.
         assert max(answering.times("/ok/")) - start < TIMEOUT
