@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/corpus.py
 	$(BIN)/python benchmarks/search.py
+	$(BIN)/python benchmarks/remote.py
 
 clean:
 	rm -rf $(VENV) out data build *.egg-info

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -52,6 +53,21 @@ def make_photo_corpus(
         iio.imwrite(path, big.astype(np.uint8), **({"quality": 90} if ext == "jpg" else {}))
         paths.append(path)
     return paths
+
+
+def linked_copies(paths, folder: Path, n_images: int) -> list[Path]:
+    """``n_images`` names for ``paths`` in turn: hard links, or copies where links fail."""
+    folder.mkdir(parents=True)
+    copies = []
+    for i in range(n_images):
+        source = paths[i % len(paths)]
+        copy = folder / f"{i:06d}-{source.name}"
+        try:
+            os.link(source, copy)
+        except OSError:
+            shutil.copyfile(source, copy)
+        copies.append(copy)
+    return copies
 
 
 class PeakMemory:

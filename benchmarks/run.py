@@ -26,7 +26,13 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
-from benchtools import make_photo_corpus, run_job_on_fresh_cluster, warm_up, write_results
+from benchtools import (
+    linked_copies,
+    make_photo_corpus,
+    run_job_on_fresh_cluster,
+    warm_up,
+    write_results,
+)
 from PIL import Image
 from skimage.transform import resize
 from sklearn.cluster import KMeans
@@ -154,21 +160,6 @@ def run_on_cluster(paths, workers: int, out: Path, runs: int = 1, **spec_options
         "peak_worker_mb": peak_mb,
         "partitions": report.partitions,
     }
-
-
-def linked_copies(paths, folder: Path, n_images: int) -> list[Path]:
-    """``n_images`` names for ``paths`` in turn: hard links, or copies where links fail."""
-    folder.mkdir(parents=True)
-    copies = []
-    for i in range(n_images):
-        source = paths[i % len(paths)]
-        copy = folder / f"{i:06d}-{source.name}"
-        try:
-            os.link(source, copy)
-        except OSError:
-            shutil.copyfile(source, copy)
-        copies.append(copy)
-    return copies
 
 
 def main(argv=None) -> int:
