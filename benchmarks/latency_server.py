@@ -1,7 +1,7 @@
 """A local HTTP server for the remote benchmark: a folder's files, each after a fixed latency.
 
 Every request waits ``--latency`` seconds (an asyncio sleep, so waits overlap
-like a distant server's), then gets the file with ``sendfile``. It listens on
+like a distant server's), then gets the file from memory. It listens on
 127.0.0.1 only, counts the files it served (``GET /_stats`` gives the count as
 JSON) and stops by itself after ``--max-seconds``, or as soon as the process
 that started it is gone.
@@ -21,13 +21,11 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
-
-from aiohttp import web
+from urllib.parse import unquote
 
 # The server stops after this long whatever happens, so none outlives a benchmark.
 MAX_SECONDS = 2 * 3600.0
@@ -90,45 +88,76 @@ class LatencyServer:
             return json.load(response)["requests"]
 
 
-def make_app(folder: Path, latency: float) -> web.Application:
-    """The server's routes: ``/_stats``, then every file of ``folder`` by name."""
-    served = {"requests": 0}
-    root = folder.resolve()
+class _Files:
+    """The folder's files by name, each distinct file read once (linked names share it)."""
 
-    async def stats(request: web.Request) -> web.Response:
-        return web.json_response(served)
+    def __init__(self, folder: Path):
+        self.root = folder.resolve()
+        self._data: dict[tuple[int, int], bytes] = {}
 
-    async def file(request: web.Request) -> web.StreamResponse:
-        served["requests"] += 1
-        await asyncio.sleep(latency)
-        path = (root / request.match_info["name"]).resolve()
-        if path.parent != root or not path.is_file():
-            raise web.HTTPNotFound()
-        return web.FileResponse(path)
+    def get(self, name: str) -> bytes | None:
+        path = (self.root / unquote(name)).resolve()
+        if path.parent != self.root or not path.is_file():
+            return None
+        stat = path.stat()
+        key = (stat.st_dev, stat.st_ino)
+        if key not in self._data:
+            self._data[key] = path.read_bytes()
+        return self._data[key]
 
-    app = web.Application()
-    app.router.add_get("/_stats", stats)
-    app.router.add_get("/{name}", file)
-    return app
+
+def _response(status: str, body: bytes, content_type: str) -> bytes:
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 async def serve(folder: Path, latency: float, max_seconds: float) -> None:
-    """Serve until ``max_seconds`` have passed or the parent process is gone."""
+    """Serve until ``max_seconds`` have passed or the parent process is gone.
+
+    Plain HTTP/1.1 with keep-alive on asyncio streams, files kept in memory:
+    the server's own work per request stays far below the job's, so that on a
+    machine it shares with the job, the benchmark measures the reads rather
+    than the server.
+    """
+    files = _Files(folder)
+    served = {"requests": 0}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request = await reader.readuntil(b"\r\n\r\n")
+                name = request.split(b" ", 2)[1].decode("latin-1").lstrip("/")
+                if name == "_stats":
+                    writer.write(
+                        _response("200 OK", json.dumps(served).encode(), "application/json")
+                    )
+                else:
+                    served["requests"] += 1
+                    await asyncio.sleep(latency)
+                    data = files.get(name)
+                    if data is None:
+                        writer.write(_response("404 Not Found", b"not found\n", "text/plain"))
+                    else:
+                        writer.write(_response("200 OK", data, "image/jpeg"))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
     parent = os.getppid()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    runner = web.AppRunner(make_app(folder, latency), access_log=None)
-    await runner.setup()
-    await web.SockSite(runner, sock, backlog=1024).start()
-    print(sock.getsockname()[1], flush=True)
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
+    print(server.sockets[0].getsockname()[1], flush=True)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_seconds
     try:
         while loop.time() < deadline and os.getppid() == parent:
             await asyncio.sleep(0.5)
     finally:
-        await runner.cleanup()
+        server.close()
 
 
 def main(argv=None) -> int:

@@ -2,22 +2,26 @@
 
 A task hands :func:`read_many` its images' URIs and decodes each one as soon
 as its bytes arrive, while the next ones are still on the way: network waits
-overlap with decoding and clustering. The reads run on fsspec's I/O event loop
-(one thread per process, shared with every fsspec file system of the process):
+overlap with decoding and clustering. Remote reads run on fsspec's I/O event
+loop (one thread per process, shared with every fsspec file system of the
+process):
 
-- at most ``concurrency`` reads are in flight, at most ``per_host`` of them to
-  one host (or bucket), so one slow or rate-limiting host cannot take every
-  slot;
+- at most ``concurrency`` reads are in flight; when a task's images come from
+  several hosts (or buckets), at most ``per_host`` of them to one host, so
+  that one slow or rate-limiting host cannot take every slot;
 - bytes read ahead of decoding stay under ``buffer_bytes`` (new reads wait
-  while they would go over it, from the mean size of the reads so far);
+  while they would go over it, from the recent sizes of the reads);
 - every try has a total deadline, ``timeout`` seconds from the request to the
   last byte, so no read waits forever;
 - passing failures (time-outs, lost connections, HTTP 408, 429 and 5xx) are
   tried again up to ``retries`` times after a jittered exponential backoff, or
   after the server's ``Retry-After``; a missing or forbidden file is not;
-- one request per object: HTTP(S) is a plain streamed ``GET`` (the size
-  checked from ``Content-Length`` before the body is read), object stores a
-  ranged ``GET`` of at most ``max_file_bytes + 1`` bytes, with no size probe.
+- one request per object: HTTP(S) is a plain ``GET`` (the size checked from
+  ``Content-Length`` before the body is read), object stores a ranged ``GET``
+  of at most ``max_file_bytes + 1`` bytes, with no size probe.
+
+Local files are read in the caller's own thread, in between: a read from the
+page cache costs less than handing it to another thread.
 
 Results come back in the order the reads finish, each with its index in the
 input, so the caller can put its rows back in input order.
@@ -46,10 +50,9 @@ import aiohttp
 import fsspec.asyn
 from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.http import HTTPFileSystem
-from fsspec.implementations.local import LocalFileSystem
 
 from .errors import ImageError
-from .storage import filesystem
+from .storage import filesystem, is_local, local_path
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +91,8 @@ class ReadOptions:
     concurrency : int
         Reads in flight at once.
     per_host : int
-        Reads in flight to one host (``netloc`` of the URI: a bucket, for object stores).
+        Reads in flight to one host (``netloc`` of the URI: a bucket, for object
+        stores) when a task reads from several.
     timeout : float
         Seconds one try may take, from the request to the last byte.
     retries : int
@@ -162,14 +166,25 @@ def read_many(
     [(0, b'one'), (1, b'two')]
     """
     uris = list(uris)
-    if not uris:
+    remote = [i for i, uri in enumerate(uris) if not is_local(uri)]
+    local = deque(i for i, uri in enumerate(uris) if is_local(uri))
+    if not remote:
+        for i in local:
+            yield i, _read_local_outcome(uris[i], options.max_file_bytes)
         return
     loop = fsspec.asyn.get_loop()
     finished: queue.SimpleQueue = queue.SimpleQueue()
     budget = _Budget(options.buffer_bytes)
-    batch = asyncio.run_coroutine_threadsafe(_read_all(uris, options, budget, finished.put), loop)
+    batch = asyncio.run_coroutine_threadsafe(
+        _read_all([(i, uris[i]) for i in remote], options, budget, finished.put), loop
+    )
     try:
         for _ in uris:
+            if local and finished.empty():
+                # Local files are read here, while the remote reads are on their way.
+                i = local.popleft()
+                yield i, _read_local_outcome(uris[i], options.max_file_bytes)
+                continue
             index, outcome = _next_finished(finished, batch)
             try:
                 yield index, outcome
@@ -178,6 +193,14 @@ def read_many(
                     loop.call_soon_threadsafe(budget.release, len(outcome))
     finally:
         batch.cancel()
+
+
+def _read_local_outcome(uri: str, limit: int) -> bytes | BaseException:
+    """A local file's bytes, or what went wrong (missing, unreadable, too large)."""
+    try:
+        return _read_local(local_path(uri), limit)
+    except (OSError, ImageError) as exc:
+        return exc
 
 
 def _next_finished(finished: queue.SimpleQueue, batch) -> tuple[int, bytes | BaseException]:
@@ -246,12 +269,14 @@ def _record_size(size: int) -> None:
     _size["mean"] += _SIZE_SMOOTHING * (size - _size["mean"])
 
 
-async def _read_all(uris, options: ReadOptions, budget: _Budget, deliver) -> None:
-    """Read every URI, handing each ``(index, outcome)`` to ``deliver`` as it finishes."""
+async def _read_all(items, options: ReadOptions, budget: _Budget, deliver) -> None:
+    """Read every ``(index, uri)``, handing each ``(index, outcome)`` to ``deliver`` as it
+    finishes."""
     slots = asyncio.Semaphore(options.concurrency)
-    host_slots: dict[str, asyncio.Semaphore] = defaultdict(
-        lambda: asyncio.Semaphore(options.per_host)
-    )
+    # One host alone may use every slot: the cap only keeps hosts from starving each other.
+    several = len({urlsplit(uri).netloc for _, uri in items}) > 1
+    per_host = options.per_host if several else options.concurrency
+    host_slots: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_host))
 
     async def one(index: int, uri: str) -> None:
         async with host_slots[urlsplit(uri).netloc]:
@@ -260,7 +285,7 @@ async def _read_all(uris, options: ReadOptions, budget: _Budget, deliver) -> Non
 
     # Semaphores wake waiters first come, first served: reads start in input
     # order, each host's within its own share.
-    tasks = [asyncio.ensure_future(one(i, uri)) for i, uri in enumerate(uris)]
+    tasks = [asyncio.ensure_future(one(i, uri)) for i, uri in items]
     try:
         await asyncio.gather(*tasks)
     finally:
@@ -360,8 +385,6 @@ async def _read_once(uri: str, options: ReadOptions) -> bytes:
         if isinstance(fs, AsyncFileSystem) and fs.async_impl:
             # A ranged read: one GET, no size probe, never more than the limit.
             data = await fs._cat_file(path, start=0, end=limit + 1)
-        elif isinstance(fs, LocalFileSystem):
-            data = await asyncio.get_running_loop().run_in_executor(None, _read_local, path, limit)
         else:
             data = await asyncio.get_running_loop().run_in_executor(
                 None, lambda: fs.cat_file(path, start=0, end=limit + 1)
@@ -386,7 +409,7 @@ def _check_size(size: int, limit: int) -> None:
 
 
 async def _http_get(fs: HTTPFileSystem, uri: str, limit: int) -> bytes:
-    """A streamed ``GET``: the status and size checked before the body, the body counted."""
+    """One ``GET``: the status and the announced size checked before the body is read."""
     session = await _http_session(fs.client_kwargs)
     async with session.get(fs.encode_url(uri), **fs.kwargs) as response:
         if response.status >= 400:
@@ -396,17 +419,25 @@ async def _http_get(fs: HTTPFileSystem, uri: str, limit: int) -> bytes:
             expected = None  # the length counts compressed bytes
         if expected is not None:
             _check_size(expected, limit)
-        chunks, received = [], 0
         try:
-            async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
-                received += len(chunk)
-                if received > limit:
-                    raise ImageError(f"file is over max_file_bytes={limit:,}")
-                chunks.append(chunk)
+            if expected is not None:
+                data = await response.read()
+            else:  # no length announced: count the bytes as they come
+                data = await _read_within(response.content, limit)
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            raise _closed_early(received, expected) from exc
-        if expected is not None and received < expected:
-            raise _closed_early(received, expected)
+            raise _closed_early(response.content.total_bytes, expected) from exc
+    if expected is not None and len(data) < expected:
+        raise _closed_early(len(data), expected)
+    return data
+
+
+async def _read_within(content: aiohttp.StreamReader, limit: int) -> bytes:
+    chunks, received = [], 0
+    async for chunk in content.iter_chunked(_CHUNK_BYTES):
+        received += len(chunk)
+        if received > limit:
+            raise ImageError(f"file is over max_file_bytes={limit:,}")
+        chunks.append(chunk)
     return b"".join(chunks)
 
 
