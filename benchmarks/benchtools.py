@@ -113,7 +113,7 @@ def warm_up() -> None:
 
 
 def run_job_on_fresh_cluster(spec, workers: int):
-    """Run one job on a new embedded cluster, as ``palette-dask run --workers N`` makes.
+    """Run one job on a new embedded cluster, as ``palette-dask run --workers N`` makes it.
 
     Returns the job's report and each worker's peak resident memory (MB). The
     workers are warmed up (:func:`warm_up`) before the clock starts.
@@ -121,10 +121,10 @@ def run_job_on_fresh_cluster(spec, workers: int):
     from distributed import Client
 
     from palette_dask import run_job
-    from palette_dask.cluster import embedded_cluster
+    from palette_dask.cluster import embedded_cluster, threads_per_worker
 
     with (
-        embedded_cluster(workers, dashboard_address=":0") as cluster,
+        embedded_cluster(workers, threads_per_worker(spec), dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
         client.run(warm_up)

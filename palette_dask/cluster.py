@@ -11,6 +11,7 @@ import dask
 from distributed import Client, LocalCluster
 from distributed.security import Security
 
+from .sources import may_be_remote
 from .spec import JobSpec
 
 logger = logging.getLogger(__name__)
@@ -49,9 +50,21 @@ def _security(spec: JobSpec) -> Security | None:
 EMBEDDED_CLUSTER_CONFIG = {"distributed.scheduler.worker-saturation": 1.0}
 
 
+def threads_per_worker(spec: JobSpec) -> int:
+    """Task threads of each embedded worker: two when images may come over the network.
+
+    The second thread's task reads its first images while the first's decode
+    (:func:`~palette_dask.tasks.decoding_turn` lets one decode at a time), so
+    no task starts by waiting a network round trip; local files need no such
+    head start.
+    """
+    return 2 if may_be_remote(spec.input) else 1
+
+
 @contextmanager
-def embedded_cluster(n_workers: int, **cluster_options) -> Iterator[LocalCluster]:
-    """A :class:`~distributed.LocalCluster` of ``n_workers`` single-threaded worker processes.
+def embedded_cluster(n_workers: int, threads: int = 1, **cluster_options) -> Iterator[LocalCluster]:
+    """A :class:`~distributed.LocalCluster` of ``n_workers`` worker processes of ``threads``
+    task threads each.
 
     ``cluster_options`` go to ``LocalCluster`` (``dashboard_address``, say).
     """
@@ -59,7 +72,7 @@ def embedded_cluster(n_workers: int, **cluster_options) -> Iterator[LocalCluster
         dask.config.set(EMBEDDED_CLUSTER_CONFIG),
         LocalCluster(
             n_workers=n_workers,
-            threads_per_worker=1,
+            threads_per_worker=threads,
             processes=True,
             silence_logs=logging.ERROR,
             **cluster_options,
@@ -78,7 +91,12 @@ def describe_cluster(spec: JobSpec) -> str:
     if address:
         return f"the Dask scheduler at {address} (DASK_SCHEDULER_ADDRESS)"
     n_workers = spec.workers or default_workers()
-    return f"an embedded LocalCluster of {n_workers} single-threaded worker process(es)"
+    if threads_per_worker(spec) == 1:
+        return f"an embedded LocalCluster of {n_workers} single-threaded worker process(es)"
+    return (
+        f"an embedded LocalCluster of {n_workers} worker process(es) of two threads: "
+        "one task decodes while the next one's reads are on their way"
+    )
 
 
 @contextmanager
@@ -88,7 +106,7 @@ def job_client(spec: JobSpec, client: Client | None = None) -> Iterator[Client]:
     Order of precedence: ``client``, ``spec.scheduler``, ``spec.scheduler_file``,
     the ``scheduler-address`` Dask setting (``DASK_SCHEDULER_ADDRESS``), and
     finally an embedded :class:`~distributed.LocalCluster` with ``spec.workers``
-    single-threaded worker processes (one per core by default).
+    worker processes (one per core by default) of :func:`threads_per_worker` threads.
     """
     if client is not None:
         yield client
@@ -106,7 +124,7 @@ def job_client(spec: JobSpec, client: Client | None = None) -> Iterator[Client]:
         return
     n_workers = spec.workers or default_workers()
     logger.info("starting an embedded Dask cluster with %d worker process(es)", n_workers)
-    with embedded_cluster(n_workers) as cluster, Client(cluster) as local:
+    with embedded_cluster(n_workers, threads_per_worker(spec)) as cluster, Client(cluster) as local:
         yield local
 
 

@@ -142,57 +142,74 @@ def read_bytes(uri: str, options: ReadOptions | None = None) -> bytes:
     OSError
         For a local file that cannot be read, or a missing object.
     """
-    (_, outcome), *_ = read_many([uri], options or ReadOptions())
+    with read_many([uri], options or ReadOptions()) as reads:
+        [(_, outcome)] = reads
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
 
 
-def read_many(
-    uris: Sequence[str], options: ReadOptions
-) -> Iterator[tuple[int, bytes | BaseException]]:
-    """``(index, bytes or exception)`` of every URI, in the order the reads finish.
+def read_many(uris: Sequence[str], options: ReadOptions) -> Reads:
+    """Start reading every URI; iterate for ``(index, bytes or exception)`` as reads finish.
 
-    A failed read gives its exception instead of bytes, never raises. Reads
-    go on in the background while the caller works on what it got; closing
-    the iterator early cancels the rest. Every read has a deadline, so the
-    iterator always ends.
+    The reads start at once, in the background, and go on while the caller
+    works on what it got. A failed read gives its exception instead of
+    bytes, never raises. Every read has a deadline, so the iteration always
+    ends; leaving the ``with`` block (or :meth:`Reads.close`) cancels what is
+    left.
 
     Examples
     --------
     >>> fs = fsspec.filesystem("memory")
     >>> fs.pipe({"/reads/a": b"one", "/reads/b": b"two"})
-    >>> sorted(read_many(["memory://reads/a", "memory://reads/b"], ReadOptions()))
+    >>> with read_many(["memory://reads/a", "memory://reads/b"], ReadOptions()) as reads:
+    ...     sorted(reads)
     [(0, b'one'), (1, b'two')]
     """
-    uris = list(uris)
-    remote = [i for i, uri in enumerate(uris) if not is_local(uri)]
-    local = deque(i for i, uri in enumerate(uris) if is_local(uri))
-    if not remote:
-        for i in local:
-            yield i, _read_local_outcome(uris[i], options.max_file_bytes)
-        return
-    loop = fsspec.asyn.get_loop()
-    finished: queue.SimpleQueue = queue.SimpleQueue()
-    budget = _Budget(options.buffer_bytes)
-    batch = asyncio.run_coroutine_threadsafe(
-        _read_all([(i, uris[i]) for i in remote], options, budget, finished.put), loop
-    )
-    try:
-        for _ in uris:
-            if local and finished.empty():
+    return Reads(list(uris), options)
+
+
+class Reads:
+    """The reads of a batch of URIs, started on creation; see :func:`read_many`."""
+
+    def __init__(self, uris: list[str], options: ReadOptions):
+        self._uris = uris
+        self._limit = options.max_file_bytes
+        self._local = deque(i for i, uri in enumerate(uris) if is_local(uri))
+        remote = [(i, uri) for i, uri in enumerate(uris) if not is_local(uri)]
+        self._finished: queue.SimpleQueue = queue.SimpleQueue()
+        self._batch = None
+        if remote:
+            self._loop = fsspec.asyn.get_loop()
+            self._budget = _Budget(options.buffer_bytes)
+            self._batch = asyncio.run_coroutine_threadsafe(
+                _read_all(remote, options, self._budget, self._finished.put), self._loop
+            )
+
+    def __iter__(self) -> Iterator[tuple[int, bytes | BaseException]]:
+        for _ in self._uris:
+            if self._local and (self._batch is None or self._finished.empty()):
                 # Local files are read here, while the remote reads are on their way.
-                i = local.popleft()
-                yield i, _read_local_outcome(uris[i], options.max_file_bytes)
+                i = self._local.popleft()
+                yield i, _read_local_outcome(self._uris[i], self._limit)
                 continue
-            index, outcome = _next_finished(finished, batch)
+            index, outcome = _next_finished(self._finished, self._batch)
             try:
                 yield index, outcome
             finally:
                 if isinstance(outcome, bytes):
-                    loop.call_soon_threadsafe(budget.release, len(outcome))
-    finally:
-        batch.cancel()
+                    self._loop.call_soon_threadsafe(self._budget.release, len(outcome))
+
+    def close(self) -> None:
+        """Cancel the reads still in flight."""
+        if self._batch is not None:
+            self._batch.cancel()
+
+    def __enter__(self) -> Reads:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _read_local_outcome(uri: str, limit: int) -> bytes | BaseException:

@@ -58,6 +58,17 @@ def image_id(uri: str) -> str:
     return hashlib.blake2b(normalize_uri(uri).encode("utf-8"), digest_size=16).hexdigest()
 
 
+def may_be_remote(inputs: Iterable[str]) -> bool:
+    """Whether inputs may name images behind a network: a URL, or a manifest of URIs.
+
+    Examples
+    --------
+    >>> may_be_remote(["photos/", "s3://bucket/more/"]), may_be_remote(["photos/"])
+    (True, False)
+    """
+    return any(not is_local(spec) or _has_extension(spec, MANIFEST_EXTENSIONS) for spec in inputs)
+
+
 def check_inputs(inputs: Sequence[str]) -> None:
     """Fail early, before any graph exists, on an input that matches nothing."""
     if not inputs:

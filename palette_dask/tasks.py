@@ -17,8 +17,10 @@ import functools
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dask
 import fsspec
@@ -35,7 +37,7 @@ from .corpus import (
 )
 from .imaging import ImageError, Sample
 from .palette import load_sample, opaque_pixels, palette_from_sample, single_threaded
-from .reads import read_many
+from .reads import Reads, read_many
 from .sources import image_id
 from .spec import JobSpec
 from .tables import (
@@ -123,12 +125,33 @@ def _table_names(spec: JobSpec) -> list[str]:
     return names
 
 
-def _process_items(items, spec: JobSpec) -> tuple[TableBuilder, list[FitSample], int]:
+# Held by the thread whose task decodes; see decoding_turn.
+_DECODING = threading.Lock()
+
+
+@contextmanager
+def decoding_turn() -> Iterator[None]:
+    """This thread's turn to decode and cluster: one at a time per worker process.
+
+    A worker with two threads runs two tasks: while one decodes, the other's
+    reads are already on their way, so a task does not start by waiting for
+    the network; but two images never share a core. BLAS and OpenMP are held
+    to one thread meanwhile (:func:`~palette_dask.palette.single_threaded`).
+    """
+    with _DECODING, single_threaded():
+        yield
+
+
+def _reads_of(items, spec: JobSpec) -> Reads:
+    return read_many([uri for _, uri in items], spec.read_options)
+
+
+def _process_items(items, reads: Reads, spec: JobSpec) -> tuple[TableBuilder, list[FitSample], int]:
     """Decode and cluster each image into a :class:`TableBuilder`; failures become rows.
 
-    The images are read concurrently (:func:`~palette_dask.reads.read_many`)
-    and each is processed as soon as its bytes arrive; the rows go into the
-    builder in input order, so the files do not depend on how fast each read was.
+    Each image is processed as soon as its bytes arrive from ``reads``; the
+    rows go into the builder in input order, so the files do not depend on
+    how fast each read was. Runs in the caller's :func:`decoding_turn`.
     """
     options = spec.palette_options
     own_palettes = spec.mode in ("image", "both")
@@ -136,28 +159,27 @@ def _process_items(items, spec: JobSpec) -> tuple[TableBuilder, list[FitSample],
     crash_on = dask.config.get(CRASH_SWITCH, None)
     tune_malloc()
     done: list[dict] = [{} for _ in items]
-    with single_threaded():
-        for i, data in read_many([uri for _, uri in items], spec.read_options):
-            uri = items[i][1]
-            if crash_on and crash_on in uri:
-                os._exit(CRASH_EXIT_CODE)
-            t0 = time.perf_counter()
-            try:
-                if isinstance(data, BaseException):
-                    raise data
-                sample = load_sample(data, options)
-                pixels, _ = opaque_pixels(sample, options.alpha_threshold)
-                done[i] = {
-                    "sample": sample,
-                    "n_pixels": len(pixels),
-                    "palette": palette_from_sample(sample, options) if own_palettes else None,
-                }
-                if corpus:
-                    key = image_id(uri)
-                    done[i]["fit"] = fit_sample(sample, key, options, size=spec.sample_per_image)
-            except Exception as exc:  # one bad image is data, not a failed job
-                done[i] = {"error": describe_failure(exc), "format": getattr(exc, "format", None)}
-            done[i]["elapsed_ms"] = _ms_since(t0)
+    for i, data in reads:
+        uri = items[i][1]
+        if crash_on and crash_on in uri:
+            os._exit(CRASH_EXIT_CODE)
+        t0 = time.perf_counter()
+        try:
+            if isinstance(data, BaseException):
+                raise data
+            sample = load_sample(data, options)
+            pixels, _ = opaque_pixels(sample, options.alpha_threshold)
+            done[i] = {
+                "sample": sample,
+                "n_pixels": len(pixels),
+                "palette": palette_from_sample(sample, options) if own_palettes else None,
+            }
+            if corpus:
+                key = image_id(uri)
+                done[i]["fit"] = fit_sample(sample, key, options, size=spec.sample_per_image)
+        except Exception as exc:  # one bad image is data, not a failed job
+            done[i] = {"error": describe_failure(exc), "format": getattr(exc, "format", None)}
+        done[i]["elapsed_ms"] = _ms_since(t0)
     return _rows_in_order(items, done, spec)
 
 
@@ -188,9 +210,11 @@ def process_partition(part: Part, spec: JobSpec, segment: int) -> tuple[dict, Fi
 
     Returns the partition's summary and, in corpus modes, its fit sample.
     """
-    started = time.perf_counter()
     index, items = part
-    builder, fit_parts, errors = _process_items(items, spec)
+    # The reads start before this task's turn to decode comes.
+    with _reads_of(items, spec) as reads, decoding_turn():
+        started = time.perf_counter()
+        builder, fit_parts, errors = _process_items(items, reads, spec)
     processed = time.perf_counter()
     write_partition(spec.output, (segment, index), builder.tables(_table_names(spec)))
     return _first_pass_result(spec, index, len(items), errors, (started, processed), fit_parts)
@@ -213,7 +237,8 @@ def _first_pass_result(spec, index, n_images, errors, clock, fit_parts):
 
 def process_one_image(item: tuple[int, str], spec: JobSpec) -> tuple[dict, list[FitSample], int]:
     """One image on its own, for a partition that keeps crashing workers."""
-    builder, fit_parts, errors = _process_items([item], spec)
+    with _reads_of([item], spec) as reads, decoding_turn():
+        builder, fit_parts, errors = _process_items([item], reads, spec)
     return builder.tables(_table_names(spec)), fit_parts, errors
 
 
@@ -270,7 +295,13 @@ def partition_samples(spec: JobSpec, part: PartRef) -> Iterator[tuple[str, Sampl
         for row in read_parquet_rows(listed, columns=["image_id", "uri", "status"])
         if row["status"] == "ok"
     ]
-    for i, data in read_many([row["uri"] for row in rows], spec.read_options):
+    with read_many([row["uri"] for row in rows], spec.read_options) as reads:
+        yield from _decoded(reads, rows, options)
+
+
+def _decoded(reads: Reads, rows: list[dict], options) -> Iterator[tuple[str, Sample]]:
+    """``(image_id, Sample)`` of the ``rows`` whose images still decode."""
+    for i, data in reads:
         try:
             if isinstance(data, BaseException):
                 raise data
@@ -291,7 +322,7 @@ def _exists(path: str) -> bool:
 def partition_fit_sample(part: PartRef, spec: JobSpec) -> FitSample:
     """The fit sample of a partition written by an earlier job (or an interrupted one)."""
     options = spec.palette_options
-    with single_threaded():
+    with decoding_turn():
         parts = [
             fit_sample(sample, key, options, size=spec.sample_per_image)
             for key, sample in partition_samples(spec, part)
@@ -318,7 +349,7 @@ def assign_partition(part: PartRef, spec: JobSpec, corpus: CorpusPalette) -> dic
     options = spec.palette_options
     builder = TableBuilder(options)
     totals = empty_totals(len(corpus.colors))
-    with single_threaded():
+    with decoding_turn():
         for key, sample in partition_samples(spec, part):
             palette = assign_to_corpus(sample, corpus, options)
             builder.add_palette(key, palette)
