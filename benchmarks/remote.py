@@ -1,17 +1,20 @@
 """Remote-read benchmark: the job on local files and on the same files over HTTP with latency.
 
-Run with ``make bench`` (or ``python benchmarks/remote.py --images 256 --camera 4``
+Run with ``make bench`` (or ``python benchmarks/remote.py --images 256 --camera 4
+--camera-images 64``
 for a quick run). A set of web-like JPEGs (``--distinct`` photographs of about
 ``--megapixels`` MP made from scikit-image's samples, linked under as many
-names as ``--images`` asks) is processed by 2 single-threaded workers, each
-configuration on a fresh embedded cluster with its workers warmed up: from
+names as ``--images`` asks) is processed by 2 workers, as ``palette-dask run
+--workers 2`` makes them (two task threads each for URLs, one for local files),
+each configuration on a fresh embedded cluster with its workers warmed up: from
 local files, then from ``http://127.0.0.1`` served by
 :mod:`latency_server` in its own process, which waits 50 ms, then 200 ms,
 before answering each request. The input is a ``.txt`` manifest of paths or
 URLs, in the same order; every job uses the default JobSpec settings and
 partitions. The palettes read over HTTP are compared with the local ones,
-image by image (matched by file name). Last, a handful of 12-megapixel JPEGs
-are read over HTTP at 200 ms, for the workers' peak memory.
+image by image (matched by file name). Last, 12-megapixel JPEGs (``--camera``
+photographs linked under ``--camera-images`` names, several partitions per
+worker) are read over HTTP at 200 ms, for the workers' peak memory.
 
 ``--sweep`` instead runs the job at 200 ms with several ``read_concurrency``
 and ``read_per_host`` values, to choose the defaults by measurement.
@@ -113,7 +116,8 @@ def main_runs(args, work: Path, job: list[Path]) -> tuple[dict, list[str]]:
         remote[latency]["over_local"] = remote[latency]["wall_s"] / local["wall_s"]
         remote[latency]["identical_palettes"] = same_palettes(reference, palettes_by_name(out))
         shutil.rmtree(out, ignore_errors=True)
-    camera_files = make_photo_corpus(work / "camera", args.camera, megapixels=12, seed=1)
+    photos = make_photo_corpus(work / "camera-photos", args.camera, megapixels=12, seed=1)
+    camera_files = linked_copies(photos, work / "camera", args.camera_images)
     with LatencyServer(work / "camera", latency=LATENCIES_S[-1]) as server:
         manifest = write_manifest(work / "camera.txt", [server.url(p.name) for p in camera_files])
         camera = run(manifest, work / "out-camera", server)
@@ -140,7 +144,8 @@ def main_runs(args, work: Path, job: list[Path]) -> tuple[dict, list[str]]:
     lines += [
         "",
         f"- 12-megapixel JPEGs over HTTP at {LATENCIES_S[-1] * 1000:.0f} ms "
-        f"({args.camera} images, {camera['file_mb']:.1f} MB each): peak memory per worker "
+        f"({args.camera_images} images, {camera['file_mb']:.1f} MB each, "
+        f"{camera['partitions']} partitions): peak memory per worker "
         f"{', '.join(f'{m:.0f} MB' for m in camera['peak_worker_mb'])}; "
         f"{camera['wall_s']:.2f} s, {camera['requests_per_image']:.2f} requests per image, "
         f"{camera['errors']} errors",
@@ -185,7 +190,10 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=3072, help="images in each job (linked)")
     parser.add_argument("--distinct", type=int, default=64, help="distinct photographs")
     parser.add_argument("--megapixels", type=float, default=0.5, help="size of the photographs")
-    parser.add_argument("--camera", type=int, default=24, help="12-megapixel JPEGs read over HTTP")
+    parser.add_argument("--camera", type=int, default=8, help="distinct 12-megapixel JPEGs")
+    parser.add_argument(
+        "--camera-images", type=int, default=512, help="12-megapixel images read over HTTP"
+    )
     parser.add_argument(
         "--sweep",
         action="store_true",

@@ -61,7 +61,7 @@ DEFAULT_READ_CONCURRENCY = 64
 DEFAULT_READ_PER_HOST = 32
 DEFAULT_READ_TIMEOUT = 30.0
 DEFAULT_READ_RETRIES = 2
-DEFAULT_READ_BUFFER_BYTES = 128 * 2**20
+DEFAULT_READ_BUFFER_BYTES = 32 * 2**20
 # Backoff before the first retry (doubled for each further one, at most the
 # maximum), jittered down to half of it so that workers do not retry in step.
 BACKOFF_SECONDS = 0.5

@@ -107,21 +107,21 @@ class JobSpec:
         environment variables; secrets given here are never written to
         ``_job.json``.
     read_concurrency : int
-        Image reads in flight per task (a single-threaded worker runs one
-        task at a time), overlapping network waits with decoding.
+        Image reads in flight per task, overlapping network waits with decoding.
     read_per_host : int
-        Of those, at most this many to one host (or bucket), so that a slow
-        or rate-limiting host cannot take every slot.
+        When a task's images come from several hosts (or buckets), at most this
+        many of its reads go to one of them, so that a slow or rate-limiting
+        host cannot take every slot. A task reading from one host uses them all.
     read_timeout : float
         Seconds one try of a read may take in all (connecting, waiting,
         receiving), not only between two packets.
     read_retries : int
         Further tries after a passing failure (time-out, lost connection,
-        HTTP 429 or 5xx), with jittered exponential backoff; ``Retry-After``
-        is honoured. Missing or forbidden files are not retried.
+        HTTP 408, 429 or 5xx), with jittered exponential backoff;
+        ``Retry-After`` is honoured. Missing or forbidden files are not retried.
     read_buffer_bytes : int
-        Bytes of images read ahead of decoding, per task: bounds the memory
-        the concurrent reads hold.
+        Bytes of images read ahead of decoding, per task: bounds the memory the
+        concurrent reads hold (a worker of two threads holds two tasks' worth).
     """
 
     input: tuple[str, ...]
