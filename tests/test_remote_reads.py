@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from faultserver import CUT_AT, FLAKY_FAILURES, RETRY_AFTER, FaultServer
 from imagegen import blocks, encode
+from jobtools import cli
 
 from palette_dask import JobSpec, extract_palette, open_dataset, run_job
 from palette_dask.reads import ReadError, ReadOptions, read_many
@@ -180,3 +181,29 @@ def test_an_oversized_file_is_refused_from_its_headers(served):
         options = ReadOptions(max_file_bytes=50_000)
         [(_, outcome)] = list(read_many([server.url("ok", "blob00.bin")], options))
         assert str(outcome) == "file is 100,000 bytes, over max_file_bytes=50,000"
+
+
+def test_the_command_reads_urls_on_two_thread_workers_to_the_same_palettes(
+    sample_dir, client2, tmp_path
+):
+    names = sorted(p.name for p in sample_dir.iterdir())
+    with FaultServer(sample_dir, delay=0.05) as server:
+        manifest = tmp_path / "urls.txt"
+        manifest.write_text("\n".join(server.url("ok", name) for name in names))
+        dry = cli("run", "-i", manifest, "-o", tmp_path / "remote", "--workers", "2", "--dry-run")
+        assert "worker process(es) of two threads" in dry.stdout, dry.stderr
+        args = ["run", "-i", manifest, "-o", tmp_path / "remote", "--workers", "2"]
+        result = cli(*args, "--partition-size", "2", "--no-progress")
+        assert result.returncode == 0, result.stderr
+        assert server.count("/ok/") == len(names)  # one request per image
+    local = JobSpec(input=[str(sample_dir)], output=str(tmp_path / "local"), partition_size=3)
+    run_job(local, client=client2)
+
+    def colors(out):
+        ds = open_dataset(str(out))
+        names = ds.images.set_index("image_id")["uri"].map(lambda uri: uri.rsplit("/", 1)[-1])
+        table = ds.palettes.assign(name=ds.palettes["image_id"].map(names))
+        return table.drop(columns="image_id").sort_values(["name", "rank"]).reset_index(drop=True)
+
+    assert len(colors(tmp_path / "remote")) > 0
+    assert colors(tmp_path / "remote").equals(colors(tmp_path / "local"))
