@@ -223,7 +223,8 @@ class PaletteDataset:
     @property
     def job(self) -> dict:
         """The job record (``_job.json``): spec, versions, times and counts."""
-        with self.fs.open(join(self.root, JOB_FILE), "r") as f:
+        # Rewritten by each job that grows the dataset: its size is not taken from a listing.
+        with self.fs.open(fresh(self.fs, join(self.root, JOB_FILE)), "r") as f:
             return json.load(f)
 
     def __repr__(self) -> str:
