@@ -13,7 +13,14 @@ from . import __version__
 from .cluster import VersionMismatchError
 from .color import COLOR_SPACES, hex_to_rgb
 from .kmeans import ENGINES
-from .spec import CORPUS_ASSIGN_SOURCES, MODES
+from .reads import (
+    DEFAULT_READ_BUFFER_BYTES,
+    DEFAULT_READ_CONCURRENCY,
+    DEFAULT_READ_PER_HOST,
+    DEFAULT_READ_RETRIES,
+    DEFAULT_READ_TIMEOUT,
+)
+from .spec import CORPUS_ASSIGN_SOURCES, MODES, parse_storage_options
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # Errors a user can fix: shown as one clean line with exit status 1, no traceback.
@@ -55,6 +62,31 @@ def _kind_option(command):
         help="Each image's own palette, or the image over the corpus palette. "
         "[default: image, or corpus for a corpus-mode dataset]",
     )(command)
+
+
+def _parse_storage_options(ctx, param, pairs) -> dict | None:
+    try:
+        return parse_storage_options(pairs) or None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _storage_option(command):
+    return click.option(
+        "--storage-option",
+        "storage_options",
+        multiple=True,
+        metavar="KEY=VALUE",
+        callback=_parse_storage_options,
+        help="fsspec option of remote inputs and outputs (s3://, gs://, ...); dotted keys "
+        "nest (client_kwargs.endpoint_url=...), values are JSON or text; repeatable. "
+        "Credentials are best left to the usual environment variables.",
+    )(command)
+
+
+def _dataset_argument(command):
+    """The DATASET argument (local folder or fsspec URL) and its --storage-option."""
+    return click.argument("dataset")(_storage_option(command))
 
 
 def _picture_size_option(command):
@@ -187,6 +219,34 @@ def _clustering_options(command):
     default=None,
     help="Write Dask's performance report to OUTPUT/performance_report.html.",
 )
+@_storage_option
+@click.option(
+    "--read-concurrency",
+    type=int,
+    help=f"Image reads in flight per task. [default: {DEFAULT_READ_CONCURRENCY}]",
+)
+@click.option(
+    "--read-per-host",
+    type=int,
+    help=f"Of those, at most this many to one host or bucket. [default: {DEFAULT_READ_PER_HOST}]",
+)
+@click.option(
+    "--read-timeout",
+    type=float,
+    help=f"Seconds one try of a read may take in all. [default: {DEFAULT_READ_TIMEOUT:g}]",
+)
+@click.option(
+    "--read-retries",
+    type=int,
+    help="Further tries after a passing read failure (time-out, lost connection, HTTP 429 "
+    f"or 5xx). [default: {DEFAULT_READ_RETRIES}]",
+)
+@click.option(
+    "--read-buffer-bytes",
+    type=int,
+    help="Bytes of images read ahead of decoding, per task. "
+    f"[default: {DEFAULT_READ_BUFFER_BYTES}]",
+)
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
@@ -210,6 +270,8 @@ def run(spec, inputs, output, progress, log_level, dry_run, **options):
       palette-dask run jobs/sample.toml
       palette-dask run -i data/samples -o out/lab -k 8 --color-space lab --workers 2
       palette-dask run -i data/samples -o out/corpus --mode both --corpus-k 12
+      palette-dask run -i s3://bucket/images/ -o s3://bucket/palettes/ \\
+        --storage-option client_kwargs.region_name=eu-west-1
     """
     from .pipeline import run_job
     from .spec import JobSpec
@@ -309,10 +371,10 @@ def show(image, as_json, out, size, **options):
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@_dataset_argument
 @click.option("--limit", type=int, default=50, show_default=True, help="Images to list (0: all).")
 @_kind_option
-def palettes(dataset, limit, kind):
+def palettes(dataset, storage_options, limit, kind):
     """List the palettes of a finished DATASET, one image per line.
 
     \b
@@ -324,7 +386,7 @@ def palettes(dataset, limit, kind):
 
     from .dataset import open_dataset
 
-    ds = open_dataset(dataset)
+    ds = open_dataset(dataset, storage_options)
     kind = kind or ("corpus" if ds.job["spec"].get("mode") == "corpus" else "image")
     images = ds.arrow_dataset("images").to_table(columns=["image_id", "uri", "status", "error"])
     images = images.sort_by("uri")
@@ -352,7 +414,7 @@ def palettes(dataset, limit, kind):
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@_dataset_argument
 @click.option(
     "--image",
     "keys",
@@ -363,7 +425,7 @@ def palettes(dataset, limit, kind):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write to.")
 @_kind_option
 @_picture_size_option
-def render(dataset, keys, out, kind, size):
+def render(dataset, storage_options, keys, out, kind, size):
     """Draw the palettes of images of a finished DATASET, from its tables alone.
 
     Writes NAME.swatches.png and NAME.redrawn.png per image, as `show --out`
@@ -375,7 +437,7 @@ def render(dataset, keys, out, kind, size):
     """
     from .dataset import open_dataset
 
-    ds = open_dataset(dataset)
+    ds = open_dataset(dataset, storage_options)
     kind = kind or ds.default_kind()
     try:
         ids = ds.find_images(keys)
@@ -403,7 +465,7 @@ def render(dataset, keys, out, kind, size):
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@_dataset_argument
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
 @click.option(
     "--limit",
@@ -413,7 +475,7 @@ def render(dataset, keys, out, kind, size):
     help="Images in the gallery, best represented first (0: all).",
 )
 @_kind_option
-def report(dataset, out, limit, kind):
+def report(dataset, storage_options, out, limit, kind):
     """Write a self-contained HTML report of a finished DATASET.
 
     One file, no network: a summary of the job, the corpus palette if any, a
@@ -426,15 +488,15 @@ def report(dataset, out, limit, kind):
       palette-dask report out/sample --out report.html
     """
     from .report import report_html
-    from .tables import write_atomic
+    from .storage import write_atomic
 
-    page = report_html(dataset, limit=limit, kind=kind)
+    page = report_html(dataset, limit=limit, kind=kind, storage_options=storage_options)
     write_atomic(os.path.abspath(out), page.encode("utf-8"))
     click.echo(f"wrote {out} ({len(page) / 1024:,.0f} KiB)")
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@_dataset_argument
 @click.option("--color", "colors", multiple=True, help="Query colour as a hex code (repeatable).")
 @click.option(
     "--weight",
@@ -454,7 +516,7 @@ def report(dataset, out, limit, kind):
 )
 @_kind_option
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON lines.")
-def search(dataset, colors, weights, like, top, radius, kind, as_json):
+def search(dataset, storage_options, colors, weights, like, top, radius, kind, as_json):
     """Find images of a finished DATASET by colour, or by likeness to one image.
 
     A palette colour counts for a query colour when it is within --radius in
@@ -466,6 +528,7 @@ def search(dataset, colors, weights, like, top, radius, kind, as_json):
     \b
     Example:
       palette-dask search out/sample --color "#1565a1"
+      palette-dask search s3://bucket/palettes --color "#1565a1"
       palette-dask search out/sample --color "#1565a1" --color "#df8c18" --weight 60 --weight 40
       palette-dask search out/sample --like data/samples/coffee.jpg --top 5
     """
@@ -480,6 +543,7 @@ def search(dataset, colors, weights, like, top, radius, kind, as_json):
             top=top,
             kind=kind,
             radius=radius,
+            storage_options=storage_options,
         )
     except KeyError as exc:
         raise click.ClickException(exc.args[0]) from None
@@ -494,9 +558,9 @@ def search(dataset, colors, weights, like, top, radius, kind, as_json):
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@_dataset_argument
 @_kind_option
-def index(dataset, kind):
+def index(dataset, storage_options, kind):
     """Build the search index of a finished DATASET (OUT/_index), used by `search`.
 
     Every image's palette as fixed-length arrays of CIELAB colours and shares
@@ -506,15 +570,16 @@ def index(dataset, kind):
     \b
     Example:
       palette-dask index out/sample
+      palette-dask index s3://bucket/palettes
     """
     from .search import build_index
 
-    folder = build_index(dataset, kind)
+    folder = build_index(dataset, kind, storage_options=storage_options)
     click.echo(f"wrote {folder}")
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@_dataset_argument
 @click.option(
     "--colors",
     "n_colors",
@@ -525,7 +590,7 @@ def index(dataset, kind):
 )
 @_kind_option
 @click.option("--plots", type=click.Path(file_okay=False), help="Also write PNG charts here.")
-def stats(dataset, n_colors, kind, plots):
+def stats(dataset, storage_options, n_colors, kind, plots):
     """Colour across a finished DATASET: counts, dominant colours, distributions.
 
     Every image weighs the same. Dominant colours merge the images' palette
@@ -538,9 +603,9 @@ def stats(dataset, n_colors, kind, plots):
     """
     from .render import png_bytes
     from .stats import bar_chart, chart_colors, collection_stats
-    from .tables import write_atomic
+    from .storage import write_atomic
 
-    found = collection_stats(dataset, kind=kind, n_colors=n_colors)
+    found = collection_stats(dataset, kind=kind, n_colors=n_colors, storage_options=storage_options)
     click.echo(f"images: {found.images:,} ({found.ok:,} ok, {found.failed:,} failed)")
     for error, count in found.errors.items():
         click.echo(f"  {count:6,}  {error}")
@@ -565,7 +630,7 @@ def stats(dataset, n_colors, kind, plots):
 def _write_pictures(folder, name, palette, image_size, longest) -> list[str]:
     """Write NAME.swatches.png and NAME.redrawn.png; ``palette`` is (colors, shares, labels)."""
     from .render import display_size, png_bytes, redraw, swatches
-    from .tables import write_atomic
+    from .storage import write_atomic
 
     colors, proportions, labels = palette
     size = display_size(*image_size, longest) if longest else (image_size)
@@ -609,9 +674,9 @@ def _dry_run(job) -> None:
     from .sources import check_inputs, chunked, image_id, iter_uris
     from .state import IdSet
 
-    check_inputs(job.input)
+    check_inputs(job.input, job.storage_options)
     seen, listed, distinct = IdSet(), 0, 0
-    for chunk in chunked(iter_uris(job.input), 65_536):
+    for chunk in chunked(iter_uris(job.input, job.storage_options), 65_536):
         listed += len(chunk)
         distinct += int(seen.add_new([image_id(uri) for uri in chunk]).sum())
     click.echo(json.dumps(job.to_dict(), indent=2))

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -15,7 +14,8 @@ import pyarrow.dataset as pads
 
 from .palette import TRANSPARENT_LABEL
 from .sources import normalize_uri
-from .tables import JOB_FILE, SCHEMAS, join
+from .storage import filesystem, fresh, join
+from .tables import INDEX_FOLDER, JOB_FILE, SCHEMAS
 
 
 @dataclass(frozen=True)
@@ -53,27 +53,46 @@ class PaletteDataset:
     ----------
     path : str
         The job's output folder (local path or fsspec URL).
+    storage_options : dict, optional
+        fsspec options of a remote ``path`` (see :class:`palette_dask.JobSpec`);
+        every read of the dataset goes through the one file system they open.
+
+    Attributes
+    ----------
+    path : str
+    storage_options : dict
+    fs : fsspec.AbstractFileSystem
+        The file system holding the dataset.
+    root : str
+        The dataset's folder on ``fs``.
 
     Examples
     --------
     >>> ds = open_dataset("out/sample")                      # doctest: +SKIP
     >>> ds.palettes.query("rank == 0")[["image_id", "hex"]]  # doctest: +SKIP
+    >>> open_dataset("s3://bucket/palettes", storage_options={"anon": True})  # doctest: +SKIP
     """
 
-    def __init__(self, path: str):
-        fs, root = fsspec.core.url_to_fs(path)
-        if not fs.exists(join(root, "images")):
-            raise FileNotFoundError(f"{path!r} is not a palette-dask dataset (no images table)")
+    def __init__(self, path: str, storage_options: Mapping | None = None):
+        if not isinstance(path, str) or not path:
+            raise TypeError(f"`path` must be a non-empty string, got {path!r}")
         self.path = path
-        self._fs = fs
-        self._root = root
+        self.storage_options = dict(storage_options or {})
+        self.fs, self.root = filesystem(path, self.storage_options)
+        # A job (other processes) may have written the dataset since this process listed it.
+        for name in (*SCHEMAS, INDEX_FOLDER):
+            fresh(self.fs, join(self.root, name))
+        if not self.fs.exists(self.root):
+            raise FileNotFoundError(f"dataset {path!r} does not exist")
+        if not self.fs.exists(join(self.root, "images")):
+            raise FileNotFoundError(f"{path!r} is not a palette-dask dataset (no images table)")
 
     def table(self, name: str) -> pa.Table:
         """One table as a :class:`pyarrow.Table`, with its declared schema.
 
         ``corpus_palette`` is empty for a dataset made in ``image`` mode.
         """
-        if name == "corpus_palette" and not self._fs.exists(join(self._root, name)):
+        if name == "corpus_palette" and not self.fs.exists(join(self.root, name)):
             return SCHEMAS[name].empty_table()
         return self.arrow_dataset(name).to_table()
 
@@ -82,7 +101,7 @@ class PaletteDataset:
         if name not in SCHEMAS:
             raise ValueError(f"table must be one of {tuple(SCHEMAS)}, got {name!r}")
         return pads.dataset(
-            join(self._root, name), schema=SCHEMAS[name], format="parquet", filesystem=self._fs
+            join(self.root, name), schema=SCHEMAS[name], format="parquet", filesystem=self.fs
         )
 
     def to_pandas(self, name: str) -> pd.DataFrame:
@@ -204,13 +223,25 @@ class PaletteDataset:
     @property
     def job(self) -> dict:
         """The job record (``_job.json``): spec, versions, times and counts."""
-        with self._fs.open(join(self._root, JOB_FILE), "r") as f:
+        # Rewritten by each job that grows the dataset: its size is not taken from a listing.
+        with self.fs.open(fresh(self.fs, join(self.root, JOB_FILE)), "r") as f:
             return json.load(f)
 
     def __repr__(self) -> str:
         return f"PaletteDataset({self.path!r})"
 
 
-def open_dataset(path: str) -> PaletteDataset:
-    """Open the dataset a job wrote to ``path``."""
-    return PaletteDataset(path)
+def open_dataset(path: str, storage_options: Mapping | None = None) -> PaletteDataset:
+    """Open the dataset a job wrote to ``path`` (local path or fsspec URL).
+
+    ``storage_options`` are the fsspec options of a remote ``path``, as a job
+    spec takes them (``{"anon": True}``, ``{"s3": {...}}``).
+    """
+    return PaletteDataset(path, storage_options)
+
+
+def as_dataset(dataset, storage_options: Mapping | None = None) -> PaletteDataset:
+    """``dataset`` itself if it is an opened :class:`PaletteDataset`, else the one at that path."""
+    if isinstance(dataset, PaletteDataset):
+        return dataset
+    return PaletteDataset(dataset, storage_options)

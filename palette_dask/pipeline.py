@@ -35,7 +35,6 @@ from importlib.metadata import PackageNotFoundError, version
 import dask
 import dask.array as da
 import dask.bag as db
-import fsspec
 import numpy as np
 from dask.delayed import Delayed
 from distributed import Client, Future, as_completed, performance_report, wait
@@ -47,14 +46,13 @@ from .corpus import CorpusPalette, fit_corpus_palette, merge_fit_samples
 from .sources import check_inputs, chunked, image_id, iter_uris
 from .spec import JobSpec
 from .state import DatasetState, IdSet, load_state
+from .storage import filesystem, fresh, join, write_atomic
 from .tables import (
     CACHE_FOLDER,
     PERFORMANCE_REPORT,
     corpus_palette_table,
-    join,
     parquet_bytes,
     part_name,
-    write_atomic,
     write_job_file,
 )
 from .tasks import (
@@ -136,7 +134,9 @@ class InputPlan:
         wave: list[Part] = []
         items: list[tuple[int, str]] = []
         position = 0
-        for chunk in chunked(iter_uris(spec.input), spec.partitions_per_wave * size):
+        for chunk in chunked(
+            iter_uris(spec.input, spec.storage_options), spec.partitions_per_wave * size
+        ):
             ids = [image_id(uri) for uri in chunk]
             known = state.known.contains(ids) if len(state.known) else np.zeros(len(ids), bool)
             first = seen.add_new(ids)
@@ -320,7 +320,7 @@ def _performance_report(spec: JobSpec) -> Iterator[None]:
         with performance_report(filename=local):
             yield
         with open(local, "rb") as f:
-            write_atomic(join(spec.output, PERFORMANCE_REPORT), f.read())
+            write_atomic(join(spec.output, PERFORMANCE_REPORT), f.read(), spec.storage_options)
     logger.info("performance report: %s", join(spec.output, PERFORMANCE_REPORT))
 
 
@@ -352,7 +352,7 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
     -------
     JobReport
     """
-    check_inputs(spec.input)
+    check_inputs(spec.input, spec.storage_options)
     started = datetime.now(timezone.utc)
     clock = time.perf_counter()
     counts = {
@@ -376,7 +376,7 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
             "versions": package_versions(),
             "started": started.isoformat(),
         }
-        write_job_file(spec.output, record)
+        write_job_file(spec.output, record, spec.storage_options)
         plan = InputPlan(spec, state)
         if active.dashboard_link:
             logger.info("Dask dashboard: %s", active.dashboard_link)
@@ -439,7 +439,7 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
     )
     if corpus_record is not None:
         record["corpus"] = corpus_record
-    write_job_file(spec.output, record)
+    write_job_file(spec.output, record, spec.storage_options)
     logger.info(
         "%d images (%d ok, %d failed) in %d partitions, %.1f s -> %s",
         report.images,
@@ -520,10 +520,16 @@ def _corpus_passes(client, spec, state, written, sample: Future, *, progress: bo
                 totals[key] = totals[key] + result[key]
             bar.update(result["images"])
     table = corpus_palette_table(corpus.colors, totals["pixel_counts"], totals["image_counts"])
-    write_atomic(join(spec.output, "corpus_palette", part_name(0, 0)), parquet_bytes(table))
-    fs, root = fsspec.core.url_to_fs(spec.output)
-    if fs.exists(f"{root}/{CACHE_FOLDER}"):
-        fs.rm(f"{root}/{CACHE_FOLDER}", recursive=True)
+    write_atomic(
+        join(spec.output, "corpus_palette", part_name(0, 0)),
+        parquet_bytes(table),
+        spec.storage_options,
+    )
+    fs, root = filesystem(spec.output, spec.storage_options)
+    cache = join(root, CACHE_FOLDER)
+    fresh(fs, join(cache, "samples"))  # written by the workers: forget older listings
+    if fs.exists(cache):
+        fs.rm(cache, recursive=True)
     n_pixels = int(totals["pixel_counts"].sum())
     return {
         "k": spec.corpus_k,

@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Mapping
 from datetime import datetime
 
 import numpy as np
 import pyarrow.compute as pc
 
 from .color import rgb_to_hex, rgb_to_lab
-from .dataset import PaletteDataset, StoredPalette
+from .dataset import PaletteDataset, StoredPalette, as_dataset
 from .render import display_size, png_bytes, redraw, text_color
 
 THUMBNAIL_SIDE = 192
@@ -181,7 +182,13 @@ def _failures_section(failed) -> str:
     )
 
 
-def report_html(dataset: str | PaletteDataset, *, limit: int = DEFAULT_LIMIT, kind=None) -> str:
+def report_html(
+    dataset: str | PaletteDataset,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    kind=None,
+    storage_options: Mapping | None = None,
+) -> str:
     """The HTML report of a finished dataset.
 
     Parameters
@@ -194,12 +201,14 @@ def report_html(dataset: str | PaletteDataset, *, limit: int = DEFAULT_LIMIT, ki
     kind : {"image", "corpus"}, optional
         Which palettes to show; default: the dataset's own (see
         :meth:`PaletteDataset.default_kind`).
+    storage_options : dict, optional
+        fsspec options of a dataset given by URL (see :func:`palette_dask.open_dataset`).
 
     Returns
     -------
     str
     """
-    ds = dataset if isinstance(dataset, PaletteDataset) else PaletteDataset(dataset)
+    ds = as_dataset(dataset, storage_options)
     kind = kind or ds.default_kind()
     images = ds.arrow_dataset("images").to_table(
         columns=["image_id", "uri", "status", "error", "mse_rgb"]

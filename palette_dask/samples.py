@@ -7,7 +7,7 @@ import os
 import imageio.v3 as iio
 from skimage import data
 
-from .tables import write_atomic
+from .storage import write_atomic
 
 # Loader name in skimage.data -> file written; a mix of JPEG and PNG on purpose.
 SAMPLE_PHOTOGRAPHS = {

@@ -30,10 +30,9 @@ Similar images (``like``)
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
@@ -41,8 +40,9 @@ from scipy import sparse
 from scipy.optimize import linprog
 
 from .color import hex_to_rgb, rgb_to_hex, rgb_to_lab
-from .dataset import PaletteDataset
-from .tables import INDEX_FOLDER, join
+from .dataset import PaletteDataset, as_dataset
+from .storage import filesystem, fresh, join
+from .tables import INDEX_FOLDER
 
 RADIUS = 25.0
 PRESENT_SHARE = 0.02
@@ -95,23 +95,37 @@ def _dataset_version(ds: PaletteDataset) -> dict:
     return {"segment": job.get("segment"), "finished": job.get("finished")}
 
 
-def build_index(dataset: str | PaletteDataset, kind: str | None = None) -> str:
+def build_index(
+    dataset: str | PaletteDataset,
+    kind: str | None = None,
+    *,
+    storage_options: Mapping | None = None,
+) -> str:
     """Write the search index of a finished dataset; returns its folder.
 
     The index holds :class:`PaletteArrays` in 16-bit floats, one ``.npy`` file
     each, and the job version it was built from; a dataset grown later makes it
     stale, and search then ignores it until it is built again.
+    ``storage_options`` open a dataset given by path (see
+    :func:`palette_dask.open_dataset`).
     """
-    ds = dataset if isinstance(dataset, PaletteDataset) else PaletteDataset(dataset)
+    ds = as_dataset(dataset, storage_options)
     kind = kind or ds.default_kind()
     folder = _index_folder(ds, kind)
-    save_index(folder, _arrays_from_tables(ds, kind), {"kind": kind, **_dataset_version(ds)})
+    save_index(
+        folder,
+        _arrays_from_tables(ds, kind),
+        {"kind": kind, **_dataset_version(ds)},
+        storage_options=ds.storage_options,
+    )
     return folder
 
 
-def save_index(folder: str, arrays: PaletteArrays, version: dict) -> None:
+def save_index(
+    folder: str, arrays: PaletteArrays, version: dict, *, storage_options: Mapping | None = None
+) -> None:
     """Store ``arrays`` in ``folder`` as ``.npy`` files (16-bit floats), with ``version``."""
-    fs, root = fsspec.core.url_to_fs(folder)
+    fs, root = filesystem(folder, storage_options)
     fs.makedirs(root, exist_ok=True)
     stored = {
         "image_id": arrays.image_id,
@@ -128,18 +142,18 @@ def save_index(folder: str, arrays: PaletteArrays, version: dict) -> None:
 def load_index(dataset: PaletteDataset, kind: str) -> PaletteArrays | None:
     """The stored :class:`PaletteArrays`, or ``None`` when there is none or it is stale."""
     folder = _index_folder(dataset, kind)
-    fs, root = fsspec.core.url_to_fs(folder)
-    if not fs.exists(f"{root}/meta.json"):
+    fs, root = filesystem(folder, dataset.storage_options)
+    if not fs.exists(fresh(fs, f"{root}/meta.json")):
         return None
     with fs.open(f"{root}/meta.json") as f:
         if json.load(f).get("version") != {"kind": kind, **_dataset_version(dataset)}:
             return None
-    return read_index(folder)
+    return read_index(folder, storage_options=dataset.storage_options)
 
 
-def read_index(folder: str) -> PaletteArrays:
+def read_index(folder: str, *, storage_options: Mapping | None = None) -> PaletteArrays:
     """The :class:`PaletteArrays` stored in ``folder``."""
-    fs, root = fsspec.core.url_to_fs(folder)
+    fs, root = filesystem(folder, storage_options)
     loaded = {}
     for name in _INDEX_ARRAYS:
         with fs.open(f"{root}/{name}.npy", "rb") as f:
@@ -322,6 +336,7 @@ def search(
     top: int = 20,
     kind: str | None = None,
     radius: float = RADIUS,
+    storage_options: Mapping | None = None,
 ) -> pd.DataFrame:
     """Images of a dataset ranked by colour, or by likeness to one of its images.
 
@@ -341,6 +356,8 @@ def search(
         The palettes searched; default: the dataset's own.
     radius : float
         CIELAB distance at which a palette colour stops counting for a query colour.
+    storage_options : dict, optional
+        fsspec options of a dataset given by URL (see :func:`palette_dask.open_dataset`).
 
     Returns
     -------
@@ -350,7 +367,7 @@ def search(
         (query colours held; colour queries only) and ``colors`` (the hex codes
         of the image's palette colours that matched).
     """
-    ds = dataset if isinstance(dataset, PaletteDataset) else PaletteDataset(dataset)
+    ds = as_dataset(dataset, storage_options)
     if (colors is None) == (like is None):
         raise ValueError("search by `colors` or by `like`, one of the two")
     kind = kind or ds.default_kind()

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import TypeVar
 
-import fsspec
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .storage import is_local, local_path
+from .storage import filesystem, is_local, local_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp")
 MANIFEST_EXTENSIONS = (".txt", ".csv", ".parquet")
@@ -69,8 +68,12 @@ def may_be_remote(inputs: Iterable[str]) -> bool:
     return any(not is_local(spec) or _has_extension(spec, MANIFEST_EXTENSIONS) for spec in inputs)
 
 
-def check_inputs(inputs: Sequence[str]) -> None:
-    """Fail early, before any graph exists, on an input that matches nothing."""
+def check_inputs(inputs: Sequence[str], storage_options: Mapping | None = None) -> None:
+    """Fail early, before any graph exists, on an input that matches nothing.
+
+    ``storage_options`` are the fsspec options of remote inputs (see
+    :func:`palette_dask.storage.filesystem`).
+    """
     if not inputs:
         raise ValueError("no input given: pass at least one file, folder, glob or manifest")
     for spec in inputs:
@@ -78,20 +81,22 @@ def check_inputs(inputs: Sequence[str]) -> None:
             raise TypeError(f"each input must be a non-empty string, got {spec!r}")
         if any(c in spec for c in _GLOB_CHARS):
             continue  # a glob may legitimately match nothing
-        fs, path = fsspec.core.url_to_fs(spec)
+        fs, path = filesystem(spec, storage_options)
         if not fs.exists(path):
             raise FileNotFoundError(f"input {spec!r} does not exist")
 
 
-def iter_uris(inputs: Iterable[str]) -> Iterator[str]:
+def iter_uris(inputs: Iterable[str], storage_options: Mapping | None = None) -> Iterator[str]:
     """Expand inputs into a stream of normalised image URIs, in a deterministic order.
 
     Files named explicitly are taken as images (or manifests, by extension);
     folders and globs contribute files with an image extension. Relative paths
-    in a local manifest are relative to the manifest's folder.
+    in a local manifest are relative to the manifest's folder. Remote inputs
+    and manifests are opened with ``storage_options``.
 
     Examples
     --------
+    >>> import fsspec
     >>> fs = fsspec.filesystem("memory")
     >>> fs.pipe({"/doc/b.png": b"", "/doc/a.jpg": b"", "/doc/notes.md": b""})
     >>> list(iter_uris(["memory://doc"]))
@@ -99,30 +104,30 @@ def iter_uris(inputs: Iterable[str]) -> Iterator[str]:
     """
     for spec in inputs:
         if any(c in spec for c in _GLOB_CHARS):
-            fs, pattern = fsspec.core.url_to_fs(spec)
+            fs, pattern = filesystem(spec, storage_options)
             for path in sorted(fs.glob(pattern)):
                 if fs.isdir(path):
                     yield from _walk(fs, path)
                 elif _has_extension(path, IMAGE_EXTENSIONS):
                     yield _to_uri(fs, path)
             continue
-        fs, path = fsspec.core.url_to_fs(spec)
+        fs, path = filesystem(spec, storage_options)
         if fs.isdir(path):
             yield from _walk(fs, path)
         elif _has_extension(path, MANIFEST_EXTENSIONS):
-            yield from iter_manifest(spec)
+            yield from iter_manifest(spec, storage_options)
         else:
             yield _to_uri(fs, path)
 
 
-def iter_manifest(manifest: str) -> Iterator[str]:
+def iter_manifest(manifest: str, storage_options: Mapping | None = None) -> Iterator[str]:
     """URIs listed in a manifest, read in bounded chunks.
 
     A ``.txt`` manifest has one URI per line (blank lines and ``#`` comments are
     skipped); ``.csv`` and ``.parquet`` manifests have a ``uri`` column.
     """
     base = os.path.dirname(local_path(manifest)) if is_local(manifest) else None
-    for entry in _manifest_entries(manifest):
+    for entry in _manifest_entries(manifest, storage_options):
         entry = entry.strip()
         if not entry or entry.startswith("#"):
             continue
@@ -131,13 +136,14 @@ def iter_manifest(manifest: str) -> Iterator[str]:
         yield normalize_uri(entry)
 
 
-def _manifest_entries(manifest: str) -> Iterator[str]:
+def _manifest_entries(manifest: str, storage_options: Mapping | None) -> Iterator[str]:
     lower = manifest.lower()
+    fs, path = filesystem(manifest, storage_options)
     if lower.endswith(".txt"):
-        with fsspec.open(manifest, "rt", encoding="utf-8") as f:
+        with fs.open(path, "rt", encoding="utf-8") as f:
             yield from f
     elif lower.endswith(".csv"):
-        with fsspec.open(manifest, "rb") as f:
+        with fs.open(path, "rb") as f:
             reader = pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=1 << 22))
             if MANIFEST_COLUMN not in reader.schema.names:
                 raise ValueError(
@@ -147,7 +153,7 @@ def _manifest_entries(manifest: str) -> Iterator[str]:
             for batch in reader:
                 yield from (u for u in batch.column(MANIFEST_COLUMN).to_pylist() if u)
     elif lower.endswith(".parquet"):
-        with fsspec.open(manifest, "rb") as f:
+        with fs.open(path, "rb") as f:
             parquet = pq.ParquetFile(f)
             if MANIFEST_COLUMN not in parquet.schema_arrow.names:
                 raise ValueError(

@@ -20,14 +20,15 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 
 from .spec import JobSpec
-from .tables import CACHE_FOLDER, INDEX_FOLDER, JOB_FILE, PERFORMANCE_REPORT, SCHEMAS, join
+from .storage import filesystem, fresh, is_local, join
+from .tables import CACHE_FOLDER, INDEX_FOLDER, JOB_FILE, PERFORMANCE_REPORT, SCHEMAS, part_name
 
 # Options that change results: a dataset never mixes rows made with different ones.
 RESULT_OPTIONS = (
@@ -115,19 +116,22 @@ class DatasetState:
     known: IdSet = field(default_factory=IdSet)
 
 
-def read_job_file(output: str) -> dict | None:
-    fs, root = fsspec.core.url_to_fs(output)
-    path = f"{root}/{JOB_FILE}"
+def read_job_file(output: str, storage_options: Mapping | None = None) -> dict | None:
+    """The job record (``_job.json``) of the dataset at ``output``, or ``None``."""
+    fs, root = filesystem(output, storage_options)
+    path = fresh(fs, f"{root}/{JOB_FILE}")
     if not fs.exists(path):
         return None
     with fs.open(path, "r") as f:
         return json.load(f)
 
 
-def committed_partitions(output: str) -> list[tuple[int, int]]:
+def committed_partitions(
+    output: str, storage_options: Mapping | None = None
+) -> list[tuple[int, int]]:
     """``(segment, partition)`` of every complete partition: those with an ``images`` file."""
-    fs, root = fsspec.core.url_to_fs(output)
-    folder = f"{root}/images"
+    fs, root = filesystem(output, storage_options)
+    folder = fresh(fs, f"{root}/images")
     if not fs.exists(folder):
         return []
     found = []
@@ -138,14 +142,14 @@ def committed_partitions(output: str) -> list[tuple[int, int]]:
     return sorted(found)
 
 
-def read_ids(output: str, parts: list[tuple[int, int]]) -> list[str]:
+def read_ids(
+    output: str, parts: list[tuple[int, int]], storage_options: Mapping | None = None
+) -> list[str]:
     """Image ids in the ``images`` files of the given partitions."""
-    from .tables import part_name
-
+    fs, root = filesystem(output, storage_options)
     ids = []
     for segment, partition in parts:
-        path = join(output, "images", part_name(segment, partition))
-        with fsspec.open(path, "rb") as f:
+        with fs.open(join(root, "images", part_name(segment, partition)), "rb") as f:
             ids.extend(pq.read_table(f, columns=["image_id"]).column(0).to_pylist())
     return ids
 
@@ -159,8 +163,9 @@ def load_state(spec: JobSpec) -> DatasetState:
         The folder holds something that is not a palette-dask dataset, or a
         dataset made with other options (and ``spec.overwrite`` is false).
     """
-    fs, root = fsspec.core.url_to_fs(spec.output)
-    if not fs.exists(root):
+    options = spec.storage_options
+    fs, root = filesystem(spec.output, options)
+    if not fs.exists(fresh(fs, root)):
         fs.makedirs(root, exist_ok=True)
         return DatasetState()
     entries = {os.path.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)}
@@ -170,7 +175,7 @@ def load_state(spec: JobSpec) -> DatasetState:
             f"output {spec.output!r} is a non-empty folder that is not a palette-dask dataset; "
             "choose an empty or new folder"
         )
-    record = read_job_file(spec.output)
+    record = read_job_file(spec.output, options)
     if spec.overwrite:
         for name in ours:
             fs.rm(f"{root}/{name}", recursive=True)
@@ -183,8 +188,9 @@ def load_state(spec: JobSpec) -> DatasetState:
             )
         return DatasetState()
     _check_same_options(spec, record)
-    _remove_temporary_files(fs, root)
-    committed = committed_partitions(spec.output)
+    if is_local(spec.output):
+        _remove_temporary_files(fs, root)
+    committed = committed_partitions(spec.output, options)
     last = int(record.get("segment", 0))
     if record.get("status") == "running":
         _check_same_stream(spec, record)
@@ -194,17 +200,21 @@ def load_state(spec: JobSpec) -> DatasetState:
             resumed=True,
             done={p for s, p in committed if s == last},
             committed=committed,
-            known=IdSet(read_ids(spec.output, earlier)),
+            known=IdSet(read_ids(spec.output, earlier, options)),
         )
     return DatasetState(
         segment=last + 1,
         committed=committed,
-        known=IdSet(read_ids(spec.output, committed)),
+        known=IdSet(read_ids(spec.output, committed, options)),
     )
 
 
 def _remove_temporary_files(fs, root: str) -> None:
-    """Hidden temporary files left by a killed job (readers never see them)."""
+    """Hidden temporary files left by a killed job (readers never see them).
+
+    Only local outputs have them: objects are written directly (see
+    :func:`palette_dask.storage.write_atomic`).
+    """
     for path in fs.glob(f"{root}/**/.*.tmp"):
         fs.rm(path)
 

@@ -8,6 +8,7 @@ to 1 whatever the images' sizes.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,7 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from .color import lab_to_rgb, rgb_to_hex
-from .dataset import PaletteDataset
+from .dataset import PaletteDataset, as_dataset
 
 MERGE_DISTANCE = 10.0
 # Hue is left out below this chroma: greys have none worth counting.
@@ -104,9 +105,13 @@ def collection_stats(
     kind: str | None = None,
     n_colors: int = 10,
     merge_distance: float = MERGE_DISTANCE,
+    storage_options: Mapping | None = None,
 ) -> CollectionStats:
-    """Counts, dominant colours and colour distributions of a finished dataset."""
-    ds = dataset if isinstance(dataset, PaletteDataset) else PaletteDataset(dataset)
+    """Counts, dominant colours and colour distributions of a finished dataset.
+
+    ``storage_options`` open a dataset given by URL (see :func:`palette_dask.open_dataset`).
+    """
+    ds = as_dataset(dataset, storage_options)
     kind = kind or ds.default_kind()
     images = ds.arrow_dataset("images").to_table(columns=["status", "error"]).to_pandas()
     failed = images[images.status != "ok"]

@@ -6,15 +6,21 @@ for every protocol at the top level, or a table per protocol name when a job
 mixes several (``{"s3": {...}, "http": {...}}``). fsspec keeps one instance
 per set of options in each process, so every worker process makes its own
 (fsspec's asynchronous file systems must not cross a ``fork``).
+
+Object stores cache directory listings in that instance, while other
+processes write the files: :func:`fresh` drops them before a decision is
+taken from a listing.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import uuid
 from collections.abc import Mapping
 
 import fsspec
+import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 
@@ -45,3 +51,62 @@ def filesystem(
         return LocalFileSystem(), local_path(url)
     # fsspec pops the protocol's own table out of what it is given: hand it a copy.
     return fsspec.core.url_to_fs(url, **copy.deepcopy(dict(storage_options or {})))
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path segments onto a local path or URL.
+
+    Examples
+    --------
+    >>> join("s3://bucket/out/", "images", "part.parquet")
+    's3://bucket/out/images/part.parquet'
+    """
+    return "/".join([base.rstrip("/"), *parts]) if "://" in base else os.path.join(base, *parts)
+
+
+def fresh(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """``path``, after dropping what ``fs`` remembers of its listings there.
+
+    Object-store file systems cache directory listings per instance, and
+    fsspec keeps one instance per process: files written since by other
+    processes (the workers) are only seen once the cache is dropped.
+    """
+    fs.invalidate_cache(path)
+    return path
+
+
+def write_atomic(path: str, data: bytes, storage_options: Mapping | None = None) -> None:
+    """Write ``data`` so that ``path`` appears only once complete.
+
+    Local files go to a hidden temporary name in the same folder, are flushed
+    to disk and renamed into place; object stores publish an object only when
+    its upload completes, so remote URLs are written directly.
+    """
+    if not is_local(path):
+        fs, remote = filesystem(path, storage_options)
+        with fs.open(remote, "wb") as f:
+            f.write(data)
+        return
+    final = local_path(path)
+    folder, name = os.path.split(final)
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, final)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def read_parquet_rows(
+    path: str, columns: list[str] | None = None, storage_options: Mapping | None = None
+) -> list[dict]:
+    """All rows of one Parquet file (local path or URL) as dictionaries."""
+    fs, where = filesystem(path, storage_options)
+    with fs.open(where, "rb") as f:
+        return pq.read_table(f, columns=columns).to_pylist()

@@ -10,11 +10,8 @@ a partition written twice replaces its own files instead of duplicating rows.
 from __future__ import annotations
 
 import json
-import os
-import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,7 +19,7 @@ import pyarrow.parquet as pq
 from .color import rgb_to_hex, rgb_to_lab
 from .imaging import Sample
 from .palette import TRANSPARENT_LABEL, Palette, PaletteOptions
-from .sources import is_local, local_path
+from .storage import join, write_atomic
 
 IMAGES_SCHEMA = pa.schema(
     [
@@ -311,33 +308,6 @@ def _palettes_table(entries: list[tuple[str, Palette]]) -> pa.Table:
     return pa.table(columns, schema=PALETTES_SCHEMA)
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` so that ``path`` appears only once complete.
-
-    Local files go to a hidden temporary name in the same folder, are flushed
-    to disk and renamed into place; object stores publish an object only when
-    its upload completes, so remote URLs are written directly.
-    """
-    if not is_local(path):
-        with fsspec.open(path, "wb") as f:
-            f.write(data)
-        return
-    final = local_path(path)
-    folder, name = os.path.split(final)
-    os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, final)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 def parquet_bytes(table: pa.Table) -> bytes:
     """A table serialised as one Parquet file."""
     sink = pa.BufferOutputStream()
@@ -355,7 +325,12 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 def write_partition(
-    output: str, part: tuple[int, int], tables: dict[str, pa.Table], *, prefix: str = "part"
+    output: str,
+    part: tuple[int, int],
+    tables: dict[str, pa.Table],
+    *,
+    prefix: str = "part",
+    storage_options: Mapping | None = None,
 ) -> None:
     """Write a partition's tables atomically, ``images`` last.
 
@@ -365,7 +340,9 @@ def write_partition(
     """
     for name in sorted(tables, key=lambda n: n == "images"):
         folder = join(output, CACHE_FOLDER, name) if name == "samples" else join(output, name)
-        write_atomic(join(folder, part_name(*part, prefix)), parquet_bytes(tables[name]))
+        write_atomic(
+            join(folder, part_name(*part, prefix)), parquet_bytes(tables[name]), storage_options
+        )
 
 
 def cache_path(output: str, part: tuple[int, int]) -> str:
@@ -373,18 +350,7 @@ def cache_path(output: str, part: tuple[int, int]) -> str:
     return join(output, CACHE_FOLDER, "samples", part_name(*part))
 
 
-def read_parquet_rows(path: str, columns: list[str] | None = None) -> list[dict]:
-    """All rows of one Parquet file (local path or URL) as dictionaries."""
-    with fsspec.open(path, "rb") as f:
-        return pq.read_table(f, columns=columns).to_pylist()
-
-
-def write_job_file(output: str, record: dict) -> None:
+def write_job_file(output: str, record: dict, storage_options: Mapping | None = None) -> None:
     """Write ``_job.json`` atomically."""
     text = json.dumps(record, indent=2, sort_keys=True, default=str)
-    write_atomic(join(output, JOB_FILE), text.encode("utf-8"))
-
-
-def join(base: str, *parts: str) -> str:
-    """Join path segments onto a local path or URL."""
-    return "/".join([base.rstrip("/"), *parts]) if "://" in base else os.path.join(base, *parts)
+    write_atomic(join(output, JOB_FILE), text.encode("utf-8"), storage_options)

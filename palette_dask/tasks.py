@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dask
-import fsspec
 import numpy as np
 import pyarrow as pa
 
@@ -40,15 +39,8 @@ from .palette import load_sample, opaque_pixels, palette_from_sample, single_thr
 from .reads import Reads, read_many
 from .sources import image_id
 from .spec import JobSpec
-from .tables import (
-    TableBuilder,
-    cache_path,
-    join,
-    part_name,
-    read_parquet_rows,
-    sample_from_row,
-    write_partition,
-)
+from .storage import filesystem, fresh, join, read_parquet_rows
+from .tables import TableBuilder, cache_path, part_name, sample_from_row, write_partition
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +208,12 @@ def process_partition(part: Part, spec: JobSpec, segment: int) -> tuple[dict, Fi
         started = time.perf_counter()
         builder, fit_parts, errors = _process_items(items, reads, spec)
     processed = time.perf_counter()
-    write_partition(spec.output, (segment, index), builder.tables(_table_names(spec)))
+    write_partition(
+        spec.output,
+        (segment, index),
+        builder.tables(_table_names(spec)),
+        storage_options=spec.storage_options,
+    )
     return _first_pass_result(spec, index, len(items), errors, (started, processed), fit_parts)
 
 
@@ -272,6 +269,7 @@ def write_recovered_partition(
         spec.output,
         (segment, index),
         {name: pa.concat_tables(pieces[name]) for name in names},
+        storage_options=spec.storage_options,
     )
     return _first_pass_result(spec, index, len(items), errors, (started, processed), fit_parts)
 
@@ -284,15 +282,17 @@ def partition_samples(spec: JobSpec, part: PartRef) -> Iterator[tuple[str, Sampl
     """
     tune_malloc()
     cached = cache_path(spec.output, part)
-    if spec.corpus_assign == "cache" and _exists(cached):
-        for row in read_parquet_rows(cached):
+    if spec.corpus_assign == "cache" and _exists(cached, spec.storage_options):
+        for row in read_parquet_rows(cached, storage_options=spec.storage_options):
             yield row["image_id"], sample_from_row(row)
         return
     options = spec.palette_options
     listed = join(spec.output, "images", part_name(*part))
     rows = [
         row
-        for row in read_parquet_rows(listed, columns=["image_id", "uri", "status"])
+        for row in read_parquet_rows(
+            listed, columns=["image_id", "uri", "status"], storage_options=spec.storage_options
+        )
         if row["status"] == "ok"
     ]
     with read_many([row["uri"] for row in rows], spec.read_options) as reads:
@@ -314,9 +314,10 @@ def _decoded(reads: Reads, rows: list[dict], options) -> Iterator[tuple[str, Sam
         yield rows[i]["image_id"], sample
 
 
-def _exists(path: str) -> bool:
-    fs, local = fsspec.core.url_to_fs(path)
-    return fs.exists(local)
+def _exists(path: str, storage_options) -> bool:
+    """Whether ``path`` exists now, whoever wrote it (listings are not trusted from cache)."""
+    fs, where = filesystem(path, storage_options)
+    return fs.exists(fresh(fs, where))
 
 
 def partition_fit_sample(part: PartRef, spec: JobSpec) -> FitSample:
@@ -358,5 +359,11 @@ def assign_partition(part: PartRef, spec: JobSpec, corpus: CorpusPalette) -> dic
             present = palette.corpus_index[palette.proportions >= PRESENCE_SHARE]
             totals["image_counts"][present] += 1
             totals["squared_error"] += palette.mse_rgb * float(palette.counts.sum())
-    write_partition(spec.output, part, builder.tables(["palettes", "assignments"]), prefix="corpus")
+    write_partition(
+        spec.output,
+        part,
+        builder.tables(["palettes", "assignments"]),
+        prefix="corpus",
+        storage_options=spec.storage_options,
+    )
     return totals

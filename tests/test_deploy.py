@@ -153,8 +153,8 @@ def test_dockerfile_base_image_has_our_dask_version():
     assert tag.endswith(f"-py{sys.version_info.major}.{sys.version_info.minor}")
     pinned = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().split())
     assert pinned["dask"] == dask.__version__
-    # Installs happen at build time, with the pins.
-    assert "pip install --no-cache-dir -c constraints.txt ." in dockerfile
+    # Installs happen at build time, with the pins, S3 support included.
+    assert 'pip install --no-cache-dir -c constraints.txt ".[s3]"' in dockerfile
 
 
 def test_recommended_dask_config_matches_distributed_schema():
