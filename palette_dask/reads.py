@@ -400,8 +400,7 @@ async def _read_once(uri: str, options: ReadOptions) -> bytes:
         if isinstance(fs, HTTPFileSystem):
             return await _http_get(fs, uri, limit)
         if isinstance(fs, AsyncFileSystem) and fs.async_impl:
-            # A ranged read: one GET, no size probe, never more than the limit.
-            data = await fs._cat_file(path, start=0, end=limit + 1)
+            data = await _ranged_read(fs, path, limit)
         else:
             data = await asyncio.get_running_loop().run_in_executor(
                 None, lambda: fs.cat_file(path, start=0, end=limit + 1)
@@ -411,6 +410,18 @@ async def _read_once(uri: str, options: ReadOptions) -> bytes:
     if len(data) > limit:
         raise ImageError(f"file is over max_file_bytes={limit:,}")
     return data
+
+
+async def _ranged_read(fs: AsyncFileSystem, path: str, limit: int) -> bytes:
+    """One ranged ``GET`` of at most ``limit + 1`` bytes, with no size probe."""
+    try:
+        return await fs._cat_file(path, start=0, end=limit + 1)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        # An empty object has no first byte, and stores refuse the range
+        # (HTTP 416): read it whole, which then says it is empty.
+        return await fs._cat_file(path)
 
 
 def _read_local(path: str, limit: int) -> bytes:
