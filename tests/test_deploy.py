@@ -111,9 +111,10 @@ def test_kubernetes_manifests_match_the_operator_crds(crd_schemas):
     (runner,) = daskjob["spec"]["job"]["spec"]["containers"]
     assert runner["args"][:3] == ["palette-dask", "run", "/etc/palette-dask/job.toml"]
     assert daskjob["spec"]["job"]["spec"]["restartPolicy"] == "OnFailure"
+    # Images in object storage: two threads per worker, one decoding while the other reads.
     for workers in (cluster[0]["spec"]["worker"], daskjob["spec"]["cluster"]["spec"]["worker"]):
         args = workers["spec"]["containers"][0]["args"]
-        assert args[args.index("--nthreads") + 1] == "1" and "--memory-limit" in args
+        assert args[args.index("--nthreads") + 1] == "2" and "--memory-limit" in args
 
 
 def test_validation_catches_a_broken_manifest(crd_schemas, compose_schema):
