@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import shutil
+import sys
 import threading
 from pathlib import Path
 
@@ -131,6 +133,15 @@ def run_job_on_fresh_cluster(spec, workers: int):
         with PeakMemory(worker_pids(client)) as memory:
             report = run_job(spec, client=client)
     return report, memory.peak_mb()
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
 
 
 def write_results(name: str, results: dict, lines: list[str]) -> None:

@@ -25,15 +25,19 @@ Results go to ``benchmarks/results/remote.{md,json}`` (``remote_sweep`` with
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
-from benchtools import linked_copies, make_photo_corpus, run_job_on_fresh_cluster, write_results
+from benchtools import (
+    linked_copies,
+    machine,
+    make_photo_corpus,
+    run_job_on_fresh_cluster,
+    write_results,
+)
 from latency_server import LatencyServer
 
 from palette_dask import JobSpec, open_dataset
@@ -218,11 +222,7 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": sys.version.split()[0],
-        },
+        "machine": machine(),
         "versions": package_versions(),
         "images": args.images,
         "distinct": args.distinct,

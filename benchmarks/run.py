@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import platform
 import shutil
 import statistics
 import sys
@@ -28,6 +26,7 @@ import imageio.v3 as iio
 import numpy as np
 from benchtools import (
     linked_copies,
+    machine,
     make_photo_corpus,
     run_job_on_fresh_cluster,
     warm_up,
@@ -226,11 +225,7 @@ def main(argv=None) -> int:
         "camera_peak_worker_mb": camera["peak_worker_mb"],
     }
     results = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": sys.version.split()[0],
-        },
+        "machine": machine(),
         "versions": package_versions(),
         "sets": per_set,
         "job": job,

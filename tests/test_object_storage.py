@@ -170,6 +170,17 @@ def by_name(table: pa.Table, images: pa.Table, root: str, name: str) -> pa.Table
     return keyed.sort_by([(key, "ascending") for key in SORT_KEYS[name]])
 
 
+def option_flags(options: dict) -> list[str]:
+    """The storage options as ``--storage-option KEY=VALUE`` flags."""
+    client = options["client_kwargs"]
+    pairs = [
+        f"key={options['key']}",
+        f"secret={options['secret']}",
+        *(f"client_kwargs.{name}={value}" for name, value in client.items()),
+    ]
+    return [arg for pair in pairs for arg in ("--storage-option", pair)]
+
+
 def test_inputs_are_listed_from_a_bucket_prefix_and_a_glob(uploaded, options):
     listed = list(iter_uris([f"s3://{BUCKET}/images/"], options))
     images = [n for n in uploaded if n.lower().endswith(IMAGE_EXTENSIONS)]
@@ -338,17 +349,7 @@ def test_index_search_and_report_commands_on_the_bucket(s3_run, server, s3, tmp_
     s3.invalidate_cache()
     assert s3.exists(f"{BUCKET}/out/_index/image/meta.json")
 
-    endpoint = options["client_kwargs"]["endpoint_url"]
-    flags = [
-        "--storage-option",
-        "key=testing",
-        "--storage-option",
-        "secret=testing",
-        "--storage-option",
-        f"client_kwargs.endpoint_url={endpoint}",
-        "--storage-option",
-        "client_kwargs.region_name=us-east-1",
-    ]
+    flags = option_flags(options)
     found = CliRunner().invoke(
         main, ["search", s3_run, "--color", "#1565a1", "--top", "3", "--json", *flags]
     )
@@ -363,7 +364,6 @@ def test_index_search_and_report_commands_on_the_bucket(s3_run, server, s3, tmp_
 
 
 def test_storage_options_on_the_command_line(uploaded, options, tmp_path):
-    endpoint = options["client_kwargs"]["endpoint_url"]
     result = CliRunner().invoke(
         main,
         [
@@ -372,12 +372,7 @@ def test_storage_options_on_the_command_line(uploaded, options, tmp_path):
             f"s3://{BUCKET}/images/",
             "-o",
             f"s3://{BUCKET}/dry",
-            "--storage-option",
-            "key=testing",
-            "--storage-option",
-            "secret=testing",
-            "--storage-option",
-            f"client_kwargs.endpoint_url={endpoint}",
+            *option_flags(options),
             "--read-timeout",
             "12.5",
             "--read-concurrency",
@@ -390,7 +385,7 @@ def test_storage_options_on_the_command_line(uploaded, options, tmp_path):
     assert shown["storage_options"] == {
         "key": "***",
         "secret": "***",
-        "client_kwargs": {"endpoint_url": endpoint},
+        "client_kwargs": options["client_kwargs"],
     }
     assert (shown["read_timeout"], shown["read_concurrency"]) == (12.5, 8)
     assert "testing" not in result.output
