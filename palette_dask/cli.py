@@ -228,7 +228,8 @@ def _clustering_options(command):
 @click.option(
     "--read-per-host",
     type=int,
-    help=f"Of those, at most this many to one host or bucket. [default: {DEFAULT_READ_PER_HOST}]",
+    help="When a task reads from several hosts or buckets, at most this many of its reads "
+    f"to one of them. [default: {DEFAULT_READ_PER_HOST}]",
 )
 @click.option(
     "--read-timeout",
@@ -238,7 +239,7 @@ def _clustering_options(command):
 @click.option(
     "--read-retries",
     type=int,
-    help="Further tries after a passing read failure (time-out, lost connection, HTTP 429 "
+    help="Further tries after a passing read failure (time-out, lost connection, HTTP 408, 429 "
     f"or 5xx). [default: {DEFAULT_READ_RETRIES}]",
 )
 @click.option(

@@ -15,6 +15,7 @@ from imagegen import blocks, encode
 from jobtools import cli
 
 from palette_dask import JobSpec, extract_palette, open_dataset, run_job
+from palette_dask.cluster import describe_cluster, threads_per_worker
 from palette_dask.reads import ReadError, ReadOptions, read_many
 
 # A job in these tests must end well within this; it fails the test otherwise.
@@ -183,6 +184,10 @@ def test_an_oversized_file_is_refused_from_its_headers(served):
         assert str(outcome) == "file is 100,000 bytes, over max_file_bytes=50,000"
 
 
+def local_spec(folder, tmp_path) -> JobSpec:
+    return JobSpec(input=[str(folder)], output=str(tmp_path / "local"), partition_size=3)
+
+
 def test_the_command_reads_urls_on_two_thread_workers_to_the_same_palettes(
     sample_dir, client2, tmp_path
 ):
@@ -190,14 +195,14 @@ def test_the_command_reads_urls_on_two_thread_workers_to_the_same_palettes(
     with FaultServer(sample_dir, delay=0.05) as server:
         manifest = tmp_path / "urls.txt"
         manifest.write_text("\n".join(server.url("ok", name) for name in names))
-        dry = cli("run", "-i", manifest, "-o", tmp_path / "remote", "--workers", "2", "--dry-run")
-        assert "worker process(es) of two threads" in dry.stdout, dry.stderr
+        spec = JobSpec(input=[str(manifest)], output=str(tmp_path / "remote"), workers=2)
+        assert "worker process(es) of two threads" in describe_cluster(spec)
+        assert threads_per_worker(local_spec(sample_dir, tmp_path)) == 1
         args = ["run", "-i", manifest, "-o", tmp_path / "remote", "--workers", "2"]
         result = cli(*args, "--partition-size", "2", "--no-progress")
         assert result.returncode == 0, result.stderr
         assert server.count("/ok/") == len(names)  # one request per image
-    local = JobSpec(input=[str(sample_dir)], output=str(tmp_path / "local"), partition_size=3)
-    run_job(local, client=client2)
+    run_job(local_spec(sample_dir, tmp_path), client=client2)
 
     def colors(out):
         ds = open_dataset(str(out))
