@@ -120,9 +120,11 @@ class ReadOptions:
 
 
 class ReadError(ImageError):
-    """A read that failed for good; ``passing`` tells whether it had been worth trying again.
+    """A failed read, whose message is the ``error`` column's text.
 
-    ``retry_after`` is the wait the server asked for (HTTP ``Retry-After``), if any.
+    ``passing`` tells whether trying again may help (a time-out, HTTP 503) or
+    not (HTTP 404); ``retry_after`` is the wait the server asked for (HTTP
+    ``Retry-After``), if any.
     """
 
     def __init__(self, message: str, *, passing: bool, retry_after: float | None = None):
