@@ -410,7 +410,7 @@ async def _read_once(uri: str, options: ReadOptions) -> bytes:
     except (TimeoutError, asyncio.TimeoutError) as exc:
         raise _DeadlineInside(str(exc) or type(exc).__name__) from exc
     if len(data) > limit:
-        raise ImageError(f"file is over max_file_bytes={limit:,}")
+        raise _over_limit(limit)
     return data
 
 
@@ -436,6 +436,11 @@ def _read_local(path: str, limit: int) -> bytes:
 def _check_size(size: int, limit: int) -> None:
     if size > limit:
         raise ImageError(f"file is {size:,} bytes, over max_file_bytes={limit:,}")
+
+
+def _over_limit(limit: int) -> ImageError:
+    """A file found larger than ``limit`` before its whole size was known."""
+    return ImageError(f"file is over max_file_bytes={limit:,}")
 
 
 async def _http_get(fs: HTTPFileSystem, uri: str, limit: int) -> bytes:
@@ -466,7 +471,7 @@ async def _read_within(content: aiohttp.StreamReader, limit: int) -> bytes:
     async for chunk in content.iter_chunked(_CHUNK_BYTES):
         received += len(chunk)
         if received > limit:
-            raise ImageError(f"file is over max_file_bytes={limit:,}")
+            raise _over_limit(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
