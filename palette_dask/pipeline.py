@@ -261,24 +261,30 @@ def recover_partition(client: Client, part: Part, spec: JobSpec, segment: int) -
     An image whose task was on a worker when another image killed it can be
     blamed with it, so every image that failed with the others in flight runs
     again alone: only one that still kills the workers is marked as crashing.
+    Each image's result comes to the client as soon as it is made: a worker
+    killed by a later retry would take it with it, and Dask would run it again
+    beside the crashing image.
     """
     _, items = part
     singles = [client.submit(process_one_image, item, spec, pure=False) for item in items]
     wait(singles)
+    made = {i: single.result() for i, single in enumerate(singles) if single.status == "finished"}
     results, crashes = [], {}
     for i, single in enumerate(singles):
-        if single.status == "error":
-            single = client.submit(process_one_image, items[i], spec, pure=False)
-            wait(single)
-        if single.status == "error":
-            if not isinstance(single.exception(), KilledWorker):
-                single.result()  # a real bug: let it surface
-            crashes[i] = (
-                "the worker process died each time it decoded this image; "
-                "the file is likely to crash the decoder"
-            )
-        else:
-            results.append(single)
+        if i in made:
+            results.append(made[i])
+            continue
+        single = client.submit(process_one_image, items[i], spec, pure=False)
+        wait(single)
+        if single.status == "finished":
+            results.append(single.result())
+            continue
+        if not isinstance(single.exception(), KilledWorker):
+            single.result()  # a real bug: let it surface
+        crashes[i] = (
+            "the worker process died each time it decoded this image; "
+            "the file is likely to crash the decoder"
+        )
     return client.submit(
         write_recovered_partition, part, spec, segment, results, crashes, pure=False
     )
