@@ -1,40 +1,49 @@
-"""Decode, orient and resize images to the clustering budget.
+"""Decode, orient, colour-manage and resize images to the clustering budget.
 
-The stage turns encoded bytes into a *sample*: an 8-bit RGB array of at most
+The stage turns encoded bytes into a *sample*: an 8-bit sRGB array of at most
 ``max_pixels`` pixels plus an optional alpha channel, with the aspect ratio of
-the upright image. JPEGs take Pillow's draft-mode fast path: the decoder
-scales the image down by up to 8 in its DCT stage, straight to the smallest
-size at least as large as the sample, and skips most of the work for large
-photographs; every other format is read with imageio. Resizing averages
-throughout: Pillow's box filter (each output pixel is the mean of the source
-pixels whose centres it covers) on 8-bit opaque images, so the decoded image is
-never copied to floating point; scikit-image's area-weighted
-``resize_local_mean`` on premultiplied colour for images with transparency, so
-transparent pixels never bleed into the edges of opaque ones.
+the upright image. Formats whose decoders can scale down on the way take that
+fast path, straight to the smallest size at least as large as the sample:
+JPEG's draft mode (DCT scaling by up to 8), JPEG 2000's resolution levels, and
+HEIF's embedded thumbnails when they are a scaled copy of the picture. Every
+other format is decoded in full by Pillow (or its plugins, see
+:mod:`palette_dask.formats`), and TIFFs Pillow refuses by tifffile
+(:mod:`palette_dask.tiffs`).
+
+Resizing averages throughout: Pillow's box filter (each output pixel is the
+mean of the source pixels whose centres it covers) on 8-bit opaque images, so
+the decoded image is never copied to floating point; scikit-image's
+area-weighted ``resize_local_mean`` on premultiplied colour for images with
+transparency, so transparent pixels never bleed into the edges of opaque ones.
+Colour profiles are applied to the sample (:mod:`palette_dask.profiles`):
+40,000 pixels instead of the whole picture, averaged in the file's own
+encoding as sRGB files are.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import struct
 from dataclasses import dataclass
 
-import imageio.v3 as iio
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError
 from skimage.transform import resize_local_mean
 
+from . import profiles
 from .color import round_to_uint8
 from .errors import ImageError
+from .formats import IMAGE_FORMATS, JPEG_FORMATS, check_declared_size, check_pixels, sniff
+from .tiffs import read_tiff
 
 # palette-dask refuses oversized images itself, before decoding, against the job's
 # `max_image_pixels`; Pillow's own process-wide guard would refuse some of them
 # earlier with a different limit, so it is switched off.
 Image.MAX_IMAGE_PIXELS = None
 
-# Pillow format names we decode; MPO is the multi-picture JPEG many cameras write.
-IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "TIFF", "BMP")
-_JPEG_FORMATS = ("JPEG", "MPO")
+# What opening or decoding raises for bad data (RuntimeError: the JPEG XL plugin).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, RuntimeError, struct.error)
 # EXIF orientation tag, and the transpose that makes each orientation upright
 # (as ``ImageOps.exif_transpose``); orientations 5–8 swap width and height.
 _ORIENTATION_TAG = 0x0112
@@ -48,6 +57,10 @@ _UPRIGHT = {
     8: Image.Transpose.ROTATE_90,
 }
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+# JPEG 2000: the COD marker, whose fifth parameter byte is the number of resolution levels
+# below full size (each halves the picture).
+_J2K_COD = b"\xff\x52"
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,12 @@ class Sample:
         Pillow's name of the encoded format (``"JPEG"``, ``"PNG"`` …).
     width, height : int
         Size of the upright image before resizing.
+    icc_profile : str or None
+        The colour profile the pixels were converted from (see
+        :func:`palette_dask.profiles.conversion_for`), ``None`` for sRGB and
+        unlabelled images.
+    warning : str or None
+        Why the image's declared colours could not be applied, if they could not.
     """
 
     rgb: np.ndarray
@@ -71,6 +90,8 @@ class Sample:
     format: str
     width: int
     height: int
+    icc_profile: str | None = None
+    warning: str | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -108,8 +129,8 @@ def decode_sample(data: bytes, *, max_pixels: int, max_image_pixels: int) -> Sam
     Parameters
     ----------
     data : bytes
-        The encoded file: JPEG, PNG (8/16-bit, grey, palette, alpha), GIF (first
-        frame), WebP, TIFF or BMP.
+        The encoded file, in any of :data:`palette_dask.formats.IMAGE_FORMATS`
+        (first frame or page of animations and multi-page files).
     max_pixels : int
         Pixel budget of the sample.
     max_image_pixels : int
@@ -126,18 +147,23 @@ def decode_sample(data: bytes, *, max_pixels: int, max_image_pixels: int) -> Sam
 
     Examples
     --------
-    >>> png = iio.imwrite("<bytes>", np.zeros((300, 400, 3), np.uint8), extension=".png")
-    >>> decode_sample(png, max_pixels=1200, max_image_pixels=10**8).rgb.shape
+    >>> png = io.BytesIO()
+    >>> Image.new("RGB", (400, 300)).save(png, "PNG")
+    >>> decode_sample(png.getvalue(), max_pixels=1200, max_image_pixels=10**8).rgb.shape
     (30, 40, 3)
     """
     if not data:
         raise ImageError("empty file (0 bytes)")
+    check_declared_size(data, max_image_pixels)
     try:
         opened = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageError(_unrecognised(data)) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"corrupt image header: {exc}") from None
+        if sniff(data) == "TIFF":  # a TIFF layout Pillow does not know
+            return _tiff_sample(data, max_pixels, max_image_pixels)
+        raise ImageError(_unrecognised(data), format=sniff(data)) from None
+    except _DECODE_ERRORS as exc:
+        fmt = sniff(data)
+        raise ImageError(f"corrupt {fmt or 'image'} header: {exc}", format=fmt) from None
     with opened:
         fmt = opened.format or "unknown"
         if fmt not in IMAGE_FORMATS:
@@ -146,25 +172,31 @@ def decode_sample(data: bytes, *, max_pixels: int, max_image_pixels: int) -> Sam
                 format=fmt,
             )
         width, height = opened.size
-        if width * height > max_image_pixels:
-            raise ImageError(
-                f"image declares {width}x{height} = {width * height:,} pixels, "
-                f"over max_image_pixels={max_image_pixels:,}",
-                format=fmt,
-            )
+        check_pixels(width, height, max_image_pixels, fmt)
         orientation = exif_orientation(opened)
         if orientation in _TRANSPOSING_ORIENTATIONS:
             width, height = height, width
         target = sample_shape(width, height, max_pixels)
+        conversion = profiles.conversion_for(opened, data)
         try:
-            if fmt in _JPEG_FORMATS:
-                rgb, alpha = _decode_jpeg_draft(opened, target, orientation)
+            if fmt in JPEG_FORMATS:
+                rgb, alpha = _decode_jpeg_draft(opened, target, orientation, conversion)
             else:
-                rgb, alpha = _decode_with_imageio(data, opened.mode, opened.info)
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+                rgb, alpha = _decode_scaled(opened, data, target, orientation, conversion)
+        except _DECODE_ERRORS as exc:
+            if fmt == "TIFF":  # Pillow reads the header but not these pixels
+                return _tiff_sample(data, max_pixels, max_image_pixels)
             raise ImageError(f"truncated or corrupt {fmt} data: {exc}", format=fmt) from None
     rgb, alpha = _resize_premultiplied(rgb, alpha, target)
-    return Sample(rgb=rgb, alpha=alpha, format=fmt, width=width, height=height)
+    return Sample(
+        rgb=profiles.apply(conversion, rgb),
+        alpha=alpha,
+        format=fmt,
+        width=width,
+        height=height,
+        icc_profile=conversion.profile,
+        warning=conversion.warning,
+    )
 
 
 def exif_orientation(opened: Image.Image) -> int | None:
@@ -174,6 +206,9 @@ def exif_orientation(opened: Image.Image) -> int | None:
 
 def _unrecognised(data: bytes) -> str:
     """Say what a file that is not an image looks like."""
+    fmt = sniff(data)
+    if fmt is not None:
+        return f"{fmt} file whose header cannot be decoded (starts with {data[:12]!r})"
     head = data[:512].lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head[:256]:
         kind = "an HTML page"
@@ -187,10 +222,17 @@ def _unrecognised(data: bytes) -> str:
     return f"{kind}, not an image (starts with {data[:12]!r})"
 
 
-def _decode_jpeg_draft(opened: Image.Image, target: tuple[int, int], orientation: int | None):
+def _tiff_sample(data: bytes, max_pixels: int, max_image_pixels: int) -> Sample:
+    """A TIFF that Pillow cannot decode, read with tifffile (first page; no EXIF orientation)."""
+    rgb, alpha, width, height = read_tiff(data, max_image_pixels)
+    rgb, alpha = _resize_premultiplied(rgb, alpha, sample_shape(width, height, max_pixels))
+    return Sample(rgb=rgb, alpha=alpha, format="TIFF", width=width, height=height)
+
+
+def _decode_jpeg_draft(opened, target, orientation, conversion):
     """Decode a JPEG straight to about the target size, then fit it exactly and turn it upright."""
     size = stored_size(target, orientation)
-    return fit_draft(decode_draft(opened, size), size, orientation), None
+    return fit_draft(decode_draft(opened, size, conversion.cmyk), size, orientation), None
 
 
 def stored_size(target: tuple[int, int], orientation: int | None) -> tuple[int, int]:
@@ -199,11 +241,20 @@ def stored_size(target: tuple[int, int], orientation: int | None) -> tuple[int, 
     return (height, width) if orientation in _TRANSPOSING_ORIENTATIONS else (width, height)
 
 
-def decode_draft(opened: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Decode an opened JPEG, in RGB, at the smallest DCT scale (1/1 to 1/8) at least ``size``."""
+def decode_draft(opened: Image.Image, size: tuple[int, int], cmyk=None) -> Image.Image:
+    """Decode an opened JPEG, in RGB, at the smallest DCT scale (1/1 to 1/8) at least ``size``.
+
+    ``cmyk`` is the ICC transform of a CMYK JPEG's embedded profile, if it has one.
+    """
     opened.draft("RGB", size)
     opened.load()
-    return opened.convert("RGB") if opened.mode != "RGB" else opened
+    return _to_rgb(opened, cmyk)
+
+
+def _to_rgb(image: Image.Image, cmyk=None) -> Image.Image:
+    if image.mode == "CMYK" and cmyk is not None:
+        return ImageCms.applyTransform(image, cmyk)
+    return image.convert("RGB") if image.mode != "RGB" else image
 
 
 def fit_draft(image: Image.Image, size: tuple[int, int], orientation: int | None) -> np.ndarray:
@@ -215,19 +266,57 @@ def fit_draft(image: Image.Image, size: tuple[int, int], orientation: int | None
     return np.asarray(image)
 
 
-def _decode_with_imageio(data: bytes, mode: str, info: dict):
-    """Decode the first frame of a non-JPEG image to 8-bit RGB and optional alpha."""
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in info
+def _decode_scaled(opened, data, target, orientation, conversion):
+    """Decode a non-JPEG image, scaled down by its decoder where the format allows it."""
+    size = stored_size(target, orientation)
+    if opened.format == "JPEG2000":
+        opened.reduce = jpeg2000_reduce(data, opened.size, size)
+    elif opened.format == "HEIF":
+        opened.draft(None, size)  # an embedded thumbnail, when it is a scaled copy
+    return decode_pixels(opened, orientation, conversion.cmyk)
+
+
+def jpeg2000_reduce(data: bytes, full: tuple[int, int], size: tuple[int, int]) -> int:
+    """How many times a JPEG 2000 image can be halved by its decoder and stay at least ``size``.
+
+    Examples
+    --------
+    >>> cod = bytes.fromhex("ff52 000c 00 00 0001 00 05")  # COD marker: 5 resolution levels
+    >>> jpeg2000_reduce(cod, (4000, 3000), (231, 173))
+    4
+    """
+    at = data.find(_J2K_COD, 0, 1 << 16)
+    levels = data[at + 9] if at >= 0 and at + 9 < len(data) else 0
+    reduce = 0
+    while (
+        reduce < levels
+        and -(-full[0] // 2 ** (reduce + 1)) >= size[0]
+        and -(-full[1] // 2 ** (reduce + 1)) >= size[1]
+    ):
+        reduce += 1
+    return reduce
+
+
+def decode_pixels(opened: Image.Image, orientation: int | None = None, cmyk=None):
+    """Decode the first frame of an opened image to upright 8-bit RGB and optional alpha."""
+    mode = opened.mode
     if mode.startswith(("I", "F")):
-        # 16-bit and 32-bit greyscale: imageio keeps the full range, we rescale.
-        grey = iio.imread(data, plugin="pillow", index=0, rotate=True)
-        return _grey_to_rgb8(grey), None
-    pixels = iio.imread(
-        data, plugin="pillow", index=0, rotate=True, mode="RGBA" if has_alpha else "RGB"
-    )
-    if has_alpha:
-        return np.ascontiguousarray(pixels[..., :3]), np.ascontiguousarray(pixels[..., 3])
-    return pixels, None
+        # 16-bit and 32-bit greyscale: Pillow keeps the full range, we rescale.
+        opened.load()
+        pixels, alpha = _grey_to_rgb8(np.asarray(opened)), None
+    elif mode in _ALPHA_MODES or "transparency" in opened.info:
+        rgba = np.asarray(opened.convert("RGBA"))
+        pixels, alpha = rgba[..., :3], rgba[..., 3]
+    else:
+        pixels, alpha = np.asarray(_to_rgb(opened, cmyk)), None
+    if orientation in _UPRIGHT:
+        pixels = _transpose(pixels, orientation)
+        alpha = None if alpha is None else _transpose(alpha, orientation)
+    return np.ascontiguousarray(pixels), None if alpha is None else np.ascontiguousarray(alpha)
+
+
+def _transpose(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(pixels).transpose(_UPRIGHT[orientation]))
 
 
 def _grey_to_rgb8(grey: np.ndarray) -> np.ndarray:

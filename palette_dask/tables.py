@@ -33,6 +33,8 @@ IMAGES_SCHEMA = pa.schema(
         pa.field("n_pixels", pa.int32()),
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string()),
+        pa.field("icc_profile", pa.string()),
+        pa.field("warning", pa.string()),
         pa.field("k", pa.int16(), nullable=False),
         pa.field("color_space", pa.string(), nullable=False),
         pa.field("engine", pa.string(), nullable=False),
@@ -174,6 +176,8 @@ class TableBuilder:
                 sample_width=width,
                 sample_height=height,
                 n_pixels=n_pixels,
+                icc_profile=sample.icc_profile,
+                warning=sample.warning,
             )
         if palette is not None:
             row["mse_rgb"] = palette.mse_rgb

@@ -84,3 +84,22 @@ def truncated_jpeg(pixels: np.ndarray) -> bytes:
     """A JPEG cut off halfway through its data."""
     data = encode(pixels, "JPEG", quality=90)
     return data[: len(data) // 2]
+
+
+def psd(pixels: np.ndarray) -> bytes:
+    """A Photoshop file holding only its composite image (8-bit RGB, uncompressed).
+
+    Pillow reads PSD but cannot write it; the format's composite is simple enough
+    to write here: header, three empty sections, then one plane per channel.
+    """
+    height, width = pixels.shape[:2]
+    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, height, width, 8, 3)
+    empty_sections = struct.pack(">III", 0, 0, 0)
+    planes = np.ascontiguousarray(pixels.transpose(2, 0, 1)).tobytes()
+    return header + empty_sections + struct.pack(">H", 0) + planes
+
+
+def picture(size=(96, 128)) -> np.ndarray:
+    """A picture of five flat colours, as the format tests compare palettes on."""
+    colors = [(200, 30, 40), (40, 160, 70), (20, 60, 200), (240, 220, 120), (90, 90, 90)]
+    return blocks(colors, [0.25, 0.25, 0.25, 0.125, 0.125], size=size)
