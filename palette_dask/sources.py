@@ -153,8 +153,14 @@ def iter_uris(
     for spec in inputs:
         if any(c in spec for c in _GLOB_CHARS):
             fs, pattern = filesystem(spec, storage_options)
+            # `**` matches a folder and everything below it: what a walk of a
+            # matched folder listed is not listed (or counted) again.
+            walked: set[str] = set()
             for path in sorted(fs.glob(pattern)):
+                if _below(path, walked):
+                    continue
                 if fs.isdir(path):
+                    walked.add(path)
                     yield from _walk(fs, path, skipped)
                 elif _is_image(path, skipped):
                     yield _to_uri(fs, path)
@@ -248,6 +254,17 @@ def _walk_local(root: str, skipped: Counter[str] | None) -> Iterator[str]:
             yield from _walk_local(entry.path, skipped)
         elif _is_image(entry.name, skipped):
             yield normalize_uri(entry.path)
+
+
+def _below(path: str, folders: set[str]) -> bool:
+    """Whether ``path`` lies inside one of ``folders``, at any depth."""
+    parent = posixpath.dirname(path)
+    while parent not in folders:
+        above = posixpath.dirname(parent)
+        if above == parent:
+            return False
+        parent = above
+    return True
 
 
 def _is_image(path: str, skipped: Counter[str] | None) -> bool:

@@ -74,6 +74,13 @@ def test_glob_counts_the_files_it_skips(mixed):
     assert skipped == {".md": 1, ".csv": 1, "(none)": 1}
 
 
+def test_double_star_glob_lists_each_file_once(mixed):
+    skipped = Counter()
+    uris = list(iter_uris([str(mixed / "**")], skipped=skipped))
+    assert uris == [str(mixed / f"coffee.{ext}") for ext in ("avif", "jp2", "png")]
+    assert skipped == {".md": 1, ".csv": 1, "(none)": 1}
+
+
 def test_files_named_explicitly_are_never_skipped(mixed):
     manifest = mixed / "list.txt"
     manifest.write_text("coffee.png\n")
