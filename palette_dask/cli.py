@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
 
 import click
 
@@ -275,6 +276,7 @@ def run(spec, inputs, output, progress, log_level, dry_run, **options):
         --storage-option client_kwargs.region_name=eu-west-1
     """
     from .pipeline import run_job
+    from .sources import describe_skipped
     from .spec import JobSpec
 
     _log_to_stderr(log_level)
@@ -297,6 +299,8 @@ def run(spec, inputs, output, progress, log_level, dry_run, **options):
         click.echo(f"skipped {report.skipped_images} images already in the dataset")
     if report.duplicates:
         click.echo(f"ignored {report.duplicates} duplicate inputs")
+    if report.not_images:
+        click.echo(describe_skipped(report.not_images))
     click.echo(
         f"{report.images} images ({report.ok} ok, {report.errors} failed) "
         f"in {report.elapsed_s:.1f} s -> {report.output}"
@@ -672,16 +676,19 @@ def samples(folder):
 def _dry_run(job) -> None:
     """Print what a job would do: its spec, its inputs and partitions, its cluster."""
     from .cluster import describe_cluster
-    from .sources import check_inputs, chunked, image_id, iter_uris
+    from .sources import check_inputs, chunked, describe_skipped, image_id, iter_uris
     from .state import IdSet
 
     check_inputs(job.input, job.storage_options)
-    seen, listed, distinct = IdSet(), 0, 0
-    for chunk in chunked(iter_uris(job.input, job.storage_options), 65_536):
+    seen, listed, distinct, not_images = IdSet(), 0, 0, Counter()
+    uris = iter_uris(job.input, job.storage_options, skipped=not_images)
+    for chunk in chunked(uris, 65_536):
         listed += len(chunk)
         distinct += int(seen.add_new([image_id(uri) for uri in chunk]).sum())
     click.echo(json.dumps(job.to_dict(), indent=2))
     click.echo(f"inputs: {listed:,} listed, {distinct:,} distinct")
+    if not_images:
+        click.echo(describe_skipped(not_images))
     click.echo(
         f"partitions: {-(-distinct // job.partition_size):,} of up to {job.partition_size} "
         f"images, in waves of {job.partitions_per_wave:,} partitions"

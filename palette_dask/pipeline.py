@@ -26,9 +26,10 @@ import os
 import platform
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
@@ -43,7 +44,7 @@ from tqdm import tqdm
 
 from .cluster import check_versions, job_client
 from .corpus import CorpusPalette, fit_corpus_palette, merge_fit_samples
-from .sources import check_inputs, chunked, image_id, iter_uris
+from .sources import check_inputs, chunked, describe_skipped, image_id, iter_uris
 from .spec import JobSpec
 from .state import DatasetState, IdSet, load_state
 from .storage import filesystem, fresh, join, write_atomic
@@ -91,7 +92,10 @@ class JobReport:
     ``images``, ``ok`` and ``errors`` count the images this job processed;
     ``skipped_partitions`` were already written by the interrupted job it
     resumed, ``skipped_images`` were already in the dataset, and
-    ``duplicates`` were inputs listed more than once. ``process_seconds`` and
+    ``duplicates`` were inputs listed more than once. ``not_images`` counts the
+    files that folder walks and globs skipped for want of an image extension,
+    by lower-case extension (``"(none)"`` for files without one), sorted by
+    extension: ``{".md": 2, ".txt": 1}``. ``process_seconds`` and
     ``write_seconds`` add up the workers' time decoding and clustering the
     images (building their rows included) and writing the first pass's files.
     """
@@ -107,6 +111,7 @@ class JobReport:
     skipped_partitions: int = 0
     skipped_images: int = 0
     duplicates: int = 0
+    not_images: dict[str, int] = field(default_factory=dict)
     process_seconds: float = 0.0
     write_seconds: float = 0.0
     corpus: dict | None = None
@@ -126,6 +131,8 @@ class InputPlan:
         self.skipped_partitions = 0
         self.skipped_images = 0
         self.duplicates = 0
+        # Filled by the listing as the waves are drawn: complete once they are all out.
+        self.not_images: Counter[str] = Counter()
 
     def waves(self) -> Iterator[list[Part]]:
         spec, state = self.spec, self.state
@@ -135,7 +142,8 @@ class InputPlan:
         items: list[tuple[int, str]] = []
         position = 0
         for chunk in chunked(
-            iter_uris(spec.input, spec.storage_options), spec.partitions_per_wave * size
+            iter_uris(spec.input, spec.storage_options, skipped=self.not_images),
+            spec.partitions_per_wave * size,
         ):
             ids = [image_id(uri) for uri in chunk]
             known = state.known.contains(ids) if len(state.known) else np.zeros(len(ids), bool)
@@ -405,6 +413,8 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
                 logger.info("skipped %d partitions already written", plan.skipped_partitions)
             if plan.skipped_images:
                 logger.info("skipped %d images already in the dataset", plan.skipped_images)
+            if plan.not_images:
+                logger.info("%s", describe_skipped(plan.not_images))
             if fit_sample is not None:
                 corpus_record = _corpus_passes(
                     active, spec, state, written, fit_sample, progress=progress
@@ -421,6 +431,7 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
         skipped_partitions=plan.skipped_partitions,
         skipped_images=plan.skipped_images,
         duplicates=plan.duplicates,
+        not_images=dict(sorted(plan.not_images.items())),
         process_seconds=counts["process_seconds"],
         write_seconds=counts["write_seconds"],
         corpus=corpus_record,
@@ -437,6 +448,7 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
             "skipped_partitions": report.skipped_partitions,
             "skipped_images": report.skipped_images,
             "duplicates": report.duplicates,
+            "not_images": report.not_images,
         },
         worker_seconds={
             "process": round(report.process_seconds, 3),

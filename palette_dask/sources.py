@@ -5,13 +5,17 @@ URL (``file://``, ``memory://``, ``s3://`` once its backend is installed) or a
 manifest: a ``.txt`` file with one URI per line, or a ``.csv`` / ``.parquet``
 file with a ``uri`` column. Everything is a generator: folders are walked and
 manifests read in chunks as the job consumes them, so an input of a billion
-images never sits in memory.
+images never sits in memory. Folder walks and globs take the files with an
+image extension and can count the others by extension, so that a job can say
+what it left out.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import TypeVar
@@ -21,7 +25,24 @@ import pyarrow.parquet as pq
 
 from .storage import filesystem, is_local, local_path
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp")
+# Every extension the decoder reads (see `imaging`); lower-case, matched case-insensitively.
+IMAGE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".jpe", ".jfif",
+    ".png", ".apng",
+    ".gif",
+    ".webp",
+    ".tif", ".tiff",
+    ".bmp", ".dib",
+    ".avif", ".heic", ".heif", ".hif",
+    ".jxl",
+    ".jp2", ".j2k", ".j2c", ".jpc", ".jpx", ".jpf",
+    ".tga",
+    ".ppm", ".pgm", ".pbm", ".pnm",
+    ".ico",
+    ".psd",
+)  # fmt: skip
+# The key under which files without an extension are counted as not images.
+NO_EXTENSION = "(none)"
 MANIFEST_EXTENSIONS = (".txt", ".csv", ".parquet")
 MANIFEST_COLUMN = "uri"
 _GLOB_CHARS = ("*", "?", "[")
@@ -86,38 +107,87 @@ def check_inputs(inputs: Sequence[str], storage_options: Mapping | None = None) 
             raise FileNotFoundError(f"input {spec!r} does not exist")
 
 
-def iter_uris(inputs: Iterable[str], storage_options: Mapping | None = None) -> Iterator[str]:
+def iter_uris(
+    inputs: Iterable[str],
+    storage_options: Mapping | None = None,
+    *,
+    skipped: Counter[str] | None = None,
+) -> Iterator[str]:
     """Expand inputs into a stream of normalised image URIs, in a deterministic order.
 
     Files named explicitly are taken as images (or manifests, by extension);
-    folders and globs contribute files with an image extension. Relative paths
-    in a local manifest are relative to the manifest's folder. Remote inputs
-    and manifests are opened with ``storage_options``.
+    folders and globs contribute files with an image extension
+    (:data:`IMAGE_EXTENSIONS`) and skip the others. Relative paths in a local
+    manifest are relative to the manifest's folder. Remote inputs and manifests
+    are opened with ``storage_options``.
+
+    Parameters
+    ----------
+    inputs : iterable of str
+        Files, folders, glob patterns, fsspec URLs or manifests.
+    storage_options : mapping, optional
+        fsspec options of remote inputs and manifests.
+    skipped : collections.Counter, optional
+        When given, every file a folder walk or a glob skips adds 1 under its
+        lower-case extension (``".md"``), or under :data:`NO_EXTENSION` when it
+        has none. It fills as the stream is consumed. Hidden files are files
+        like any other: taken with an image extension, counted without one
+        (``.DS_Store`` counts under ``"(none)"``).
+
+    Yields
+    ------
+    str
+        Image URIs: local paths absolute, other URLs with their protocol.
 
     Examples
     --------
     >>> import fsspec
     >>> fs = fsspec.filesystem("memory")
     >>> fs.pipe({"/doc/b.png": b"", "/doc/a.jpg": b"", "/doc/notes.md": b""})
-    >>> list(iter_uris(["memory://doc"]))
+    >>> skipped = Counter()
+    >>> list(iter_uris(["memory://doc"], skipped=skipped))
     ['memory:///doc/a.jpg', 'memory:///doc/b.png']
+    >>> skipped
+    Counter({'.md': 1})
     """
     for spec in inputs:
         if any(c in spec for c in _GLOB_CHARS):
             fs, pattern = filesystem(spec, storage_options)
+            # `**` matches a folder and everything below it: what a walk of a
+            # matched folder listed is not listed (or counted) again.
+            walked: set[str] = set()
             for path in sorted(fs.glob(pattern)):
+                if _below(path, walked):
+                    continue
                 if fs.isdir(path):
-                    yield from _walk(fs, path)
-                elif _has_extension(path, IMAGE_EXTENSIONS):
+                    walked.add(path)
+                    yield from _walk(fs, path, skipped)
+                elif _is_image(path, skipped):
                     yield _to_uri(fs, path)
             continue
         fs, path = filesystem(spec, storage_options)
         if fs.isdir(path):
-            yield from _walk(fs, path)
+            yield from _walk(fs, path, skipped)
         elif _has_extension(path, MANIFEST_EXTENSIONS):
             yield from iter_manifest(spec, storage_options)
         else:
             yield _to_uri(fs, path)
+
+
+def describe_skipped(skipped: Mapping[str, int]) -> str:
+    """One line saying how many files a walk skipped as not images, by extension.
+
+    Examples
+    --------
+    >>> describe_skipped(Counter({".txt": 1, ".md": 2}))
+    'skipped 3 files that are not images: .md 2, .txt 1'
+    >>> describe_skipped({"(none)": 1})
+    'skipped 1 file that is not an image: (none) 1'
+    """
+    total = sum(skipped.values())
+    what = "file that is not an image" if total == 1 else "files that are not images"
+    by_extension = ", ".join(f"{ext} {n}" for ext, n in sorted(skipped.items()))
+    return f"skipped {total} {what}: {by_extension}"
 
 
 def iter_manifest(manifest: str, storage_options: Mapping | None = None) -> Iterator[str]:
@@ -166,24 +236,50 @@ def _manifest_entries(manifest: str, storage_options: Mapping | None) -> Iterato
         raise ValueError(f"manifest {manifest!r} must end in one of {MANIFEST_EXTENSIONS}")
 
 
-def _walk(fs, root: str) -> Iterator[str]:
+def _walk(fs, root: str, skipped: Counter[str] | None) -> Iterator[str]:
     """Image files below ``root``, depth first, each folder's entries sorted by name."""
     if _is_local_fs(fs):
-        yield from _walk_local(root)
+        yield from _walk_local(root, skipped)
         return
     for path in sorted(fs.find(root)):
-        if _has_extension(path, IMAGE_EXTENSIONS):
+        if _is_image(path, skipped):
             yield _to_uri(fs, path)
 
 
-def _walk_local(root: str) -> Iterator[str]:
+def _walk_local(root: str, skipped: Counter[str] | None) -> Iterator[str]:
     with os.scandir(root) as entries:
         ordered = sorted(entries, key=lambda e: e.name)
     for entry in ordered:
         if entry.is_dir(follow_symlinks=True):
-            yield from _walk_local(entry.path)
-        elif _has_extension(entry.name, IMAGE_EXTENSIONS):
+            yield from _walk_local(entry.path, skipped)
+        elif _is_image(entry.name, skipped):
             yield normalize_uri(entry.path)
+
+
+def _below(path: str, folders: set[str]) -> bool:
+    """Whether ``path`` lies inside one of ``folders``, at any depth."""
+    parent = posixpath.dirname(path)
+    while parent not in folders:
+        above = posixpath.dirname(parent)
+        if above == parent:
+            return False
+        parent = above
+    return True
+
+
+def _is_image(path: str, skipped: Counter[str] | None) -> bool:
+    """Whether a listed file has an image extension; counts it in ``skipped`` if not."""
+    if _has_extension(path, IMAGE_EXTENSIONS):
+        return True
+    if skipped is not None:
+        skipped[_extension(path)] += 1
+    return False
+
+
+def _extension(path: str) -> str:
+    # splitext sees no extension in a leading dot: ".DS_Store" has none, as in `os.path`.
+    ext = posixpath.splitext(path)[1].lower()
+    return ext if len(ext) > 1 else NO_EXTENSION
 
 
 def _is_local_fs(fs) -> bool:

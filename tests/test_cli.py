@@ -4,8 +4,10 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from imagegen import encode
 from jobtools import cli, read_table
 
 from palette_dask import __version__
@@ -36,8 +38,13 @@ def test_version():
 
 
 def test_run_spec_with_overrides_end_to_end(sample_dir, tmp_path):
+    notes = tmp_path / "notes"  # a folder of no image: its file is counted, not read
+    notes.mkdir()
+    (notes / "notes.txt").write_text("taken on a Tuesday\n")
     spec = tmp_path / "job.toml"
-    spec.write_text(f'input = ["{sample_dir}"]\noutput = "{tmp_path / "ignored"}"\nk = 3\n')
+    spec.write_text(
+        f'input = ["{sample_dir}", "{notes}"]\noutput = "{tmp_path / "ignored"}"\nk = 3\n'
+    )
     out = tmp_path / "out"
     result = cli(
         "run",
@@ -57,18 +64,36 @@ def test_run_spec_with_overrides_end_to_end(sample_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     n = len(list(sample_dir.iterdir()))
     assert f"{n} images ({n} ok, 0 failed)" in result.stdout
+    assert "skipped 1 file that is not an image: .txt 1" in result.stdout
     assert "starting an embedded Dask cluster with 1 worker process(es)" in result.stderr
     assert "Dask dashboard: http" in result.stderr
     images = read_table(out, "images").to_pandas()
     assert (images["k"] == 4).all() and (images["color_space"] == "oklab").all()
     assert not (tmp_path / "ignored").exists()
-    assert json.loads((out / "_job.json").read_text())["spec"]["workers"] == 1
+    record = json.loads((out / "_job.json").read_text())
+    assert record["spec"]["workers"] == 1
+    assert record["counts"]["not_images"] == {".txt": 1}
 
     listing = cli("palettes", out)
     assert listing.returncode == 0
     lines = listing.stdout.strip().splitlines()
     assert len(lines) == n
     assert all(len(re.findall(r"#[0-9a-f]{6}", line)) == 4 for line in lines)
+
+
+def test_dry_run_counts_the_files_that_are_not_images(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "red.png").write_bytes(encode(np.full((4, 4, 3), (200, 0, 0), np.uint8), "PNG"))
+    (folder / "notes.txt").write_text("taken on a Tuesday\n")
+    (folder / "todo.txt").write_text("sort them\n")
+    result = CliRunner().invoke(
+        main, ["run", "-i", str(folder), "-o", str(tmp_path / "out"), "--dry-run"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "inputs: 1 listed, 1 distinct" in result.output
+    assert "skipped 2 files that are not images: .txt 2" in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_palettes_lists_either_kind(sample_dir, tmp_path, client2):

@@ -1,3 +1,5 @@
+from collections import Counter
+
 import fsspec
 import numpy as np
 import pandas as pd
@@ -9,6 +11,7 @@ from palette_dask.reads import read_bytes
 from palette_dask.sources import (
     check_inputs,
     chunked,
+    describe_skipped,
     image_id,
     iter_uris,
     normalize_uri,
@@ -43,6 +46,71 @@ def test_glob_keeps_image_files(tree):
             str(tree / "sub/deeper/d.tiff"),
         ]
     )
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    """One photograph in three formats beside files that are not images (listing never decodes)."""
+    for rel in ["coffee.avif", "coffee.jp2", "coffee.png", "notes.md", "sub/data.csv", "LICENSE"]:
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"bytes")
+    return tmp_path
+
+
+def test_folder_walk_takes_every_image_format_and_counts_the_rest(mixed):
+    skipped = Counter()
+    uris = iter_uris([str(mixed)], skipped=skipped)
+    assert list(uris) == [str(mixed / f"coffee.{ext}") for ext in ("avif", "jp2", "png")]
+    assert skipped == {".md": 1, ".csv": 1, "(none)": 1}
+    line = describe_skipped(skipped)
+    assert line == "skipped 3 files that are not images: (none) 1, .csv 1, .md 1"
+
+
+def test_glob_counts_the_files_it_skips(mixed):
+    skipped = Counter()
+    uris = iter_uris([str(mixed / "*")], skipped=skipped)
+    assert list(uris) == [str(mixed / f"coffee.{ext}") for ext in ("avif", "jp2", "png")]
+    assert skipped == {".md": 1, ".csv": 1, "(none)": 1}
+
+
+def test_double_star_glob_lists_each_file_once(mixed):
+    skipped = Counter()
+    uris = list(iter_uris([str(mixed / "**")], skipped=skipped))
+    assert uris == [str(mixed / f"coffee.{ext}") for ext in ("avif", "jp2", "png")]
+    assert skipped == {".md": 1, ".csv": 1, "(none)": 1}
+
+
+def test_files_named_explicitly_are_never_skipped(mixed):
+    manifest = mixed / "list.txt"
+    manifest.write_text("coffee.png\n")
+    skipped = Counter()
+    uris = iter_uris([str(mixed / "notes.md"), str(manifest)], skipped=skipped)
+    assert list(uris) == [str(mixed / "notes.md"), str(mixed / "coffee.png")]
+    assert not skipped
+
+
+@pytest.mark.parametrize(
+    ("name", "counted_as"),
+    [
+        ("NOTES.MD", ".md"),
+        ("archive.tar.gz", ".gz"),
+        ("README", "(none)"),
+        ("trailing.", "(none)"),
+        (".DS_Store", "(none)"),  # a hidden file is a file: its leading dot is no extension
+        (".hidden.png", None),
+        ("SHOT.HEIC", None),
+        ("scan.j2k", None),
+    ],
+)
+def test_skipped_files_count_under_their_lower_case_extension(tmp_path, name, counted_as):
+    (tmp_path / name).write_bytes(b"bytes")
+    skipped = Counter()
+    uris = list(iter_uris([str(tmp_path)], skipped=skipped))
+    if counted_as is None:
+        assert uris == [str(tmp_path / name)] and not skipped
+    else:
+        assert uris == [] and skipped == {counted_as: 1}
 
 
 def test_explicit_file_and_file_url_are_the_same_image(tree):
