@@ -40,9 +40,9 @@ from threadpoolctl import threadpool_limits
 from palette_dask import JobSpec, extract_palette
 from palette_dask.imaging import (
     Sample,
-    _decode_with_imageio,
     _resize_premultiplied,
     decode_draft,
+    decode_pixels,
     exif_orientation,
     fit_draft,
     sample_shape,
@@ -88,7 +88,7 @@ def stage_split(paths, repeat: int = 3) -> dict[str, float]:
     """Median milliseconds of our stages (fastest of ``repeat``): read, decode, resize, cluster.
 
     Decode includes opening the file and reading its header; JPEGs take the
-    draft path, other formats imageio, as :func:`palette_dask.imaging.decode_sample` does.
+    draft path, other formats a full decode, as :func:`palette_dask.imaging.decode_sample` does.
     """
     options = PaletteOptions()
     stages = {"read": [], "decode": [], "resize": [], "cluster": []}
@@ -107,7 +107,7 @@ def stage_split(paths, repeat: int = 3) -> dict[str, float]:
                     t2 = time.perf_counter()
                     rgb = fit_draft(draft, size, orientation)
                 else:
-                    pixels, alpha = _decode_with_imageio(data, im.mode, im.info)
+                    pixels, alpha = decode_pixels(im, orientation)
                     t2 = time.perf_counter()
                     rgb, alpha = _resize_premultiplied(pixels, alpha, target)
             t3 = time.perf_counter()

@@ -58,6 +58,9 @@ _UPRIGHT = {
 }
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+# TIFF tags that say whether Pillow can decode a layout.
+_TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLES_PER_PIXEL, _TIFF_PLANAR_CONFIGURATION = 258, 277, 284
+_TIFF_SAMPLE_FORMAT = 339
 # JPEG 2000: the COD marker, whose fifth parameter byte is the number of resolution levels
 # below full size (each halves the picture).
 _J2K_COD = b"\xff\x52"
@@ -173,6 +176,8 @@ def decode_sample(data: bytes, *, max_pixels: int, max_image_pixels: int) -> Sam
             )
         width, height = opened.size
         check_pixels(width, height, max_image_pixels, fmt)
+        if fmt == "TIFF" and not _pillow_reads_tiff(opened):
+            return _tiff_sample(data, max_pixels, max_image_pixels)
         orientation = exif_orientation(opened)
         if orientation in _TRANSPOSING_ORIENTATIONS:
             width, height = height, width
@@ -227,6 +232,20 @@ def _tiff_sample(data: bytes, max_pixels: int, max_image_pixels: int) -> Sample:
     rgb, alpha, width, height = read_tiff(data, max_image_pixels)
     rgb, alpha = _resize_premultiplied(rgb, alpha, sample_shape(width, height, max_pixels))
     return Sample(rgb=rgb, alpha=alpha, format="TIFF", width=width, height=height)
+
+
+def _pillow_reads_tiff(opened: Image.Image) -> bool:
+    """Whether Pillow decodes this TIFF's layout faithfully: unsigned samples, at most four of
+    them, and no planar layout of more than 8 bits (which it opens but misreads)."""
+    tags = opened.tag_v2
+    bits = max(_as_tuple(tags.get(_TIFF_BITS_PER_SAMPLE, 8)))
+    planar = tags.get(_TIFF_PLANAR_CONFIGURATION, 1) == 2
+    unsigned = set(_as_tuple(tags.get(_TIFF_SAMPLE_FORMAT, 1))) <= {1}
+    return unsigned and tags.get(_TIFF_SAMPLES_PER_PIXEL, 1) <= 4 and not (planar and bits > 8)
+
+
+def _as_tuple(value) -> tuple:
+    return value if isinstance(value, tuple) else (value,)
 
 
 def _decode_jpeg_draft(opened, target, orientation, conversion):

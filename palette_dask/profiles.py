@@ -59,6 +59,11 @@ _BRADFORD = np.array(
     [[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]]
 )
 _IDENTITY_TOLERANCE = 1
+# sRGB codes of linear light in 65,536 steps: a step moves a code by at most 0.05 near black.
+_ENCODE_STEPS = 1 << 16
+_SRGB_ENCODE = np.rint(
+    _linear_to_srgb(np.arange(_ENCODE_STEPS, dtype=np.float64) / (_ENCODE_STEPS - 1)) * 255.0
+).astype(np.uint8)
 # Every colour of a 16-level grid, as an image: what a conversion is tested on.
 _PROBE = np.stack(
     np.meshgrid(*[np.linspace(0, 255, 16).round().astype(np.uint8)] * 3, indexing="ij"), axis=-1
@@ -260,12 +265,13 @@ def _exif_adobe_rgb(opened: Image.Image) -> bool:
 def _parametric(profile: str, primaries, decode: Callable[[np.ndarray], np.ndarray]) -> Conversion:
     """A conversion from RGB of ``primaries`` (red, green, blue, white) and transfer ``decode``."""
     to_srgb = np.linalg.inv(_rgb_to_xyz(_SRGB_PRIMARIES))
-    matrix = to_srgb @ _adapt_to_d65(primaries[3]) @ _rgb_to_xyz(primaries)
-    linear = decode(np.arange(256, dtype=np.float64) / 255.0)
+    matrix = (to_srgb @ _adapt_to_d65(primaries[3]) @ _rgb_to_xyz(primaries)).T.astype(np.float32)
+    linear = decode(np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
 
     def convert(rgb: np.ndarray) -> np.ndarray:
-        encoded = _linear_to_srgb(linear[rgb] @ matrix.T) * 255.0
-        return np.clip(np.rint(encoded), 0, 255).astype(np.uint8)
+        # Tables both ways: 8-bit codes to linear light, linear light in 16-bit steps to sRGB.
+        steps = np.clip(linear[rgb] @ matrix, 0.0, 1.0) * np.float32(_ENCODE_STEPS - 1)
+        return _SRGB_ENCODE[(steps + np.float32(0.5)).astype(np.uint16)]
 
     return Conversion(profile, convert=None if _is_identity(convert) else convert)
 
