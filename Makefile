@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/python benchmarks/corpus.py
 	$(BIN)/python benchmarks/search.py
 	$(BIN)/python benchmarks/remote.py
+	$(BIN)/python benchmarks/formats.py
 
 clean:
 	rm -rf $(VENV) out data build *.egg-info

@@ -27,7 +27,8 @@ _jxl_plugin.DECODE_THREADS = 0  # 0: no decoding threads
 AvifImagePlugin.DEFAULT_MAX_THREADS = 1
 
 # Pillow's names of the formats decoded, most common first. MPO is the
-# multi-picture JPEG many cameras write; PPM covers PBM, PGM, PPM and PNM.
+# multi-picture JPEG many cameras write; DIB is a bitmap without BMP's file header;
+# PPM covers PBM, PGM, PPM and PNM.
 IMAGE_FORMATS = (
     "JPEG",
     "MPO",
@@ -36,6 +37,7 @@ IMAGE_FORMATS = (
     "WEBP",
     "TIFF",
     "BMP",
+    "DIB",
     "AVIF",
     "HEIF",
     "JXL",

@@ -21,7 +21,9 @@ from PIL import Image
 
 from palette_dask import JobSpec, extract_palette, run_job
 from palette_dask.color import _srgb_to_linear
+from palette_dask.formats import IMAGE_FORMATS
 from palette_dask.imaging import ImageError, decode_sample
+from palette_dask.sources import IMAGE_EXTENSIONS
 
 BIG = 10**9
 # (format, encoder options, largest difference allowed per colour channel)
@@ -34,6 +36,7 @@ FORMATS = [
     ("PPM", {}, 0),
     ("ICO", {}, 0),
     ("PSD", {}, 0),
+    ("DIB", {}, 0),
 ]
 DISPLAY_P3 = [0.680, 0.320, 1.0, 0.265, 0.690, 1.0, 0.150, 0.060, 1.0]
 ADOBE_RGB = [0.640, 0.330, 1.0, 0.210, 0.710, 1.0, 0.150, 0.060, 1.0]
@@ -244,8 +247,18 @@ def test_srgb_profile_leaves_pixels_untouched(reference):
 
 EXTENSIONS = {
     "AVIF": "avif", "HEIF": "heic", "JXL": "jxl", "JPEG2000": "jp2",
-    "TGA": "tga", "PPM": "ppm", "ICO": "ico", "PSD": "psd",
+    "TGA": "tga", "PPM": "ppm", "ICO": "ico", "PSD": "psd", "DIB": "dib",
 }  # fmt: skip
+
+
+def test_every_image_extension_names_a_decoded_format():
+    """Folder walks take these extensions: each must be a format the job decodes."""
+    registered = Image.registered_extensions()
+    assert {
+        ext: registered.get(ext)
+        for ext in IMAGE_EXTENSIONS
+        if registered.get(ext) not in IMAGE_FORMATS
+    } == {}
 
 
 def test_folder_of_mixed_formats_gives_one_row_per_picture(tmp_path, client1):
