@@ -9,14 +9,17 @@ three tries. The sets are those of ``run.py`` — "camera" (12-megapixel JPEGs),
 again with a Display P3 ICC profile embedded in each file (the same JPEG data,
 the profile added as an APP2 segment), which this revision converts and the
 base ignores. A last table times each format on the same 1-megapixel pictures,
-as a ratio to the PNG of the picture. Results go to
-``benchmarks/results/formats.{md,json}``.
+as a ratio to the PNG of the picture, and one compares the PNG decoders on the
+mixed set's PNGs: Pillow's (``imaging.decode_pixels``) and libspng's
+(``imaging.decode_png``), decoding alone, with a check that their pixels are
+identical. Results go to ``benchmarks/results/formats.{md,json}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import shutil
 import statistics
 import struct
@@ -27,11 +30,13 @@ import time
 from pathlib import Path
 
 import imagecodecs
+import numpy as np
 from benchtools import machine, make_photo_corpus, warm_up, write_results
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
 from palette_dask import extract_palette
+from palette_dask.imaging import decode_pixels, decode_png
 from palette_dask.pipeline import package_versions
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -116,6 +121,25 @@ def median_ms(functions: dict, paths, repeat: int = 3) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in best.items()}
 
 
+def png_decoders(paths) -> dict:
+    """Pillow's and libspng's PNG decoding alone (median ms), and whether their pixels agree."""
+
+    def pillow(data: bytes):
+        with Image.open(io.BytesIO(data)) as opened:
+            return decode_pixels(opened)
+
+    def libspng(data: bytes):
+        with Image.open(io.BytesIO(data)) as opened:
+            return decode_png(opened, data)
+
+    ms = median_ms({"pillow": pillow, "libspng": libspng}, paths)
+    identical = all(
+        all(np.array_equal(a, b) for a, b in zip(pillow(d), libspng(d), strict=True))
+        for d in (Path(p).read_bytes() for p in paths)
+    )
+    return {**ms, "pillow_over_libspng": ms["pillow"] / ms["libspng"], "identical": identical}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--camera", type=int, default=6, help="12-megapixel JPEGs")
@@ -163,6 +187,7 @@ def main(argv=None) -> int:
                 }
             for fmt in formats:
                 formats[fmt]["over_png"] = formats[fmt]["ms"] / formats["PNG"]["ms"]
+            decoders = png_decoders(sets["mixed PNGs"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results = {
@@ -171,6 +196,7 @@ def main(argv=None) -> int:
         "base": args.base,
         "sets": compared,
         "formats": formats,
+        "png_decoders": decoders,
     }
     lines = [
         f"# Per image against {args.base}, one process, single-threaded (median ms)",
@@ -194,6 +220,15 @@ def main(argv=None) -> int:
         lines.append(
             f"| {fmt} | {r['ms']:.2f} | {r['over_png']:.2f} | {r['bytes'] / 1024:.0f} KB |"
         )
+    lines += [
+        "",
+        "# PNG decoding alone, the mixed set's PNGs (median ms per image)",
+        "",
+        "| Pillow | libspng | Pillow / libspng | identical pixels |",
+        "| --- | --- | --- | --- |",
+        f"| {decoders['pillow']:.2f} | {decoders['libspng']:.2f} "
+        f"| {decoders['pillow_over_libspng']:.2f} | {decoders['identical']} |",
+    ]
     write_results("formats", results, lines)
     return 0
 

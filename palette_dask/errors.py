@@ -12,3 +12,19 @@ class ImageError(ValueError):
     def __init__(self, message: str, *, format: str | None = None):
         super().__init__(message)
         self.format = format
+
+
+def reason(exc: BaseException) -> str:
+    """A decoder's exception as one line for the ``error`` column.
+
+    Decoders raise multi-line messages, some with advice for their own
+    developers (the JPEG XL plugin's "Please build libjxl from source …"); the
+    column keeps the first line, without that advice.
+
+    Examples
+    --------
+    >>> reason(RuntimeError("Generic Error. Please build `libjxl` from source\\n  in debug mode"))
+    'Generic Error.'
+    """
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return first.split(" Please build")[0].strip()

@@ -242,3 +242,26 @@ def isobmff_sizes(data: bytes) -> list[tuple[int, int]]:
         sizes.append(struct.unpack_from(">II", data, at + 8))
         at = data.find(b"ispe", at + 16, ISOBMFF_META_BYTES)
     return sizes
+
+
+def png_chunk(data: bytes, kind: bytes, *, before: bytes = b"IEND") -> bytes | None:
+    """The body of a PNG's first ``kind`` chunk, found by walking the chunk headers.
+
+    The walk stops at the first ``before`` chunk (``b"IDAT"`` for chunks that
+    must come before the image data).
+
+    Examples
+    --------
+    >>> png = _PNG_SIGNATURE + struct.pack(">I4s2sI", 2, b"cICP", b"\\x0c\\x0d", 0)
+    >>> png_chunk(png, b"cICP"), png_chunk(png, b"eXIf")
+    (b'\\x0c\\r', None)
+    """
+    position = len(_PNG_SIGNATURE)
+    while position + 8 <= len(data):
+        length, found = struct.unpack_from(">I4s", data, position)
+        if found == kind:
+            return data[position + 8 : position + 8 + length]
+        if found == before:
+            return None
+        position += 12 + length
+    return None

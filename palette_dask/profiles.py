@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageCms
 
 from .color import _linear_to_srgb, _srgb_to_linear
-from .formats import ISOBMFF_META_BYTES
+from .formats import ISOBMFF_META_BYTES, png_chunk
 
 _SRGB = ImageCms.createProfile("sRGB")
 # Chromaticities (x, y) of red, green, blue and white.
@@ -142,15 +142,8 @@ def mode_family(mode: str) -> str:
 
 def png_cicp(data: bytes) -> tuple[int, int] | None:
     """Colour primaries and transfer codes of a PNG's ``cICP`` chunk, if it has one."""
-    position = 8
-    while position + 8 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, position)
-        if kind == b"cICP" and length >= 2 and position + 10 <= len(data):
-            return data[position + 8], data[position + 9]
-        if kind in (b"IDAT", b"IEND"):
-            return None
-        position += 12 + length
-    return None
+    body = png_chunk(data, b"cICP", before=b"IDAT")
+    return (body[0], body[1]) if body is not None and len(body) >= 2 else None
 
 
 def isobmff_nclx(data: bytes) -> tuple[int, int] | None:

@@ -21,7 +21,7 @@ import io
 import numpy as np
 import tifffile
 
-from .errors import ImageError
+from .errors import ImageError, reason
 from .formats import check_pixels
 
 # TIFF ExtraSamples values that are alpha (associated and unassociated).
@@ -50,7 +50,7 @@ def read_tiff(data: bytes, max_image_pixels: int) -> tuple[np.ndarray, np.ndarra
     try:
         tiff = tifffile.TiffFile(io.BytesIO(data))
     except Exception as exc:  # tifffile raises many types for malformed headers
-        raise ImageError(f"corrupt TIFF header: {exc}", format="TIFF") from None
+        raise ImageError(f"corrupt TIFF header: {reason(exc)}", format="TIFF") from None
     with tiff:
         page = tiff.pages.first
         width, height = int(page.imagewidth), int(page.imagelength)
@@ -59,7 +59,7 @@ def read_tiff(data: bytes, max_image_pixels: int) -> tuple[np.ndarray, np.ndarra
             pixels = page.asarray(maxworkers=1)
             rgb, alpha = _to_rgb8(pixels, page)
         except Exception as exc:  # codec and layout failures of every kind
-            raise ImageError(f"{describe(tiff)}: {exc}", format="TIFF") from None
+            raise ImageError(f"{describe(tiff)}: {reason(exc)}", format="TIFF") from None
     return rgb, alpha, width, height
 
 

@@ -31,9 +31,9 @@ def encode(pixels: np.ndarray, fmt: str, **options) -> bytes:
 
 
 def png16(pixels: np.ndarray) -> bytes:
-    """A 16-bit PNG (RGB or greyscale) written by hand, since Pillow cannot write 16-bit RGB."""
+    """A 16-bit PNG (RGB, RGBA or greyscale) written by hand: Pillow cannot write 16-bit colour."""
     height, width = pixels.shape[:2]
-    color_type = 2 if pixels.ndim == 3 else 0
+    color_type = {2: 0, 3: 2, 4: 6}[pixels.ndim if pixels.ndim == 2 else pixels.shape[2]]
     raw = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(height))
 
     def chunk(kind: bytes, data: bytes) -> bytes:

@@ -15,14 +15,14 @@ import imagecodecs
 import numpy as np
 import pytest
 import tifffile
-from imagegen import encode, picture, psd
+from imagegen import encode, picture, png16, psd
 from jobtools import read_table
 from PIL import Image
 
 from palette_dask import JobSpec, extract_palette, run_job
 from palette_dask.color import _srgb_to_linear
 from palette_dask.formats import IMAGE_FORMATS
-from palette_dask.imaging import ImageError, decode_sample
+from palette_dask.imaging import ImageError, decode_pixels, decode_png, decode_sample
 from palette_dask.sources import IMAGE_EXTENSIONS
 
 BIG = 10**9
@@ -198,11 +198,14 @@ def test_embedded_profile_gives_the_srgb_palette(space, fmt, reference):
     assert largest_difference(stripped, reference) > 10  # the test can fail
 
 
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    crc = struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    return struct.pack(">I", len(body)) + kind + body + crc
+
+
 def with_png_chunk(png: bytes, kind: bytes, body: bytes) -> bytes:
     """A PNG with one more chunk right after its header (where cICP and gAMA go)."""
-    crc = struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-    chunk = struct.pack(">I", len(body)) + kind + body + crc
-    return png[:33] + chunk + png[33:]
+    return png[:33] + png_chunk(kind, body) + png[33:]
 
 
 def test_png_cicp_display_p3_gives_the_srgb_palette(reference):
@@ -296,3 +299,54 @@ def test_heif_with_a_thumbnail_decodes_it_and_keeps_the_picture():
     palette = palette_of(heif)
     assert (palette.sample.width, palette.sample.height) == (2048, 1536)
     assert largest_difference(palette, palette_of(encode(big, "PNG"))) <= 4
+
+
+def png_kinds() -> dict[str, bytes]:
+    rgba = np.dstack([picture(), np.linspace(0, 255, 128, dtype=np.uint8)[None, :].repeat(96, 0)])
+    wide = picture().astype(np.uint16) * 257 + 100
+    indexed = Image.fromarray(picture()).quantize(8)
+    with_trns = io.BytesIO()
+    indexed.save(with_trns, "PNG", transparency=2)
+    return {
+        "RGB": encode(picture(), "PNG"),
+        "RGBA": encode(rgba, "PNG"),
+        "grey": encode(picture()[..., 0], "PNG"),
+        "grey and alpha": encode(np.dstack([picture()[..., 0], rgba[..., 3]]), "PNG"),
+        "palette": encode(np.asarray(indexed.convert("RGB")), "PNG", optimize=True),
+        "palette with tRNS": with_trns.getvalue(),
+        "16-bit RGB": png16(wide),
+        "16-bit RGBA": png16(np.dstack([wide, wide[..., :1]])),
+        "16-bit grey": png16(wide[..., 0]),
+        "1-bit": encode(picture()[..., 0] > 100, "PNG"),
+    }
+
+
+@pytest.mark.parametrize("kind", list(png_kinds()))
+def test_png_decoder_gives_the_pixels_pillow_gives(kind):
+    data = png_kinds()[kind]
+    with Image.open(io.BytesIO(data)) as fast, Image.open(io.BytesIO(data)) as reference:
+        rgb, alpha = decode_png(fast, data)
+        expected_rgb, expected_alpha = decode_pixels(reference)
+    np.testing.assert_array_equal(rgb, expected_rgb)
+    np.testing.assert_array_equal(alpha, expected_alpha)
+
+
+def test_png_orientation_is_read_from_a_chunk_after_the_pixels():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    png = encode(picture(), "PNG")
+    late = png[:-12] + png_chunk(b"eXIf", exif.tobytes()) + png[-12:]  # just before IEND
+    sample = decode_sample(late, max_pixels=40_000, max_image_pixels=BIG)
+    assert (sample.width, sample.height) == (96, 128)
+    np.testing.assert_array_equal(sample.rgb, np.rot90(picture(), -1))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "AVIF", "JXL", "JPEG2000", "TIFF"])
+def test_truncated_file_is_an_image_error(fmt):
+    noise = np.random.default_rng(1).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    data = encode(noise, fmt)
+    with pytest.raises(ImageError) as caught:
+        decode_sample(data[: len(data) * 3 // 4], max_pixels=400, max_image_pixels=BIG)
+    message = str(caught.value)
+    assert fmt in message and "\n" not in message and "Please build" not in message
+    assert caught.value.format == fmt
