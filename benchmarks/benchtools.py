@@ -8,8 +8,10 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import threading
+import time
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -55,6 +57,24 @@ def make_photo_corpus(
         iio.imwrite(path, big.astype(np.uint8), **({"quality": 90} if ext == "jpg" else {}))
         paths.append(path)
     return paths
+
+
+def median_ms(functions: dict, items, repeat: int = 3) -> dict[str, float]:
+    """Median over ``items`` of each function's fastest of ``repeat`` tries, run in turns.
+
+    Taking the functions in turns on each item spreads the machine's noise over all of them.
+    """
+    best = {name: [] for name in functions}
+    for item in items:
+        times = {name: [] for name in functions}
+        for _ in range(repeat):
+            for name, function in functions.items():
+                t0 = time.perf_counter()
+                function(item)
+                times[name].append((time.perf_counter() - t0) * 1000)
+        for name in functions:
+            best[name].append(min(times[name]))
+    return {name: statistics.median(values) for name, values in best.items()}
 
 
 def linked_copies(paths, folder: Path, n_images: int) -> list[Path]:

@@ -26,12 +26,11 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import imagecodecs
 import numpy as np
-from benchtools import machine, make_photo_corpus, warm_up, write_results
+from benchtools import machine, make_photo_corpus, median_ms, warm_up, write_results
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
@@ -105,20 +104,9 @@ def encoded_set(paths, fmt: str, folder: Path) -> list[Path]:
     return out
 
 
-def median_ms(functions: dict, paths, repeat: int = 3) -> dict[str, float]:
-    """Median over ``paths`` of each function's fastest of ``repeat`` tries, run in turns."""
-    best = {name: [] for name in functions}
-    for path in paths:
-        data = Path(path).read_bytes()
-        times = {name: [] for name in functions}
-        for _ in range(repeat):
-            for name, function in functions.items():
-                t0 = time.perf_counter()
-                function(data)
-                times[name].append((time.perf_counter() - t0) * 1000)
-        for name in functions:
-            best[name].append(min(times[name]))
-    return {name: statistics.median(values) for name, values in best.items()}
+def files(paths) -> list[bytes]:
+    """The files' bytes: read once, so that reading is not timed."""
+    return [Path(p).read_bytes() for p in paths]
 
 
 def png_decoders(paths) -> dict:
@@ -132,10 +120,10 @@ def png_decoders(paths) -> dict:
         with Image.open(io.BytesIO(data)) as opened:
             return decode_png(opened, data)
 
-    ms = median_ms({"pillow": pillow, "libspng": libspng}, paths)
+    ms = median_ms({"pillow": pillow, "libspng": libspng}, files(paths))
     identical = all(
         all(np.array_equal(a, b) for a, b in zip(pillow(d), libspng(d), strict=True))
-        for d in (Path(p).read_bytes() for p in paths)
+        for d in files(paths)
     )
     return {**ms, "pillow_over_libspng": ms["pillow"] / ms["libspng"], "identical": identical}
 
@@ -171,7 +159,7 @@ def main(argv=None) -> int:
             versions = {"base": base.extract_palette, "this": extract_palette}
             compared = {}
             for name, paths in sets.items():
-                ms = median_ms(versions, paths)
+                ms = median_ms(versions, files(paths))
                 compared[name] = {
                     "images": len(paths),
                     "base_ms": ms["base"],
@@ -180,7 +168,7 @@ def main(argv=None) -> int:
                 }
             formats = {}
             for fmt, paths in per_format.items():
-                ms = median_ms({"this": extract_palette}, paths)["this"]
+                ms = median_ms({"this": extract_palette}, files(paths))["this"]
                 formats[fmt] = {
                     "ms": ms,
                     "bytes": statistics.median(p.stat().st_size for p in paths),

@@ -28,6 +28,7 @@ from benchtools import (
     linked_copies,
     machine,
     make_photo_corpus,
+    median_ms,
     run_job_on_fresh_cluster,
     warm_up,
     write_results,
@@ -53,21 +54,6 @@ from palette_dask.pipeline import package_versions
 
 # The job runs with the default partitions.
 JOB_PARTITION_SIZE = JobSpec.partition_size
-
-
-def median_ms(functions: dict, paths, repeat: int = 3) -> dict[str, float]:
-    """Median over ``paths`` of each function's fastest of ``repeat`` tries, run in turns."""
-    best = {name: [] for name in functions}
-    for path in paths:
-        times = {name: [] for name in functions}
-        for _ in range(repeat):
-            for name, function in functions.items():
-                t0 = time.perf_counter()
-                function(path)
-                times[name].append((time.perf_counter() - t0) * 1000)
-        for name in functions:
-            best[name].append(min(times[name]))
-    return {name: statistics.median(values) for name, values in best.items()}
 
 
 def recipe(path):
