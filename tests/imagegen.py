@@ -103,3 +103,47 @@ def picture(size=(96, 128)) -> np.ndarray:
     """A picture of five flat colours, as the format tests compare palettes on."""
     colors = [(200, 30, 40), (40, 160, 70), (20, 60, 200), (240, 220, 120), (90, 90, 90)]
     return blocks(colors, [0.25, 0.25, 0.25, 0.125, 0.125], size=size)
+
+
+def cmyk_profile(corners: dict[tuple[int, int, int, int], tuple[float, float, float]]) -> bytes:
+    """A minimal ICC v2 CMYK profile whose A2B0 table maps each CMYK corner to a CIELAB colour.
+
+    ``corners`` gives the L*a*b* of the 16 corners (each ink 0 or 1); colours in
+    between are interpolated by the colour engine. Enough for littleCMS to
+    convert CMYK images through it, and unlike Pillow's naive CMYK → RGB.
+    """
+
+    def tag(signature: bytes, body: bytes) -> tuple[bytes, bytes]:
+        return signature, body + bytes(-len(body) % 4)
+
+    grid = b"".join(
+        struct.pack(
+            ">HHH",
+            round(corners[(c, m, y, k)][0] / 100 * 65280),
+            round((corners[(c, m, y, k)][1] + 128) * 256),
+            round((corners[(c, m, y, k)][2] + 128) * 256),
+        )
+        for c in (0, 1) for m in (0, 1) for y in (0, 1) for k in (0, 1)
+    )  # fmt: skip
+    identity = struct.pack(">9i", 65536, 0, 0, 0, 65536, 0, 0, 0, 65536)
+    ramp = struct.pack(">HH", 0, 65535)
+    lut = b"mft2" + bytes(4) + bytes([4, 3, 2, 0]) + identity + struct.pack(">HH", 2, 2)
+    lut += ramp * 4 + grid + ramp * 3
+    text = b"CMYK test profile\x00"
+    description = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 67)
+    d50 = struct.pack(">3i", 63190, 65536, 54061)
+    tags = [
+        tag(b"desc", description),
+        tag(b"wtpt", b"XYZ " + bytes(4) + d50),
+        tag(b"A2B0", lut),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for signature, body in tags:
+        table += signature + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = struct.pack(">I4sI4s4s4s", size, b"none", 0x02100000, b"prtr", b"CMYK", b"Lab ")
+    header += bytes(12) + b"acsp" + bytes(4 + 4 + 4 + 4 + 8) + struct.pack(">I", 0) + d50
+    header += bytes(128 - len(header))
+    return header + struct.pack(">I", len(tags)) + table + data

@@ -7,6 +7,7 @@ profiles and conversions with imagecodecs' littleCMS, independent of the
 """
 
 import io
+import itertools
 import json
 import struct
 import zlib
@@ -15,9 +16,10 @@ import imagecodecs
 import numpy as np
 import pytest
 import tifffile
-from imagegen import encode, picture, png16, psd
+from imagegen import cmyk_profile, encode, picture, png16, psd
 from jobtools import read_table
 from PIL import Image
+from skimage.color import rgb2lab
 
 from palette_dask import JobSpec, extract_palette, run_job
 from palette_dask.color import _srgb_to_linear
@@ -350,3 +352,32 @@ def test_truncated_file_is_an_image_error(fmt):
     message = str(caught.value)
     assert fmt in message and "\n" not in message and "Please build" not in message
     assert caught.value.format == fmt
+
+
+def test_cmyk_images_are_converted_through_their_profile():
+    """Cyan ink of this profile is a green-teal, not the #00ffff of a naive conversion."""
+
+    def corner_lab(c, m, y, k):
+        rgb = np.array([(1 - c) * (1 - 0.2 * m), (1 - m) * (1 - 0.1 * y), (1 - y) * (1 - 0.3 * c)])
+        return tuple(rgb2lab((rgb * (1 - 0.9 * k))[None, None])[0, 0])
+
+    profile = cmyk_profile(
+        {corner: corner_lab(*corner) for corner in itertools.product((0, 1), repeat=4)}
+    )
+    cyan = Image.new("CMYK", (40, 30), (255, 0, 0, 0))
+    for fmt in ("JPEG", "TIFF"):
+        tagged, plain = io.BytesIO(), io.BytesIO()
+        cyan.save(tagged, fmt, icc_profile=profile)
+        cyan.save(plain, fmt)
+        palette = palette_of(tagged.getvalue())
+        assert palette.sample.icc_profile == "CMYK test profile"
+        assert np.abs(palette.colors[0].astype(int) - (0, 255, 178)).max() <= 2
+        assert palette_of(plain.getvalue()).hex == ["#00ffff"]
+
+
+def test_grey_image_is_converted_through_its_grey_profile():
+    linear_grey = imagecodecs.cms_profile("gray", gamma=1.0)
+    png = io.BytesIO()
+    Image.new("L", (20, 10), 128).save(png, "PNG", icc_profile=linear_grey)
+    # Half the light is #bcbcbc in sRGB; taken as sRGB it would be #808080.
+    assert palette_of(png.getvalue()).hex == ["#bcbcbc"]
