@@ -72,9 +72,9 @@ _SPNG_LAYOUTS = {(8, 0), (8, 2), (8, 3), (8, 4), (8, 6), (16, 0), (16, 2), (16, 
 # TIFF tags that say whether Pillow can decode a layout.
 _TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLES_PER_PIXEL, _TIFF_PLANAR_CONFIGURATION = 258, 277, 284
 _TIFF_SAMPLE_FORMAT = 339
-# JPEG 2000: the COD marker, whose fifth parameter byte is the number of resolution levels
-# below full size (each halves the picture).
-_J2K_COD = b"\xff\x52"
+# JPEG 2000 codestream markers: start of codestream and image size, coding style (whose fifth
+# parameter byte is the number of resolution levels below full size), start of tile.
+_J2K_START, _J2K_COD, _J2K_TILE = b"\xff\x4f\xff\x51", 0xFF52, 0xFF90
 
 
 @dataclass(frozen=True)
@@ -258,9 +258,22 @@ def _unrecognised(data: bytes) -> str:
 
 def _tiff_sample(data: bytes, max_pixels: int, max_image_pixels: int) -> Sample:
     """A TIFF that Pillow cannot decode, read with tifffile (first page; no EXIF orientation)."""
-    rgb, alpha, width, height = read_tiff(data, max_image_pixels)
-    rgb, alpha = _resize_premultiplied(rgb, alpha, sample_shape(width, height, max_pixels))
-    return Sample(rgb=rgb, alpha=alpha, format="TIFF", width=width, height=height)
+    tiff = read_tiff(data, max_image_pixels)
+    width, height = tiff.width, tiff.height
+    rgb, alpha = _resize_premultiplied(
+        tiff.rgb, tiff.alpha, sample_shape(width, height, max_pixels)
+    )
+    icc = tiff.icc_profile
+    conversion = profiles.SRGB if icc is None else profiles.icc_conversion(icc, tiff.family)
+    return Sample(
+        rgb=profiles.apply(conversion, rgb),
+        alpha=alpha,
+        format="TIFF",
+        width=width,
+        height=height,
+        icc_profile=conversion.profile,
+        warning=conversion.warning,
+    )
 
 
 def _pillow_reads_tiff(opened: Image.Image) -> bool:
@@ -329,12 +342,11 @@ def jpeg2000_reduce(data: bytes, full: tuple[int, int], size: tuple[int, int]) -
 
     Examples
     --------
-    >>> cod = bytes.fromhex("ff52 000c 00 00 0001 00 05")  # COD marker: 5 resolution levels
-    >>> jpeg2000_reduce(cod, (4000, 3000), (231, 173))
+    >>> header = bytes.fromhex("ff4f ff51 0004 0000 ff52 000c 00 00 0001 00 05")  # 5 levels
+    >>> jpeg2000_reduce(header, (4000, 3000), (231, 173))
     4
     """
-    at = data.find(_J2K_COD, 0, 1 << 16)
-    levels = data[at + 9] if at >= 0 and at + 9 < len(data) else 0
+    levels = _jpeg2000_levels(data)
     reduce = 0
     while (
         reduce < levels
@@ -343,6 +355,22 @@ def jpeg2000_reduce(data: bytes, full: tuple[int, int], size: tuple[int, int]) -
     ):
         reduce += 1
     return reduce
+
+
+def _jpeg2000_levels(data: bytes) -> int:
+    """Resolution levels of a JPEG 2000 codestream, from its main header's markers (0 if unsure)."""
+    start = data.find(_J2K_START, 0, 1 << 16)
+    if start < 0:
+        return 0
+    position = start + 2
+    while position + 10 <= len(data):
+        marker, length = struct.unpack_from(">HH", data, position)
+        if marker == _J2K_COD:
+            return data[position + 9]
+        if marker == _J2K_TILE or marker >> 8 != 0xFF:
+            return 0
+        position += 2 + length
+    return 0
 
 
 def decode_png(opened: Image.Image, data: bytes, orientation: int | None = None):

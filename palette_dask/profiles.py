@@ -242,17 +242,21 @@ def apply(conversion: Conversion, rgb: np.ndarray) -> np.ndarray:
 
 
 def _exif_adobe_rgb(opened: Image.Image) -> bool:
-    """Whether a camera marked the image as Adobe RGB in its EXIF (and embedded no profile)."""
+    """Whether a camera marked the image as Adobe RGB in its EXIF (and embedded no profile).
+
+    EXIF that cannot be read says nothing: the image is taken as sRGB.
+    """
     if "exif" not in opened.info:
         return False
-    exif = opened.getexif()
-    space = exif.get_ifd(_EXIF_IFD).get(_COLOR_SPACE_TAG)
+    try:
+        exif = opened.getexif()
+        space = exif.get_ifd(_EXIF_IFD).get(_COLOR_SPACE_TAG)
+        index = exif.get_ifd(_INTEROP_IFD).get(1) if space == 0xFFFF else None
+    except (OSError, ValueError, SyntaxError, struct.error):
+        return False
     if space == 2:
         return True
-    if space == 0xFFFF:
-        index = exif.get_ifd(_INTEROP_IFD).get(1)
-        return isinstance(index, (str, bytes)) and index[:3] in ("R03", b"R03")
-    return False
+    return isinstance(index, (str, bytes)) and index[:3] in ("R03", b"R03")
 
 
 def _parametric(profile: str, primaries, decode: Callable[[np.ndarray], np.ndarray]) -> Conversion:

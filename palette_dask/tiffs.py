@@ -17,6 +17,8 @@ become transparent and are left out of the palette.
 from __future__ import annotations
 
 import io
+import struct
+from typing import NamedTuple
 
 import numpy as np
 import tifffile
@@ -27,10 +29,33 @@ from .formats import check_pixels
 # TIFF ExtraSamples values that are alpha (associated and unassociated).
 _ALPHA_SAMPLES = (1, 2)
 _PHOTOMETRIC_SEPARATED = 5  # CMYK
+_ICC_PROFILE_TAG = 34675
+# What tifffile and its codecs raise for data they cannot read (imagecodecs' errors are
+# RuntimeErrors, tifffile's own ValueErrors).
+_TIFF_ERRORS = (
+    ValueError,
+    OSError,
+    RuntimeError,
+    KeyError,
+    IndexError,
+    NotImplementedError,
+    struct.error,
+)
 
 
-def read_tiff(data: bytes, max_image_pixels: int) -> tuple[np.ndarray, np.ndarray | None, int, int]:
-    """The first page of a TIFF as ``(rgb, alpha, width, height)``, 8 bits per sample.
+class TiffPicture(NamedTuple):
+    """The first page of a TIFF in 8 bits per sample, and what says what its colours mean."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    width: int
+    height: int
+    icc_profile: bytes | None
+    family: str  # "L" for grey samples, "RGB" for colour
+
+
+def read_tiff(data: bytes, max_image_pixels: int) -> TiffPicture:
+    """The first page of a TIFF as a :class:`TiffPicture`.
 
     Raises
     ------
@@ -43,13 +68,13 @@ def read_tiff(data: bytes, max_image_pixels: int) -> tuple[np.ndarray, np.ndarra
     >>> buffer = io.BytesIO()
     >>> planar = np.full((2, 3, 4, 5), 0.5)  # 2 pages of 3 samples of 4 x 5 pixels
     >>> tifffile.imwrite(buffer, planar, photometric="rgb", planarconfig="separate")
-    >>> rgb, alpha, width, height = read_tiff(buffer.getvalue(), 10**6)
-    >>> rgb.shape, rgb[0, 0].tolist(), alpha, (width, height)
-    ((4, 5, 3), [128, 128, 128], None, (5, 4))
+    >>> picture = read_tiff(buffer.getvalue(), 10**6)
+    >>> picture.rgb.shape, picture.rgb[0, 0].tolist(), picture.alpha, picture.family
+    ((4, 5, 3), [128, 128, 128], None, 'RGB')
     """
     try:
         tiff = tifffile.TiffFile(io.BytesIO(data))
-    except Exception as exc:  # tifffile raises many types for malformed headers
+    except _TIFF_ERRORS as exc:
         raise ImageError(f"corrupt TIFF header: {reason(exc)}", format="TIFF") from None
     with tiff:
         page = tiff.pages.first
@@ -57,10 +82,12 @@ def read_tiff(data: bytes, max_image_pixels: int) -> tuple[np.ndarray, np.ndarra
         check_pixels(width, height, max_image_pixels, "TIFF")
         try:
             pixels = page.asarray(maxworkers=1)
-            rgb, alpha = _to_rgb8(pixels, page)
-        except Exception as exc:  # codec and layout failures of every kind
+            rgb, alpha, family = _to_rgb8(pixels, page)
+        except _TIFF_ERRORS as exc:
             raise ImageError(f"{describe(tiff)}: {reason(exc)}", format="TIFF") from None
-    return rgb, alpha, width, height
+        profile = page.tags.get(_ICC_PROFILE_TAG)
+    icc = None if profile is None else bytes(profile.value)
+    return TiffPicture(rgb, alpha, width, height, icc, family)
 
 
 def describe(tiff: tifffile.TiffFile) -> str:
@@ -71,8 +98,8 @@ def describe(tiff: tifffile.TiffFile) -> str:
     return f"TIFF with {pages} page{'s' if pages != 1 else ''} of {shape} {page.dtype} samples"
 
 
-def _to_rgb8(pixels: np.ndarray, page) -> tuple[np.ndarray, np.ndarray | None]:
-    """Height × width × samples, then colour and alpha in 8 bits."""
+def _to_rgb8(pixels: np.ndarray, page) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Height × width × samples, then colour and alpha in 8 bits, and the colour family."""
     axes = page.axes
     if "S" not in axes:
         pixels, axes = pixels[..., None], axes + "S"
@@ -98,7 +125,7 @@ def _to_rgb8(pixels: np.ndarray, page) -> tuple[np.ndarray, np.ndarray | None]:
         alpha = to_uint8(pixels[..., alpha_index : alpha_index + 1], page)[..., 0]
     if finite is not None and not finite.all():
         alpha = np.where(finite, 255 if alpha is None else alpha, 0).astype(np.uint8)
-    return np.ascontiguousarray(color8), alpha
+    return np.ascontiguousarray(color8), alpha, "L" if n_color < 3 else "RGB"
 
 
 def to_uint8(samples: np.ndarray, page=None) -> np.ndarray:

@@ -24,7 +24,13 @@ from skimage.color import rgb2lab
 from palette_dask import JobSpec, extract_palette, run_job
 from palette_dask.color import _srgb_to_linear
 from palette_dask.formats import IMAGE_FORMATS
-from palette_dask.imaging import ImageError, decode_pixels, decode_png, decode_sample
+from palette_dask.imaging import (
+    ImageError,
+    decode_pixels,
+    decode_png,
+    decode_sample,
+    jpeg2000_reduce,
+)
 from palette_dask.sources import IMAGE_EXTENSIONS
 
 BIG = 10**9
@@ -381,3 +387,21 @@ def test_grey_image_is_converted_through_its_grey_profile():
     Image.new("L", (20, 10), 128).save(png, "PNG", icc_profile=linear_grey)
     # Half the light is #bcbcbc in sRGB; taken as sRGB it would be #808080.
     assert palette_of(png.getvalue()).hex == ["#bcbcbc"]
+
+
+def test_float_tiff_with_a_profile_is_converted(reference):
+    pixels = converted(picture(), PROFILES["Display P3"]) / 255.0
+    data = tiff(pixels, photometric="rgb", iccprofile=PROFILES["Display P3"])
+    palette = palette_of(data)
+    assert palette.sample.icc_profile == "RGB built-in"
+    assert largest_difference(palette, reference) <= 2
+
+
+def test_large_jpeg2000_is_decoded_at_a_lower_resolution_level(reference):
+    big = np.kron(picture(), np.ones((16, 16, 1), np.uint8))  # 2048 x 1536
+    data = encode(big, "JPEG2000")
+    assert jpeg2000_reduce(data, (2048, 1536), (231, 173)) == 3
+    palette = palette_of(data)
+    assert (palette.sample.width, palette.sample.height) == (2048, 1536)
+    # The wavelet's low-pass is not a box filter: edges between colours blend a little otherwise.
+    assert largest_difference(palette, palette_of(encode(big, "PNG"))) <= 4
