@@ -363,12 +363,18 @@ def show(image, as_json, out, size, **options):
                         )
                     ],
                     "mse_rgb": palette.mse_rgb,
+                    "icc_profile": palette.sample.icc_profile,
+                    "warning": palette.sample.warning,
                 },
                 indent=2,
             )
         )
         return
     click.echo(f"{image}: {len(palette.colors)} colours, mse_rgb {palette.mse_rgb:.1f}")
+    if palette.sample.icc_profile:
+        click.echo(f"  colours converted to sRGB from {palette.sample.icc_profile}")
+    if palette.sample.warning:
+        click.echo(f"warning: {palette.sample.warning}", err=True)
     for hex_code, rgb, share in zip(
         palette.hex, palette.colors.tolist(), palette.proportions, strict=True
     ):

@@ -79,6 +79,11 @@ _VERSIONED_PACKAGES = (
     "numpy",
     "pyarrow",
     "pillow",
+    "pillow-heif",
+    "pillow-jxl-plugin",
+    "pyspng",
+    "tifffile",
+    "imagecodecs",
     "imageio",
 )
 # Fit-sample parts merged by one task: bounds the data any one merge receives.

@@ -16,12 +16,14 @@ import imagecodecs
 import numpy as np
 import pytest
 import tifffile
+from click.testing import CliRunner
 from imagegen import cmyk_profile, encode, picture, png16, psd
 from jobtools import read_table
 from PIL import Image
 from skimage.color import rgb2lab
 
 from palette_dask import JobSpec, extract_palette, run_job
+from palette_dask.cli import main
 from palette_dask.color import _srgb_to_linear
 from palette_dask.formats import IMAGE_FORMATS
 from palette_dask.imaging import (
@@ -405,3 +407,15 @@ def test_large_jpeg2000_is_decoded_at_a_lower_resolution_level(reference):
     assert (palette.sample.width, palette.sample.height) == (2048, 1536)
     # The wavelet's low-pass is not a box filter: edges between colours blend a little otherwise.
     assert largest_difference(palette, palette_of(encode(big, "PNG"))) <= 4
+
+
+def test_show_says_which_profile_was_applied_and_warns_of_a_broken_one(tmp_path):
+    p3 = tmp_path / "p3.png"
+    p3.write_bytes(encode(picture(), "PNG", icc_profile=PROFILES["Display P3"]))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(encode(picture(), "PNG", icc_profile=b"not a profile" * 20))
+    shown = CliRunner().invoke(main, ["show", str(p3)])
+    assert "colours converted to sRGB from RGB built-in" in shown.output
+    as_json = json.loads(CliRunner().invoke(main, ["show", str(broken), "--json"]).output)
+    assert as_json["icc_profile"] is None
+    assert as_json["warning"].startswith("embedded ICC profile cannot be read")
