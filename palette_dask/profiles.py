@@ -129,7 +129,7 @@ def conversion_for(opened: Image.Image, data: bytes) -> Conversion:
     if fmt in ("HEIF", "AVIF") and (nclx := isobmff_nclx(data)) is not None:
         return coded_conversion("nclx", *nclx)
     if _exif_adobe_rgb(opened):
-        return _parametric("EXIF: Adobe RGB", _ADOBE_RGB, functools.partial(_power, _ADOBE_GAMMA))
+        return exif_adobe_rgb_conversion()
     return SRGB
 
 
@@ -185,6 +185,12 @@ def gamma_conversion(gamma: float, chromaticity: tuple | None) -> Conversion:
         wx, wy, rx, ry, gx, gy, bx, by = chromaticity
         primaries = ((rx, ry), (gx, gy), (bx, by), (wx, wy))
     return _parametric(profile, primaries, functools.partial(_power, 1 / gamma))
+
+
+@functools.lru_cache(maxsize=1)
+def exif_adobe_rgb_conversion() -> Conversion:
+    """The conversion of an image a camera marked as Adobe RGB (1998) in its EXIF."""
+    return _parametric("EXIF: Adobe RGB", _ADOBE_RGB, functools.partial(_power, _ADOBE_GAMMA))
 
 
 @functools.lru_cache(maxsize=64)
