@@ -1,0 +1,209 @@
+"""Images inside containers: WebDataset tar shards and Parquet files with an image column.
+
+Collections of 10⁸–10⁹ images are stored as shards rather than loose files:
+tar files of about 10,000 images (WebDataset, img2dataset), or Parquet files
+whose column holds each image's bytes (Hugging Face datasets store an
+``Image`` feature as ``struct<bytes: binary, path: string>``). This module
+reads both as streams of :class:`Member` — one per image, in file order —
+from a file object the caller opened:
+
+- a tar shard is read as one sequential stream (never whole in memory, never a
+  seek per member); members with an image extension are images, the others
+  (captions, JSON, class labels) are not and give nothing;
+- a Parquet file is read one row group at a time, only its image column.
+
+Each image has a URI of its own: ``CONTAINER_URI#MEMBER_NAME`` for a tar
+member, ``CONTAINER_URI#ROW`` (0-based row number in the file) for a Parquet
+cell. A container that cannot be read to its end yields the images read whole
+before the failure and then one member naming the container and what went
+wrong.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import reason
+
+TAR_EXTENSIONS = (".tar",)
+PARQUET_EXTENSIONS = (".parquet",)
+# The column an image column is taken from when the spec names none.
+DEFAULT_IMAGE_COLUMN = "image"
+MEMBER_SEPARATOR = "#"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One image of a container: its bytes, or why there are none.
+
+    Attributes
+    ----------
+    uri : str
+        ``CONTAINER_URI#NAME`` or ``CONTAINER_URI#ROW``; the container's own URI
+        for a failure of the container itself.
+    source_path : str or None
+        The tar member's name, or the Parquet struct's ``path`` field.
+    data : bytes or None
+        The encoded image.
+    error : str or None
+        What went wrong when ``data`` is ``None``.
+    """
+
+    uri: str
+    source_path: str | None = None
+    data: bytes | None = None
+    error: str | None = None
+
+
+def member_uri(container: str, member: str | int) -> str:
+    """The URI of an image inside a container.
+
+    Examples
+    --------
+    >>> member_uri("s3://b/shard-000042.tar", "000042017.jpg")
+    's3://b/shard-000042.tar#000042017.jpg'
+    >>> member_uri("/data/train-00000-of-00010.parquet", 1234)
+    '/data/train-00000-of-00010.parquet#1234'
+    """
+    return f"{container}{MEMBER_SEPARATOR}{member}"
+
+
+def iter_tar(stream: BinaryIO, shard: str, image_extensions: tuple[str, ...]) -> Iterator[Member]:
+    """The images of a tar shard, read front to back from ``stream``.
+
+    Parameters
+    ----------
+    stream : file object
+        The shard, opened for reading; read sequentially, never seeked.
+    shard : str
+        The shard's URI, the prefix of its members' URIs.
+    image_extensions : tuple of str
+        Lower-case extensions of the members that are images.
+
+    Examples
+    --------
+    >>> import io
+    >>> buffer = io.BytesIO()
+    >>> with tarfile.open(fileobj=buffer, mode="w") as tar:
+    ...     for name, body in [("0001.jpg", b"JPEG"), ("0001.txt", b"a caption")]:
+    ...         info = tarfile.TarInfo(name)
+    ...         info.size = len(body)
+    ...         tar.addfile(info, io.BytesIO(body))
+    >>> _ = buffer.seek(0)
+    >>> [(m.uri, m.data) for m in iter_tar(buffer, "shard.tar", (".jpg",))]
+    [('shard.tar#0001.jpg', b'JPEG')]
+    """
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for info in tar:
+                if not info.isfile() or not info.name.lower().endswith(image_extensions):
+                    continue
+                member = tar.extractfile(info)
+                data = member.read() if member is not None else b""
+                if len(data) != info.size:
+                    raise tarfile.ReadError(
+                        f"member {info.name} ends after {len(data):,} of {info.size:,} bytes"
+                    )
+                yield Member(member_uri(shard, info.name), source_path=info.name, data=data)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        yield Member(shard, error=f"truncated or unreadable tar shard: {reason(exc)}")
+
+
+def image_column(schema: pa.Schema, requested: str | None = None) -> str | None:
+    """The column of a Parquet schema that holds images, or ``None`` if it has none.
+
+    An image column is binary, or a struct with a binary ``bytes`` field (and
+    optionally a ``path``), as Hugging Face datasets write it. ``requested``
+    names it; otherwise a column named ``image`` is taken, else the only
+    image column.
+
+    Raises
+    ------
+    ValueError
+        ``requested`` is not an image column, or the schema has several image
+        columns and none is named ``image``.
+
+    Examples
+    --------
+    >>> schema = pa.schema([("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+    ...                     ("label", pa.int64())])
+    >>> image_column(schema), image_column(pa.schema([("uri", pa.string())]))
+    ('image', None)
+    """
+    images = [field.name for field in schema if _holds_images(field.type)]
+    if requested is not None:
+        if requested not in images:
+            raise ValueError(
+                f"image_column {requested!r} is not a column of images "
+                f"(binary, or a struct with binary 'bytes'); image columns: {images}"
+            )
+        return requested
+    if DEFAULT_IMAGE_COLUMN in images:
+        return DEFAULT_IMAGE_COLUMN
+    if len(images) > 1:
+        raise ValueError(f"several image columns {images}: choose one with image_column")
+    return images[0] if images else None
+
+
+def iter_parquet(
+    parquet: pq.ParquetFile, file: str, column: str, row_groups: Iterable[int] | None = None
+) -> Iterator[Member]:
+    """The images of a Parquet file's image ``column``, one row group at a time.
+
+    ``row_groups`` limits the read to some row groups (all by default); row
+    numbers count from the start of the file whatever is read.
+    """
+    metadata = parquet.metadata
+    starts = [0]
+    for i in range(metadata.num_row_groups):
+        starts.append(starts[-1] + metadata.row_group(i).num_rows)
+    groups = range(metadata.num_row_groups) if row_groups is None else row_groups
+    for group in groups:
+        try:
+            cells = parquet.read_row_group(group, columns=[column]).column(0).combine_chunks()
+        except (OSError, pa.ArrowException) as exc:
+            yield Member(file, error=f"unreadable Parquet row group {group}: {reason(exc)}")
+            return
+        data, paths = _bytes_and_paths(cells)
+        for offset, (body, path) in enumerate(zip(data, paths, strict=True)):
+            uri = member_uri(file, starts[group] + offset)
+            if body is None:
+                yield Member(uri, source_path=path, error=f"null image cell in column {column!r}")
+            else:
+                yield Member(uri, source_path=path, data=body)
+
+
+def _holds_images(kind: pa.DataType) -> bool:
+    if _is_binary(kind):
+        return True
+    if pa.types.is_struct(kind):
+        index = kind.get_field_index("bytes")
+        return index >= 0 and _is_binary(kind.field(index).type)
+    return False
+
+
+def _is_binary(kind: pa.DataType) -> bool:
+    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+
+
+def _bytes_and_paths(cells: pa.Array) -> tuple[list, list]:
+    """Each cell's bytes (``None`` for a null cell) and path (``None`` where there is none)."""
+    if not pa.types.is_struct(cells.type):
+        return cells.to_pylist(), [None] * len(cells)
+    data = cells.field("bytes").to_pylist()
+    # A null struct hides its fields' values.
+    valid = cells.is_valid().to_pylist()
+    data = [body if ok else None for body, ok in zip(data, valid, strict=True)]
+    if cells.type.get_field_index("path") < 0:
+        return data, [None] * len(cells)
+    paths = [
+        path if ok else None
+        for path, ok in zip(cells.field("path").to_pylist(), valid, strict=True)
+    ]
+    return data, paths

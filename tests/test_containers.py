@@ -1,0 +1,125 @@
+"""Tar shards and Parquet image columns, read as streams of images."""
+
+import io
+import tarfile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from palette_dask import extract_palette
+from palette_dask.containers import image_column, iter_parquet, iter_tar, member_uri
+from palette_dask.imaging import ImageError
+from palette_dask.sources import IMAGE_EXTENSIONS, image_id
+
+
+class SequentialOnly(io.RawIOBase):
+    """A file that can only be read front to back, as a network stream is."""
+
+    def __init__(self, data: bytes):
+        self._data, self._position = data, 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        chunk = self._data[self._position : self._position + len(buffer)]
+        buffer[: len(chunk)] = chunk
+        self._position += len(chunk)
+        return len(chunk)
+
+
+def shard_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, body in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photos(sample_dir):
+    return sorted(sample_dir.iterdir())
+
+
+def webdataset_members(photos) -> list[tuple[str, bytes]]:
+    """Each photograph under a WebDataset key, with a caption and metadata beside it."""
+    members = []
+    for i, photo in enumerate(photos):
+        key = f"{i:09d}"
+        members += [
+            (f"{key}{photo.suffix}", photo.read_bytes()),
+            (f"{key}.txt", f"caption of {photo.name}".encode()),
+            (f"{key}.json", b'{"width": 0}'),
+        ]
+    return members
+
+
+def test_tar_members_give_the_palettes_of_the_loose_files(photos):
+    shard = shard_bytes(webdataset_members(photos))
+    members = list(iter_tar(SequentialOnly(shard), "s3://b/shard-000042.tar", IMAGE_EXTENSIONS))
+    assert [m.source_path for m in members] == [f"{i:09d}{p.suffix}" for i, p in enumerate(photos)]
+    assert members[0].uri == f"s3://b/shard-000042.tar#000000000{photos[0].suffix}"
+    for member, photo in zip(members, photos, strict=True):
+        assert member.error is None
+        assert extract_palette(member.data).hex == extract_palette(str(photo)).hex
+    ids = [image_id(m.uri) for m in members]
+    assert len(set(ids)) == len(ids) and ids == [image_id(m.uri) for m in members]
+
+
+def test_corrupt_member_is_bytes_that_fail_to_decode(photos):
+    shard = shard_bytes([("0.jpg", b"not a jpeg at all"), ("1.png", photos[0].read_bytes())])
+    first, second = iter_tar(io.BytesIO(shard), "shard.tar", IMAGE_EXTENSIONS)
+    with pytest.raises(ImageError, match="a text file, not an image"):
+        extract_palette(first.data)
+    assert second.data == photos[0].read_bytes()
+
+
+def test_truncated_shard_keeps_whole_members_and_names_the_shard(photos):
+    members = [(f"{i}.jpg", p.read_bytes()) for i, p in enumerate(photos[:3])]
+    shard = shard_bytes(members)
+    cut = 512 * 2 + len(members[0][1]) + 512 + len(members[1][1]) // 2  # inside the 2nd member
+    read = list(iter_tar(io.BytesIO(shard[:cut]), "/data/shard.tar", IMAGE_EXTENSIONS))
+    assert [m.uri for m in read] == ["/data/shard.tar#0.jpg", "/data/shard.tar"]
+    assert read[0].data == members[0][1]
+    assert read[1].data is None and read[1].error.startswith("truncated or unreadable tar shard")
+
+
+def hf_table(photos, null_row: int | None = None) -> pa.Table:
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    cells = [{"bytes": p.read_bytes(), "path": p.name} for p in photos]
+    if null_row is not None:
+        cells[null_row] = None
+    labels = pa.array(range(len(photos)), pa.int64())
+    return pa.table({"image": pa.array(cells, image_type), "label": labels})
+
+
+def test_parquet_rows_give_the_palettes_of_the_loose_files(tmp_path, photos):
+    path = tmp_path / "train-00000-of-00001.parquet"
+    pq.write_table(hf_table(photos, null_row=2), path, row_group_size=2)
+    parquet = pq.ParquetFile(path)
+    assert parquet.metadata.num_row_groups > 1
+    members = list(iter_parquet(parquet, str(path), image_column(parquet.schema_arrow)))
+    assert [m.uri for m in members] == [member_uri(str(path), i) for i in range(len(photos))]
+    for i, (member, photo) in enumerate(zip(members, photos, strict=True)):
+        if i == 2:
+            assert member.data is None and member.error == "null image cell in column 'image'"
+            continue
+        assert member.source_path == photo.name
+        assert extract_palette(member.data).hex == extract_palette(str(photo)).hex
+    later = list(iter_parquet(parquet, str(path), "image", row_groups=[1]))
+    assert [m.uri for m in later] == [member_uri(str(path), 2), member_uri(str(path), 3)]
+
+
+def test_image_column_is_chosen_by_name_type_or_the_spec():
+    binary, text = pa.binary(), pa.string()
+    assert image_column(pa.schema([("jpeg", binary), ("caption", text)])) == "jpeg"
+    assert image_column(pa.schema([("uri", text)])) is None
+    two = pa.schema([("thumb", binary), ("full", binary)])
+    with pytest.raises(ValueError, match="several image columns"):
+        image_column(two)
+    assert image_column(two, "full") == "full"
+    with pytest.raises(ValueError, match="'caption' is not a column of images"):
+        image_column(pa.schema([("jpeg", binary), ("caption", text)]), "caption")
