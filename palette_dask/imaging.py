@@ -92,9 +92,9 @@ class Sample:
     width, height : int
         Size of the upright image before resizing.
     icc_profile : str or None
-        The colour profile the pixels were converted from (see
-        :func:`palette_dask.profiles.conversion_for`), ``None`` for sRGB and
-        unlabelled images.
+        What the file says its colours are (an embedded profile's description,
+        or its colour signal; see :func:`palette_dask.profiles.conversion_for`),
+        ``None`` when it says nothing and its numbers are taken as sRGB.
     warning : str or None
         Why the image's declared colours could not be applied, if they could not.
     """
