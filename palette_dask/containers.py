@@ -22,14 +22,14 @@ wrong.
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import reason
+from .errors import ImageError, reason
 
 TAR_EXTENSIONS = (".tar",)
 PARQUET_EXTENSIONS = (".parquet",)
@@ -207,3 +207,104 @@ def _bytes_and_paths(cells: pa.Array) -> tuple[list, list]:
         for path, ok in zip(cells.field("path").to_pylist(), valid, strict=True)
     ]
     return data, paths
+
+
+def split_member_uri(uri: str) -> tuple[str, str] | None:
+    """``(container, member)`` of a URI naming an image inside a container, else ``None``.
+
+    The member starts after the first ``#`` that follows a ``.tar`` or
+    ``.parquet`` name; member names may hold ``#`` themselves.
+
+    Examples
+    --------
+    >>> split_member_uri("s3://b/shard-000042.tar#000042017.jpg")
+    ('s3://b/shard-000042.tar', '000042017.jpg')
+    >>> split_member_uri("/data/train.parquet#12"), split_member_uri("/photos/a#1.jpg")
+    (('/data/train.parquet', '12'), None)
+    """
+    at = uri.find(MEMBER_SEPARATOR)
+    while at > 0:
+        if uri[:at].lower().endswith(TAR_EXTENSIONS + PARQUET_EXTENSIONS) and at + 1 < len(uri):
+            return uri[:at], uri[at + 1 :]
+        at = uri.find(MEMBER_SEPARATOR, at + 1)
+    return None
+
+
+def read_members(
+    wanted: Mapping[str, list[tuple[int, str]]],
+    open_container: Callable[[str], BinaryIO],
+    image_extensions: tuple[str, ...],
+    limit: int,
+) -> Iterator[tuple[int, bytes | ImageError]]:
+    """The bytes of the named members, each container read once, front to back.
+
+    Parameters
+    ----------
+    wanted : mapping
+        Container URI → ``(index, member)`` pairs: tar member names, Parquet row numbers.
+    open_container : callable
+        Opens a container's URI for reading.
+    image_extensions : tuple of str
+        The tar members that are images.
+    limit : int
+        Members larger than this many bytes are refused.
+
+    Yields
+    ------
+    (index, bytes or ImageError)
+        One outcome per wanted member; a member the container does not hold, or
+        one its container could not give, is an :class:`ImageError`.
+    """
+    for container, members in wanted.items():
+        waiting: dict[str, list[int]] = {}
+        for index, member in members:
+            waiting.setdefault(member, []).append(index)
+        failure = None
+        try:
+            with open_container(container) as stream:
+                for found in _members_of(container, stream, waiting, image_extensions):
+                    if found.data is None and found.uri == container:
+                        failure = found.error
+                        break
+                    name = found.uri[len(container) + 1 :]
+                    for index in waiting.pop(name, ()):
+                        yield index, _member_outcome(found, limit)
+                    if not waiting:
+                        break  # the rest of the container is not needed
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            failure = f"cannot read {container}: {reason(exc)}"
+        for name, indices in waiting.items():
+            message = failure or f"{container} has no image {name!r}"
+            for index in indices:
+                yield index, ImageError(message)
+
+
+def _members_of(container, stream, waiting, image_extensions) -> Iterator[Member]:
+    if container.lower().endswith(TAR_EXTENSIONS):
+        yield from iter_tar(stream, container, image_extensions)
+        return
+    parquet = pq.ParquetFile(stream)
+    column = image_column(parquet.schema_arrow)
+    if column is None:
+        raise ValueError("it has no image column")
+    rows = sorted(int(name) for name in waiting if name.isdigit())
+    yield from iter_parquet(parquet, container, column, _row_groups(parquet, rows))
+
+
+def _row_groups(parquet: pq.ParquetFile, rows: list[int]) -> list[int]:
+    """The row groups holding ``rows`` (sorted row numbers)."""
+    groups, start = [], 0
+    for group in range(parquet.metadata.num_row_groups):
+        end = start + parquet.metadata.row_group(group).num_rows
+        if any(start <= row < end for row in rows):
+            groups.append(group)
+        start = end
+    return groups
+
+
+def _member_outcome(found: Member, limit: int) -> bytes | ImageError:
+    if found.data is None:
+        return ImageError(found.error)
+    if len(found.data) > limit:
+        return ImageError(f"file is {len(found.data):,} bytes, over max_file_bytes={limit:,}")
+    return found.data

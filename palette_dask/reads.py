@@ -21,7 +21,10 @@ process):
   of at most ``max_file_bytes + 1`` bytes, with no size probe.
 
 Local files are read in the caller's own thread, in between: a read from the
-page cache costs less than handing it to another thread.
+page cache costs less than handing it to another thread. So are images inside
+containers (``SHARD.tar#MEMBER``, ``FILE.parquet#ROW``, see
+:mod:`palette_dask.containers`): each container a task names is read once,
+front to back, local or remote.
 
 Results come back in the order the reads finish, each with its index in the
 input, so the caller can put its rows back in input order.
@@ -34,7 +37,9 @@ import atexit
 import contextlib
 import email.utils
 import errno
+import functools
 import http
+import itertools
 import json
 import logging
 import os
@@ -44,6 +49,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -51,12 +57,16 @@ import fsspec.asyn
 from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.http import HTTPFileSystem
 
+from .containers import read_members, split_member_uri
 from .errors import ImageError
+from .sources import IMAGE_EXTENSIONS
 from .storage import filesystem, is_local, local_path
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_FILE_BYTES = 256 * 2**20
+# Remote containers are read front to back in blocks of this size.
+_CONTAINER_BLOCK_BYTES = 8 * 2**20
 DEFAULT_READ_CONCURRENCY = 64
 DEFAULT_READ_PER_HOST = 32
 DEFAULT_READ_TIMEOUT = 30.0
@@ -177,8 +187,25 @@ class Reads:
     def __init__(self, uris: list[str], options: ReadOptions):
         self._uris = uris
         self._limit = options.max_file_bytes
-        self._local = deque(i for i, uri in enumerate(uris) if is_local(uri))
-        remote = [(i, uri) for i, uri in enumerate(uris) if not is_local(uri)]
+        members: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        local, remote = [], []
+        for i, uri in enumerate(uris):
+            if (split := split_member_uri(uri)) is not None:
+                members[split[0]].append((i, split[1]))
+            elif is_local(uri):
+                local.append(i)
+            else:
+                remote.append((i, uri))
+        self._inline_left = len(local) + sum(len(wanted) for wanted in members.values())
+        self._inline = itertools.chain(
+            ((i, _read_local_outcome(uris[i], self._limit)) for i in local),
+            read_members(
+                members,
+                functools.partial(_open_container, storage_options=options.storage_options),
+                IMAGE_EXTENSIONS,
+                self._limit,
+            ),
+        )
         self._finished: queue.SimpleQueue = queue.SimpleQueue()
         self._batch = None
         if remote:
@@ -190,10 +217,11 @@ class Reads:
 
     def __iter__(self) -> Iterator[tuple[int, bytes | BaseException]]:
         for _ in self._uris:
-            if self._local and (self._batch is None or self._finished.empty()):
-                # Local files are read here, while the remote reads are on their way.
-                i = self._local.popleft()
-                yield i, _read_local_outcome(self._uris[i], self._limit)
+            if self._inline_left and (self._batch is None or self._finished.empty()):
+                # Local files and containers are read here, while the remote reads are on
+                # their way.
+                self._inline_left -= 1
+                yield next(self._inline)
                 continue
             index, outcome = _next_finished(self._finished, self._batch)
             try:
@@ -220,6 +248,14 @@ def _read_local_outcome(uri: str, limit: int) -> bytes | BaseException:
         return _read_local(local_path(uri), limit)
     except (OSError, ImageError) as exc:
         return exc
+
+
+def _open_container(uri: str, storage_options: Mapping) -> BinaryIO:
+    """A container opened for one sequential read (large blocks for remote ones)."""
+    if is_local(uri):
+        return open(local_path(uri), "rb")
+    fs, path = filesystem(uri, storage_options)
+    return fs.open(path, "rb", block_size=_CONTAINER_BLOCK_BYTES, cache_type="readahead")
 
 
 def _next_finished(finished: queue.SimpleQueue, batch) -> tuple[int, bytes | BaseException]:

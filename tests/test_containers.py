@@ -8,8 +8,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from palette_dask import extract_palette
-from palette_dask.containers import image_column, iter_parquet, iter_tar, member_uri
+from palette_dask.containers import (
+    image_column,
+    iter_parquet,
+    iter_tar,
+    member_uri,
+    split_member_uri,
+)
 from palette_dask.imaging import ImageError
+from palette_dask.reads import ReadOptions, read_many
 from palette_dask.sources import IMAGE_EXTENSIONS, image_id
 
 
@@ -123,3 +130,33 @@ def test_image_column_is_chosen_by_name_type_or_the_spec():
     assert image_column(two, "full") == "full"
     with pytest.raises(ValueError, match="'caption' is not a column of images"):
         image_column(pa.schema([("jpeg", binary), ("caption", text)]), "caption")
+
+
+def test_read_many_reads_members_of_containers_once_each(tmp_path, photos):
+    shard = tmp_path / "shard-000001.tar"
+    shard.write_bytes(shard_bytes(webdataset_members(photos)))
+    table = tmp_path / "train.parquet"
+    pq.write_table(hf_table(photos, null_row=1), table, row_group_size=2)
+    uris = [
+        str(photos[0]),
+        member_uri(str(shard), f"000000002{photos[2].suffix}"),
+        member_uri(str(table), 3),
+        member_uri(str(shard), f"000000000{photos[0].suffix}"),
+        member_uri(str(table), 1),
+        member_uri(str(shard), "000000000.txt"),
+        member_uri(str(tmp_path / "missing.tar"), "0.jpg"),
+    ]
+    with read_many(uris, ReadOptions()) as reads:
+        outcomes = dict(reads)
+    assert sorted(outcomes) == list(range(len(uris)))
+    assert outcomes[0] == outcomes[3] == photos[0].read_bytes()
+    assert outcomes[1] == photos[2].read_bytes() and outcomes[2] == photos[3].read_bytes()
+    assert str(outcomes[4]) == "null image cell in column 'image'"
+    assert str(outcomes[5]) == f"{shard} has no image '000000000.txt'"
+    assert str(outcomes[6]).startswith(f"cannot read {tmp_path / 'missing.tar'}: ")
+
+
+def test_member_uris_are_split_after_the_container_name():
+    assert split_member_uri("s3://b/a.tar#x#1.jpg") == ("s3://b/a.tar", "x#1.jpg")
+    assert split_member_uri("/photos/a#1.jpg") is None
+    assert split_member_uri("/data/shard.tar") is None

@@ -6,11 +6,13 @@ the command line. Every request goes to the local server: the endpoint is
 always given, in the storage options or in ``AWS_ENDPOINT_URL``.
 """
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from jobtools import SORT_KEYS, cli, read_table
 
 from palette_dask import JobSpec, open_dataset, run_job, search
 from palette_dask.cli import main
+from palette_dask.reads import ReadOptions, read_many
 from palette_dask.sources import IMAGE_EXTENSIONS, check_inputs, iter_uris
 
 s3fs = pytest.importorskip("s3fs")
@@ -399,3 +402,29 @@ def test_storage_options_on_the_command_line(uploaded, options, tmp_path):
     assert missing.output.strip().splitlines() == [
         f"Error: dataset {str(tmp_path / 'nope')!r} does not exist"
     ]
+
+
+def test_members_of_containers_in_the_bucket_are_read_as_local_ones(s3, options, corpus):
+    """A tar shard and a Parquet file of images, in the bucket, give the bytes of their members."""
+    photos = sorted(p for p in corpus.iterdir() if p.suffix in (".jpg", ".png"))[:4]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for photo in photos:
+            tar.add(photo, arcname=photo.name)
+    table = io.BytesIO()
+    pq.write_table(pa.table({"image": [p.read_bytes() for p in photos]}), table, row_group_size=2)
+    s3.pipe(
+        {
+            f"{BUCKET}/shards/shard-0.tar": buffer.getvalue(),
+            f"{BUCKET}/shards/t.parquet": table.getvalue(),
+        }
+    )
+    uris = [f"s3://{BUCKET}/shards/shard-0.tar#{p.name}" for p in reversed(photos)]
+    uris += [f"s3://{BUCKET}/shards/t.parquet#{row}" for row in (3, 0)]
+    with read_many(uris, ReadOptions(storage_options=options)) as reads:
+        outcomes = dict(reads)
+    expected = [p.read_bytes() for p in reversed(photos)] + [
+        photos[3].read_bytes(),
+        photos[0].read_bytes(),
+    ]
+    assert [outcomes[i] for i in range(len(uris))] == expected
