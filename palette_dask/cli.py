@@ -244,6 +244,11 @@ def _clustering_options(command):
     f"or 5xx). [default: {DEFAULT_READ_RETRIES}]",
 )
 @click.option(
+    "--image-column",
+    help="Column of Parquet inputs holding the images (default: 'image', else the only binary "
+    "or struct-with-bytes column).",
+)
+@click.option(
     "--read-buffer-bytes",
     type=int,
     help="Bytes of images read ahead of decoding, per task. "
@@ -687,7 +692,9 @@ def _dry_run(job) -> None:
 
     check_inputs(job.input, job.storage_options)
     seen, listed, distinct, not_images = IdSet(), 0, 0, Counter()
-    uris = iter_uris(job.input, job.storage_options, skipped=not_images)
+    uris = iter_uris(
+        job.input, job.storage_options, skipped=not_images, image_column=job.image_column
+    )
     for chunk in chunked(uris, 65_536):
         listed += len(chunk)
         distinct += int(seen.add_new([image_id(uri) for uri in chunk]).sum())

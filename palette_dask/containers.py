@@ -235,6 +235,7 @@ def read_members(
     open_container: Callable[[str], BinaryIO],
     image_extensions: tuple[str, ...],
     limit: int,
+    column: str | None = None,
 ) -> Iterator[tuple[int, bytes | ImageError]]:
     """The bytes of the named members, each container read once, front to back.
 
@@ -248,6 +249,8 @@ def read_members(
         The tar members that are images.
     limit : int
         Members larger than this many bytes are refused.
+    column : str, optional
+        The image column of Parquet containers (default: see :func:`image_column`).
 
     Yields
     ------
@@ -262,7 +265,7 @@ def read_members(
         failure = None
         try:
             with open_container(container) as stream:
-                for found in _members_of(container, stream, waiting, image_extensions):
+                for found in _members_of(container, stream, waiting, image_extensions, column):
                     if found.data is None and found.uri == container:
                         failure = found.error
                         break
@@ -279,12 +282,12 @@ def read_members(
                 yield index, ImageError(message)
 
 
-def _members_of(container, stream, waiting, image_extensions) -> Iterator[Member]:
+def _members_of(container, stream, waiting, image_extensions, requested) -> Iterator[Member]:
     if container.lower().endswith(TAR_EXTENSIONS):
         yield from iter_tar(stream, container, image_extensions)
         return
     parquet = pq.ParquetFile(stream)
-    column = image_column(parquet.schema_arrow)
+    column = image_column(parquet.schema_arrow, requested)
     if column is None:
         raise ValueError("it has no image column")
     rows = sorted(int(name) for name in waiting if name.isdigit())
@@ -308,3 +311,16 @@ def _member_outcome(found: Member, limit: int) -> bytes | ImageError:
     if len(found.data) > limit:
         return ImageError(f"file is {len(found.data):,} bytes, over max_file_bytes={limit:,}")
     return found.data
+
+
+def parquet_members(
+    parquet: pq.ParquetFile, file: str, requested: str | None = None
+) -> Iterator[str]:
+    """The URIs of a Parquet file's images (one per row), or nothing if it has no image column.
+
+    Only the file's footer is read.
+    """
+    if image_column(parquet.schema_arrow, requested) is None:
+        return
+    for row in range(parquet.metadata.num_rows):
+        yield member_uri(file, row)

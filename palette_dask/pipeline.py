@@ -147,7 +147,12 @@ class InputPlan:
         items: list[tuple[int, str]] = []
         position = 0
         for chunk in chunked(
-            iter_uris(spec.input, spec.storage_options, skipped=self.not_images),
+            iter_uris(
+                spec.input,
+                spec.storage_options,
+                skipped=self.not_images,
+                image_column=spec.image_column,
+            ),
             spec.partitions_per_wave * size,
         ):
             ids = [image_id(uri) for uri in chunk]

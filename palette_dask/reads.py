@@ -113,6 +113,8 @@ class ReadOptions:
         Files larger than this are refused, without reading more than this.
     storage_options : dict
         fsspec options of remote URIs (see :mod:`palette_dask.storage`).
+    image_column : str or None
+        The image column of Parquet containers (see :func:`palette_dask.containers.image_column`).
 
     Examples
     --------
@@ -127,6 +129,7 @@ class ReadOptions:
     buffer_bytes: int = DEFAULT_READ_BUFFER_BYTES
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     storage_options: dict = field(default_factory=dict)
+    image_column: str | None = None
 
 
 class ReadError(ImageError):
@@ -204,6 +207,7 @@ class Reads:
                 functools.partial(_open_container, storage_options=options.storage_options),
                 IMAGE_EXTENSIONS,
                 self._limit,
+                options.image_column,
             ),
         )
         self._finished: queue.SimpleQueue = queue.SimpleQueue()

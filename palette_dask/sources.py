@@ -23,6 +23,8 @@ from typing import TypeVar
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from . import containers
+from .containers import PARQUET_EXTENSIONS
 from .storage import filesystem, is_local, local_path
 
 # Every extension the decoder reads (see `imaging`); lower-case, matched case-insensitively.
@@ -112,6 +114,7 @@ def iter_uris(
     storage_options: Mapping | None = None,
     *,
     skipped: Counter[str] | None = None,
+    image_column: str | None = None,
 ) -> Iterator[str]:
     """Expand inputs into a stream of normalised image URIs, in a deterministic order.
 
@@ -133,6 +136,11 @@ def iter_uris(
         has none. It fills as the stream is consumed. Hidden files are files
         like any other: taken with an image extension, counted without one
         (``.DS_Store`` counts under ``"(none)"``).
+    image_column : str, optional
+        The image column of Parquet inputs. A Parquet file with an image column
+        (named inputs, and files of folders and globs) gives one URI per row,
+        ``FILE#ROW``; a named Parquet input without one is a manifest, and
+        folders and globs skip it.
 
     Yields
     ------
@@ -161,13 +169,15 @@ def iter_uris(
                     continue
                 if fs.isdir(path):
                     walked.add(path)
-                    yield from _walk(fs, path, skipped)
-                elif _is_image(path, skipped):
-                    yield _to_uri(fs, path)
+                    yield from _walk(fs, path, skipped, image_column)
+                else:
+                    yield from _listed(fs, path, skipped, image_column)
             continue
         fs, path = filesystem(spec, storage_options)
         if fs.isdir(path):
-            yield from _walk(fs, path, skipped)
+            yield from _walk(fs, path, skipped, image_column)
+        elif _has_extension(path, PARQUET_EXTENSIONS) and _holds_images(fs, path, image_column):
+            yield from _members(fs, path, image_column)
         elif _has_extension(path, MANIFEST_EXTENSIONS):
             yield from iter_manifest(spec, storage_options)
         else:
@@ -236,24 +246,43 @@ def _manifest_entries(manifest: str, storage_options: Mapping | None) -> Iterato
         raise ValueError(f"manifest {manifest!r} must end in one of {MANIFEST_EXTENSIONS}")
 
 
-def _walk(fs, root: str, skipped: Counter[str] | None) -> Iterator[str]:
-    """Image files below ``root``, depth first, each folder's entries sorted by name."""
+def _walk(fs, root: str, skipped: Counter[str] | None, image_column: str | None) -> Iterator[str]:
+    """Image URIs below ``root``, depth first, each folder's entries sorted by name."""
     if _is_local_fs(fs):
-        yield from _walk_local(root, skipped)
+        yield from _walk_local(fs, root, skipped, image_column)
         return
     for path in sorted(fs.find(root)):
-        if _is_image(path, skipped):
-            yield _to_uri(fs, path)
+        yield from _listed(fs, path, skipped, image_column)
 
 
-def _walk_local(root: str, skipped: Counter[str] | None) -> Iterator[str]:
+def _walk_local(fs, root: str, skipped: Counter[str] | None, image_column) -> Iterator[str]:
     with os.scandir(root) as entries:
         ordered = sorted(entries, key=lambda e: e.name)
     for entry in ordered:
         if entry.is_dir(follow_symlinks=True):
-            yield from _walk_local(entry.path, skipped)
-        elif _is_image(entry.name, skipped):
-            yield normalize_uri(entry.path)
+            yield from _walk_local(fs, entry.path, skipped, image_column)
+        else:
+            yield from _listed(fs, entry.path, skipped, image_column)
+
+
+def _listed(fs, path: str, skipped: Counter[str] | None, image_column) -> Iterator[str]:
+    """What a file found by a walk or a glob gives: itself, its images, or nothing."""
+    if _has_extension(path, PARQUET_EXTENSIONS) and _holds_images(fs, path, image_column):
+        yield from _members(fs, path, image_column)
+    elif _is_image(path, skipped):
+        yield _to_uri(fs, path)
+
+
+def _holds_images(fs, path: str, image_column: str | None) -> bool:
+    """Whether a Parquet file has an image column (its footer is read)."""
+    with fs.open(path, "rb") as f:
+        return containers.image_column(pq.ParquetFile(f).schema_arrow, image_column) is not None
+
+
+def _members(fs, path: str, image_column: str | None) -> Iterator[str]:
+    """One URI per row of a Parquet file of images, from its footer."""
+    with fs.open(path, "rb") as f:
+        yield from containers.parquet_members(pq.ParquetFile(f), _to_uri(fs, path), image_column)
 
 
 def _below(path: str, folders: set[str]) -> bool:

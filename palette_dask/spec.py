@@ -122,6 +122,11 @@ class JobSpec:
     read_buffer_bytes : int
         Bytes of images read ahead of decoding, per task: bounds the memory the
         concurrent reads hold (a worker of two threads holds two tasks' worth).
+    image_column : str or None
+        The column of Parquet inputs that holds images (binary, or a struct with
+        binary ``bytes`` as Hugging Face datasets write it). By default a column
+        named ``image``, else the only such column; a Parquet input without one
+        is a manifest.
     """
 
     input: tuple[str, ...]
@@ -155,6 +160,7 @@ class JobSpec:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     read_retries: int = DEFAULT_READ_RETRIES
     read_buffer_bytes: int = DEFAULT_READ_BUFFER_BYTES
+    image_column: str | None = None
 
     def __post_init__(self):
         if isinstance(self.input, str):
@@ -225,6 +231,7 @@ class JobSpec:
             buffer_bytes=self.read_buffer_bytes,
             max_file_bytes=self.max_file_bytes,
             storage_options=self.storage_options,
+            image_column=self.image_column,
         )
 
     @property

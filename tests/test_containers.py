@@ -2,12 +2,14 @@
 
 import io
 import tarfile
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from jobtools import read_table
 
-from palette_dask import extract_palette
+from palette_dask import JobSpec, extract_palette, run_job
 from palette_dask.containers import (
     image_column,
     iter_parquet,
@@ -17,7 +19,7 @@ from palette_dask.containers import (
 )
 from palette_dask.imaging import ImageError
 from palette_dask.reads import ReadOptions, read_many
-from palette_dask.sources import IMAGE_EXTENSIONS, image_id
+from palette_dask.sources import IMAGE_EXTENSIONS, image_id, iter_uris
 
 
 class SequentialOnly(io.RawIOBase):
@@ -160,3 +162,33 @@ def test_member_uris_are_split_after_the_container_name():
     assert split_member_uri("s3://b/a.tar#x#1.jpg") == ("s3://b/a.tar", "x#1.jpg")
     assert split_member_uri("/photos/a#1.jpg") is None
     assert split_member_uri("/data/shard.tar") is None
+
+
+def test_parquet_inputs_list_one_uri_per_row_from_their_footer(tmp_path, photos):
+    pq.write_table(hf_table(photos), tmp_path / "train-0.parquet", row_group_size=2)
+    pq.write_table(pa.table({"uri": [str(photos[0])]}), tmp_path / "manifest.parquet")
+    train = str(tmp_path / "train-0.parquet")
+    rows = [member_uri(train, i) for i in range(len(photos))]
+    assert list(iter_uris([train])) == rows
+    skipped = Counter()
+    assert list(iter_uris([str(tmp_path / "*.parquet")], skipped=skipped)) == rows
+    assert skipped == {".parquet": 1}  # the manifest, found by the glob
+    assert list(iter_uris([str(tmp_path / "manifest.parquet")])) == [str(photos[0])]
+
+
+def test_a_job_over_a_parquet_file_gives_the_palettes_of_the_loose_files(tmp_path, photos, client1):
+    table = tmp_path / "train-00000-of-00001.parquet"
+    pq.write_table(hf_table(photos, null_row=1), table, row_group_size=2)
+    spec = JobSpec(input=[str(table)], output=str(tmp_path / "out"), partition_size=3)
+    report = run_job(spec, client=client1)
+    assert (report.images, report.ok, report.errors) == (len(photos), len(photos) - 1, 1)
+    images = read_table(tmp_path / "out", "images").to_pandas().set_index("uri")
+    palettes = read_table(tmp_path / "out", "palettes").to_pandas()
+    for row, photo in enumerate(photos):
+        uri = member_uri(str(table), row)
+        assert images.loc[uri, "image_id"] == image_id(uri)
+        if row == 1:
+            assert images.loc[uri, "error"] == "null image cell in column 'image'"
+            continue
+        hexes = palettes[palettes.image_id == image_id(uri)].sort_values("rank")["hex"].tolist()
+        assert hexes == extract_palette(str(photo)).hex

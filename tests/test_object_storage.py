@@ -428,3 +428,5 @@ def test_members_of_containers_in_the_bucket_are_read_as_local_ones(s3, options,
         photos[0].read_bytes(),
     ]
     assert [outcomes[i] for i in range(len(uris))] == expected
+    listed = list(iter_uris([f"s3://{BUCKET}/shards/*.parquet"], options))
+    assert listed == [f"s3://{BUCKET}/shards/t.parquet#{row}" for row in range(4)]
