@@ -29,7 +29,7 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import ImageError, reason
+from .errors import ImageError, file_too_large, reason
 
 TAR_EXTENSIONS = (".tar",)
 PARQUET_EXTENSIONS = (".parquet",)
@@ -309,18 +309,5 @@ def _member_outcome(found: Member, limit: int) -> bytes | ImageError:
     if found.data is None:
         return ImageError(found.error)
     if len(found.data) > limit:
-        return ImageError(f"file is {len(found.data):,} bytes, over max_file_bytes={limit:,}")
+        return file_too_large(limit, len(found.data))
     return found.data
-
-
-def parquet_members(
-    parquet: pq.ParquetFile, file: str, requested: str | None = None
-) -> Iterator[str]:
-    """The URIs of a Parquet file's images (one per row), or nothing if it has no image column.
-
-    Only the file's footer is read.
-    """
-    if image_column(parquet.schema_arrow, requested) is None:
-        return
-    for row in range(parquet.metadata.num_rows):
-        yield member_uri(file, row)

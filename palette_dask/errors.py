@@ -28,3 +28,15 @@ def reason(exc: BaseException) -> str:
     """
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return first.split(" Please build")[0].strip()
+
+
+def file_too_large(limit: int, size: int | None = None) -> ImageError:
+    """The error of a file over ``max_file_bytes``, with its size when it is known.
+
+    Examples
+    --------
+    >>> str(file_too_large(1000, 4096)), str(file_too_large(1000))
+    ('file is 4,096 bytes, over max_file_bytes=1,000', 'file is over max_file_bytes=1,000')
+    """
+    what = "file is" if size is None else f"file is {size:,} bytes,"
+    return ImageError(f"{what} over max_file_bytes={limit:,}")

@@ -207,13 +207,18 @@ def decode_sample(data: bytes, *, max_pixels: int, max_image_pixels: int) -> Sam
             raise ImageError(
                 f"truncated or corrupt {fmt} data: {reason(exc)}", format=fmt
             ) from None
+    return _sample(rgb, alpha, target, fmt, (width, height), conversion)
+
+
+def _sample(rgb, alpha, target, fmt: str, size: tuple[int, int], conversion) -> Sample:
+    """Decoded pixels resized to ``target``, their colours in sRGB, as a :class:`Sample`."""
     rgb, alpha = _resize_premultiplied(rgb, alpha, target)
     return Sample(
         rgb=profiles.apply(conversion, rgb),
         alpha=alpha,
         format=fmt,
-        width=width,
-        height=height,
+        width=size[0],
+        height=size[1],
         icc_profile=conversion.profile,
         warning=conversion.warning,
     )
@@ -259,21 +264,10 @@ def _unrecognised(data: bytes) -> str:
 def _tiff_sample(data: bytes, max_pixels: int, max_image_pixels: int) -> Sample:
     """A TIFF that Pillow cannot decode, read with tifffile (first page; no EXIF orientation)."""
     tiff = read_tiff(data, max_image_pixels)
-    width, height = tiff.width, tiff.height
-    rgb, alpha = _resize_premultiplied(
-        tiff.rgb, tiff.alpha, sample_shape(width, height, max_pixels)
-    )
+    target = sample_shape(tiff.width, tiff.height, max_pixels)
     icc = tiff.icc_profile
     conversion = profiles.SRGB if icc is None else profiles.icc_conversion(icc, tiff.family)
-    return Sample(
-        rgb=profiles.apply(conversion, rgb),
-        alpha=alpha,
-        format="TIFF",
-        width=width,
-        height=height,
-        icc_profile=conversion.profile,
-        warning=conversion.warning,
-    )
+    return _sample(tiff.rgb, tiff.alpha, target, "TIFF", (tiff.width, tiff.height), conversion)
 
 
 def _pillow_reads_tiff(opened: Image.Image) -> bool:

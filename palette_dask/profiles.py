@@ -61,9 +61,7 @@ _BRADFORD = np.array(
 _IDENTITY_TOLERANCE = 1
 # sRGB codes of linear light in 65,536 steps: a step moves a code by at most 0.05 near black.
 _ENCODE_STEPS = 1 << 16
-_SRGB_ENCODE = np.rint(
-    _linear_to_srgb(np.arange(_ENCODE_STEPS, dtype=np.float64) / (_ENCODE_STEPS - 1)) * 255.0
-).astype(np.uint8)
+
 # Every colour of a 16-level grid, as an image: what a conversion is tested on.
 _PROBE = np.stack(
     np.meshgrid(*[np.linspace(0, 255, 16).round().astype(np.uint8)] * 3, indexing="ij"), axis=-1
@@ -274,9 +272,16 @@ def _parametric(profile: str, primaries, decode: Callable[[np.ndarray], np.ndarr
     def convert(rgb: np.ndarray) -> np.ndarray:
         # Tables both ways: 8-bit codes to linear light, linear light in 16-bit steps to sRGB.
         steps = np.clip(linear[rgb] @ matrix, 0.0, 1.0) * np.float32(_ENCODE_STEPS - 1)
-        return _SRGB_ENCODE[(steps + np.float32(0.5)).astype(np.uint16)]
+        return _srgb_encode_table()[(steps + np.float32(0.5)).astype(np.uint16)]
 
     return Conversion(profile, convert=None if _is_identity(convert) else convert)
+
+
+@functools.cache
+def _srgb_encode_table() -> np.ndarray:
+    """sRGB codes of linear light in :data:`_ENCODE_STEPS` steps (built on first use)."""
+    steps = np.arange(_ENCODE_STEPS, dtype=np.float64) / (_ENCODE_STEPS - 1)
+    return np.rint(_linear_to_srgb(steps) * 255.0).astype(np.uint8)
 
 
 def _rgb_to_xyz(primaries) -> np.ndarray:

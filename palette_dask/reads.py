@@ -58,7 +58,7 @@ from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.http import HTTPFileSystem
 
 from .containers import read_members, split_member_uri
-from .errors import ImageError
+from .errors import ImageError, file_too_large
 from .sources import IMAGE_EXTENSIONS
 from .storage import filesystem, is_local, local_path
 
@@ -450,7 +450,7 @@ async def _read_once(uri: str, options: ReadOptions) -> bytes:
     except (TimeoutError, asyncio.TimeoutError) as exc:
         raise _DeadlineInside(str(exc) or type(exc).__name__) from exc
     if len(data) > limit:
-        raise _over_limit(limit)
+        raise file_too_large(limit)
     return data
 
 
@@ -475,12 +475,7 @@ def _read_local(path: str, limit: int) -> bytes:
 
 def _check_size(size: int, limit: int) -> None:
     if size > limit:
-        raise ImageError(f"file is {size:,} bytes, over max_file_bytes={limit:,}")
-
-
-def _over_limit(limit: int) -> ImageError:
-    """A file found larger than ``limit`` before its whole size was known."""
-    return ImageError(f"file is over max_file_bytes={limit:,}")
+        raise file_too_large(limit, size)
 
 
 async def _http_get(fs: HTTPFileSystem, uri: str, limit: int) -> bytes:
@@ -511,7 +506,7 @@ async def _read_within(content: aiohttp.StreamReader, limit: int) -> bytes:
     async for chunk in content.iter_chunked(_CHUNK_BYTES):
         received += len(chunk)
         if received > limit:
-            raise _over_limit(limit)
+            raise file_too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 

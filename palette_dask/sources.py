@@ -176,8 +176,8 @@ def iter_uris(
         fs, path = filesystem(spec, storage_options)
         if fs.isdir(path):
             yield from _walk(fs, path, skipped, image_column)
-        elif _has_extension(path, PARQUET_EXTENSIONS) and _holds_images(fs, path, image_column):
-            yield from _members(fs, path, image_column)
+        elif (rows := _image_rows(fs, path, image_column)) is not None:
+            yield from _row_uris(fs, path, rows)
         elif _has_extension(path, MANIFEST_EXTENSIONS):
             yield from iter_manifest(spec, storage_options)
         else:
@@ -267,22 +267,27 @@ def _walk_local(fs, root: str, skipped: Counter[str] | None, image_column) -> It
 
 def _listed(fs, path: str, skipped: Counter[str] | None, image_column) -> Iterator[str]:
     """What a file found by a walk or a glob gives: itself, its images, or nothing."""
-    if _has_extension(path, PARQUET_EXTENSIONS) and _holds_images(fs, path, image_column):
-        yield from _members(fs, path, image_column)
+    if (rows := _image_rows(fs, path, image_column)) is not None:
+        yield from _row_uris(fs, path, rows)
     elif _is_image(path, skipped):
         yield _to_uri(fs, path)
 
 
-def _holds_images(fs, path: str, image_column: str | None) -> bool:
-    """Whether a Parquet file has an image column (its footer is read)."""
+def _image_rows(fs, path: str, image_column: str | None) -> int | None:
+    """The rows of a Parquet file of images, from its footer; ``None`` for any other file."""
+    if not _has_extension(path, PARQUET_EXTENSIONS):
+        return None
     with fs.open(path, "rb") as f:
-        return containers.image_column(pq.ParquetFile(f).schema_arrow, image_column) is not None
+        parquet = pq.ParquetFile(f)
+        if containers.image_column(parquet.schema_arrow, image_column) is None:
+            return None
+        return parquet.metadata.num_rows
 
 
-def _members(fs, path: str, image_column: str | None) -> Iterator[str]:
-    """One URI per row of a Parquet file of images, from its footer."""
-    with fs.open(path, "rb") as f:
-        yield from containers.parquet_members(pq.ParquetFile(f), _to_uri(fs, path), image_column)
+def _row_uris(fs, path: str, rows: int) -> Iterator[str]:
+    """One URI per row of a Parquet file of images: ``FILE#ROW``."""
+    uri = _to_uri(fs, path)
+    return (containers.member_uri(uri, row) for row in range(rows))
 
 
 def _below(path: str, folders: set[str]) -> bool:

@@ -21,7 +21,6 @@ import struct
 from typing import NamedTuple
 
 import numpy as np
-import tifffile
 
 from .errors import ImageError, reason
 from .formats import check_pixels
@@ -65,6 +64,7 @@ def read_tiff(data: bytes, max_image_pixels: int) -> TiffPicture:
 
     Examples
     --------
+    >>> import tifffile
     >>> buffer = io.BytesIO()
     >>> planar = np.full((2, 3, 4, 5), 0.5)  # 2 pages of 3 samples of 4 x 5 pixels
     >>> tifffile.imwrite(buffer, planar, photometric="rgb", planarconfig="separate")
@@ -72,6 +72,8 @@ def read_tiff(data: bytes, max_image_pixels: int) -> TiffPicture:
     >>> picture.rgb.shape, picture.rgb[0, 0].tolist(), picture.alpha, picture.family
     ((4, 5, 3), [128, 128, 128], None, 'RGB')
     """
+    import tifffile  # imported here: most jobs never meet a TIFF that Pillow refuses
+
     try:
         tiff = tifffile.TiffFile(io.BytesIO(data))
     except _TIFF_ERRORS as exc:
@@ -90,7 +92,7 @@ def read_tiff(data: bytes, max_image_pixels: int) -> TiffPicture:
     return TiffPicture(rgb, alpha, width, height, icc, family)
 
 
-def describe(tiff: tifffile.TiffFile) -> str:
+def describe(tiff) -> str:
     """What a TIFF holds, in words: ``TIFF with 2 pages of 3×10×10 float64 samples``."""
     page = tiff.pages.first
     pages = len(tiff.pages)
