@@ -254,9 +254,10 @@ def read_members(
 
     Yields
     ------
-    (index, bytes or ImageError)
+    (index, bytes or ImageError, source_path)
         One outcome per wanted member; a member the container does not hold, or
         one its container could not give, is an :class:`ImageError`.
+        ``source_path`` is the member's (see :class:`Member`), when read.
     """
     for container, members in wanted.items():
         waiting: dict[str, list[int]] = {}
@@ -271,7 +272,7 @@ def read_members(
                         break
                     name = found.uri[len(container) + 1 :]
                     for index in waiting.pop(name, ()):
-                        yield index, _member_outcome(found, limit)
+                        yield index, _member_outcome(found, limit), found.source_path
                     if not waiting:
                         break  # the rest of the container is not needed
         except (OSError, ValueError, pa.ArrowException) as exc:
@@ -279,7 +280,41 @@ def read_members(
         for name, indices in waiting.items():
             message = failure or f"{container} has no image {name!r}"
             for index in indices:
-                yield index, ImageError(message)
+                yield index, ImageError(message), None
+
+
+def read_shard(
+    shard: str,
+    open_container: Callable[[str], BinaryIO],
+    image_extensions: tuple[str, ...],
+    limit: int,
+) -> Iterator[Member]:
+    """Every image of a tar shard, front to back, each member's bytes checked against ``limit``.
+
+    A shard that cannot be opened, or not read to its end, ends the stream
+    with one member naming the shard and what went wrong (see :func:`iter_tar`).
+    """
+    try:
+        with open_container(shard) as stream:
+            for found in iter_tar(stream, shard, image_extensions):
+                outcome = _member_outcome(found, limit)
+                if isinstance(outcome, ImageError):
+                    yield Member(found.uri, found.source_path, error=str(outcome))
+                else:
+                    yield found
+    except OSError as exc:
+        yield Member(shard, error=f"cannot read tar shard {shard}: {reason(exc)}")
+
+
+def is_tar_shard(uri: str) -> bool:
+    """Whether a URI names a whole tar shard (not one of its members).
+
+    Examples
+    --------
+    >>> is_tar_shard("s3://b/shard-000042.tar"), is_tar_shard("s3://b/shard-000042.tar#1.jpg")
+    (True, False)
+    """
+    return uri.lower().endswith(TAR_EXTENSIONS) and split_member_uri(uri) is None
 
 
 def _members_of(container, stream, waiting, image_extensions, requested) -> Iterator[Member]:

@@ -43,6 +43,7 @@ from distributed.scheduler import KilledWorker
 from tqdm import tqdm
 
 from .cluster import check_versions, job_client
+from .containers import is_tar_shard
 from .corpus import CorpusPalette, fit_corpus_palette, merge_fit_samples
 from .sources import check_inputs, chunked, describe_skipped, image_id, iter_uris
 from .spec import JobSpec
@@ -61,9 +62,11 @@ from .tasks import (
     PartRef,
     assign_partition,
     empty_totals,
+    is_shard_partition,
     partition_fit_sample,
-    process_one_image,
+    process_images,
     process_partition,
+    shard_image_uris,
     write_recovered_partition,
 )
 
@@ -88,6 +91,11 @@ _VERSIONED_PACKAGES = (
 )
 # Fit-sample parts merged by one task: bounds the data any one merge receives.
 MERGE_FAN_IN = 8
+# The error of an image that killed every worker it was decoded on.
+CRASH_MESSAGE = (
+    "the worker process died each time it decoded this image; "
+    "the file is likely to crash the decoder"
+)
 
 
 @dataclass(frozen=True)
@@ -125,9 +133,14 @@ class JobReport:
 class InputPlan:
     """Cuts the input stream into partitions, dropping duplicates and images already written.
 
-    Partitions are numbered by position in the stream of new images, so the
-    same inputs always give the same partitions: a resumed job rewrites an
-    interrupted partition under its old name and skips the complete ones.
+    Partitions are numbered in the order they are cut from the stream of new
+    images, so the same inputs always give the same partitions: a resumed job
+    rewrites an interrupted partition under its old name and skips the
+    complete ones. Partitions follow containers, so that each is read front
+    to back once: a tar shard is a partition of its own, whatever its number
+    of images (they are known only once it is read), and a Parquet row group's
+    rows are never split between partitions (a partition ends before a row
+    group that would take it over ``partition_size``).
     """
 
     def __init__(self, spec: JobSpec, state: DatasetState):
@@ -140,48 +153,68 @@ class InputPlan:
         self.not_images: Counter[str] = Counter()
 
     def waves(self) -> Iterator[list[Part]]:
+        """The partitions still to write, ``partitions_per_wave`` at a time."""
+        todo = (part for part in self._partitions() if not self._done(part))
+        return chunked(todo, self.spec.partitions_per_wave)
+
+    def _done(self, part: Part) -> bool:
+        if part[0] in self.state.done:
+            self.skipped_partitions += 1
+            return True
+        return False
+
+    def _partitions(self) -> Iterator[Part]:
+        """Every partition of the new images, numbered in order."""
         spec, state = self.spec, self.state
-        seen = IdSet()
         size = spec.partition_size
-        wave: list[Part] = []
+        index = 0
         items: list[tuple[int, str]] = []
         position = 0
-        for chunk in chunked(
-            iter_uris(
-                spec.input,
-                spec.storage_options,
-                skipped=self.not_images,
-                image_column=spec.image_column,
-            ),
-            spec.partitions_per_wave * size,
-        ):
-            ids = [image_id(uri) for uri in chunk]
+        for units in self._new_units():
+            for unit in units:
+                if len(unit) == 1 and is_tar_shard(unit[0]):
+                    if unit[0] in state.known_shards:
+                        self.skipped_images += state.known_shards[unit[0]]
+                        continue
+                    if items:
+                        yield index, items
+                        index, items = index + 1, []
+                    yield index, [(position, unit[0])]
+                    index, position = index + 1, position + 1
+                    continue
+                if items and len(items) + len(unit) > size:
+                    yield index, items
+                    index, items = index + 1, []
+                items += [(position + i, uri) for i, uri in enumerate(unit)]
+                position += len(unit)
+                if len(items) >= size:
+                    yield index, items
+                    index, items = index + 1, []
+        if items:
+            yield index, items
+
+    def _new_units(self) -> Iterator[list[tuple[str, ...]]]:
+        """Units of URIs that stay in one partition (an image, a tar shard, a Parquet row
+        group's rows), without duplicates and images already written, a batch at a time."""
+        spec, state = self.spec, self.state
+        seen = IdSet()
+        listing = iter_uris(
+            spec.input,
+            spec.storage_options,
+            skipped=self.not_images,
+            image_column=spec.image_column,
+            row_groups=True,
+        )
+        for chunk in chunked(listing, spec.partitions_per_wave * spec.partition_size):
+            units = [entry if isinstance(entry, tuple) else (entry,) for entry in chunk]
+            ids = [image_id(uri) for unit in units for uri in unit]
             known = state.known.contains(ids) if len(state.known) else np.zeros(len(ids), bool)
             first = seen.add_new(ids)
             self.skipped_images += int((known & first).sum())
             self.duplicates += int((~first).sum())
-            for uri, keep in zip(chunk, first & ~known, strict=True):
-                if not keep:
-                    continue
-                items.append((position, uri))
-                position += 1
-                if len(items) == size:
-                    wave += self._partition(items)
-                    items = []
-                if len(wave) == spec.partitions_per_wave:
-                    yield wave
-                    wave = []
-        if items:
-            wave += self._partition(items)
-        if wave:
-            yield wave
-
-    def _partition(self, items: list[tuple[int, str]]) -> list[Part]:
-        index = items[0][0] // self.spec.partition_size
-        if index in self.state.done:
-            self.skipped_partitions += 1
-            return []
-        return [(index, items)]
+            keep = iter(first & ~known)
+            kept = [tuple(uri for uri in unit if next(keep)) for unit in units]
+            yield [unit for unit in kept if unit]
 
 
 def run_waves(
@@ -266,7 +299,9 @@ def first_pass_result(
     try:
         return outputs[0].result(), (outputs[1] if spec.mode != "image" else None)
     except KilledWorker:
-        logger.warning("partition %d kept killing workers; retrying its images one by one", part[0])
+        logger.warning(
+            "partition %d kept killing workers; retrying its images in smaller pieces", part[0]
+        )
     result = recover_partition(client, part, spec, segment)
     summary = client.submit(operator.itemgetter(0), result).result()
     fit = client.submit(operator.itemgetter(1), result) if spec.mode != "image" else None
@@ -274,38 +309,48 @@ def first_pass_result(
 
 
 def recover_partition(client: Client, part: Part, spec: JobSpec, segment: int) -> Future:
-    """Redo a partition image by image; the images that crash workers become error rows.
+    """Redo a partition in pieces; the images that crash workers become error rows.
+
+    Loose images are redone one per task. A tar shard is listed first (read
+    once, nothing decoded), then redone ``partition_size`` members per task,
+    each task reading the shard up to its last member; a piece that still
+    kills workers is redone one member per task.
 
     An image whose task was on a worker when another image killed it can be
     blamed with it, so every image that failed with the others in flight runs
     again alone: only one that still kills the workers is marked as crashing.
-    Each image's result comes to the client as soon as it is made: a worker
+    Each piece's result comes to the client as soon as it is made: a worker
     killed by a later retry would take it with it, and Dask would run it again
     beside the crashing image.
     """
     _, items = part
-    singles = [client.submit(process_one_image, item, spec, pure=False) for item in items]
-    wait(singles)
-    made = {i: single.result() for i, single in enumerate(singles) if single.status == "finished"}
-    results, crashes = [], {}
-    for i, single in enumerate(singles):
-        if i in made:
-            results.append(made[i])
+    shard_failure = None
+    if is_shard_partition(items):
+        uris, shard_failure = client.submit(
+            shard_image_uris, items[0][1], spec, pure=False
+        ).result()
+        groups = list(chunked(list(enumerate(uris)), spec.partition_size))
+    else:
+        groups = [[item] for item in items]
+    firsts = [client.submit(process_images, group, spec, pure=False) for group in groups]
+    wait(firsts)
+    pieces: list = []
+    for group, first in zip(groups, firsts, strict=True):
+        if first.status == "finished":
+            pieces.append(first.result())
             continue
-        single = client.submit(process_one_image, items[i], spec, pure=False)
-        wait(single)
-        if single.status == "finished":
-            results.append(single.result())
-            continue
-        if not isinstance(single.exception(), KilledWorker):
-            single.result()  # a real bug: let it surface
-        crashes[i] = (
-            "the worker process died each time it decoded this image; "
-            "the file is likely to crash the decoder"
-        )
-    return client.submit(
-        write_recovered_partition, part, spec, segment, results, crashes, pure=False
-    )
+        for item in group:
+            single = client.submit(process_images, [item], spec, pure=False)
+            wait(single)
+            if single.status == "finished":
+                pieces.append(single.result())
+                continue
+            if not isinstance(single.exception(), KilledWorker):
+                single.result()  # a real bug: let it surface
+            pieces.append((item[1], CRASH_MESSAGE))
+    if shard_failure is not None:
+        pieces.append((items[0][1], shard_failure))
+    return client.submit(write_recovered_partition, part, spec, segment, pieces, pure=False)
 
 
 def _merge(client: Client, parts: list[Future], spec: JobSpec) -> Future:
@@ -383,6 +428,7 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
         "images": 0,
         "errors": 0,
         "partitions": 0,
+        "duplicates": 0,
         "process_seconds": 0.0,
         "write_seconds": 0.0,
     }
@@ -440,7 +486,7 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
         resumed=state.resumed,
         skipped_partitions=plan.skipped_partitions,
         skipped_images=plan.skipped_images,
-        duplicates=plan.duplicates,
+        duplicates=plan.duplicates + counts["duplicates"],
         not_images=dict(sorted(plan.not_images.items())),
         process_seconds=counts["process_seconds"],
         write_seconds=counts["write_seconds"],
@@ -494,7 +540,7 @@ def _first_pass(client, spec, state, plan, counts, *, progress):
         for outputs, part in run_waves(client, plan.waves(), make_outputs, refill):
             summary, fit = first_pass_result(client, outputs, part, spec, state.segment)
             outputs[0].release()
-            for key in ("images", "errors", "process_seconds", "write_seconds"):
+            for key in ("images", "errors", "duplicates", "process_seconds", "write_seconds"):
                 counts[key] += summary[key]
             counts["partitions"] += 1
             written.append((state.segment, part[0]))

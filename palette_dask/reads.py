@@ -39,6 +39,7 @@ import email.utils
 import errno
 import functools
 import http
+import io
 import itertools
 import json
 import logging
@@ -57,7 +58,7 @@ import fsspec.asyn
 from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.http import HTTPFileSystem
 
-from .containers import read_members, split_member_uri
+from .containers import Member, read_members, read_shard, split_member_uri
 from .errors import ImageError, file_too_large
 from .sources import IMAGE_EXTENSIONS
 from .storage import filesystem, is_local, local_path
@@ -66,7 +67,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_FILE_BYTES = 256 * 2**20
 # Remote containers are read front to back in blocks of this size.
-_CONTAINER_BLOCK_BYTES = 8 * 2**20
+CONTAINER_BLOCK_BYTES = 8 * 2**20
 DEFAULT_READ_CONCURRENCY = 64
 DEFAULT_READ_PER_HOST = 32
 DEFAULT_READ_TIMEOUT = 30.0
@@ -185,7 +186,11 @@ def read_many(uris: Sequence[str], options: ReadOptions) -> Reads:
 
 
 class Reads:
-    """The reads of a batch of URIs, started on creation; see :func:`read_many`."""
+    """The reads of a batch of URIs, started on creation; see :func:`read_many`.
+
+    ``source_paths`` maps the index of each image read from a container to its
+    member's source path (tar member name, Parquet ``path`` field), once read.
+    """
 
     def __init__(self, uris: list[str], options: ReadOptions):
         self._uris = uris
@@ -200,11 +205,12 @@ class Reads:
             else:
                 remote.append((i, uri))
         self._inline_left = len(local) + sum(len(wanted) for wanted in members.values())
+        self.source_paths: dict[int, str] = {}
         self._inline = itertools.chain(
-            ((i, _read_local_outcome(uris[i], self._limit)) for i in local),
+            ((i, _read_local_outcome(uris[i], self._limit), None) for i in local),
             read_members(
                 members,
-                functools.partial(_open_container, storage_options=options.storage_options),
+                functools.partial(_open_container, options=options),
                 IMAGE_EXTENSIONS,
                 self._limit,
                 options.image_column,
@@ -225,7 +231,10 @@ class Reads:
                 # Local files and containers are read here, while the remote reads are on
                 # their way.
                 self._inline_left -= 1
-                yield next(self._inline)
+                index, outcome, source_path = next(self._inline)
+                if source_path is not None:
+                    self.source_paths[index] = source_path
+                yield index, outcome
                 continue
             index, outcome = _next_finished(self._finished, self._batch)
             try:
@@ -246,6 +255,12 @@ class Reads:
         self.close()
 
 
+def read_tar_shard(uri: str, options: ReadOptions) -> Iterator[Member]:
+    """The images of a whole tar shard, front to back (see :func:`.containers.read_shard`)."""
+    opener = functools.partial(_open_container, options=options)
+    return read_shard(uri, opener, IMAGE_EXTENSIONS, options.max_file_bytes)
+
+
 def _read_local_outcome(uri: str, limit: int) -> bytes | BaseException:
     """A local file's bytes, or what went wrong (missing, unreadable, too large)."""
     try:
@@ -254,12 +269,15 @@ def _read_local_outcome(uri: str, limit: int) -> bytes | BaseException:
         return exc
 
 
-def _open_container(uri: str, storage_options: Mapping) -> BinaryIO:
-    """A container opened for one sequential read (large blocks for remote ones)."""
+def _open_container(uri: str, options: ReadOptions) -> BinaryIO:
+    """A container opened for reading: large blocks, each request within the read deadline."""
     if is_local(uri):
         return open(local_path(uri), "rb")
-    fs, path = filesystem(uri, storage_options)
-    return fs.open(path, "rb", block_size=_CONTAINER_BLOCK_BYTES, cache_type="readahead")
+    fs, path = filesystem(uri, options.storage_options)
+    if isinstance(fs, AsyncFileSystem) and fs.async_impl:
+        raw = _RemoteContainer(fs, path, uri, options)
+        return io.BufferedReader(raw, buffer_size=CONTAINER_BLOCK_BYTES)
+    return fs.open(path, "rb", block_size=CONTAINER_BLOCK_BYTES, cache_type="readahead")
 
 
 def _next_finished(finished: queue.SimpleQueue, batch) -> tuple[int, bytes | BaseException]:
@@ -355,9 +373,7 @@ async def _read_all(items, options: ReadOptions, budget: _Budget, deliver) -> No
 async def _read_with_retries(
     uri: str, options: ReadOptions, slots: asyncio.Semaphore, budget: _Budget
 ) -> bytes | BaseException:
-    tries = 0
-    while True:
-        tries += 1
+    async def once() -> bytes:
         async with slots:
             await budget.start()
             size = 0
@@ -366,10 +382,24 @@ async def _read_with_retries(
                 size = len(data)
                 _record_size(size)
                 return data
-            except Exception as exc:  # every failure is an outcome; see _as_failure
-                failure = _as_failure(exc, uri, options)
             finally:
                 budget.finish(size)
+
+    return await _retrying(once, uri, options)
+
+
+async def _retrying(once, uri: str, options: ReadOptions) -> bytes | BaseException:
+    """``await once()`` until it gives bytes, a final failure, or ``options.retries`` run out.
+
+    ``once`` holds its own deadline; its failures become outcomes (see :func:`_as_failure`).
+    """
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return await once()
+        except Exception as exc:  # every failure is an outcome; see _as_failure
+            failure = _as_failure(exc, uri, options)
         if not getattr(failure, "passing", False) or tries > options.retries:
             return _final(failure, tries)
         wait = _backoff(tries, failure.retry_after)
@@ -381,6 +411,58 @@ async def _read_with_retries(
             )
         logger.debug("%s: %s; trying again in %.2f s", uri, failure, wait)
         await asyncio.sleep(wait)
+
+
+class _RemoteContainer(io.RawIOBase):
+    """A remote container read by ranged requests, each within the read deadline and retried
+    like an image's read (see :class:`ReadOptions`): no read of a shard waits forever.
+
+    Wrapped in a buffer of :data:`CONTAINER_BLOCK_BYTES`, a tar shard is read
+    front to back a block per request; seeks (a Parquet file's footer, its row
+    groups) cost nothing until the next read.
+    """
+
+    def __init__(self, fs: AsyncFileSystem, path: str, uri: str, options: ReadOptions):
+        self._fs, self._path, self._uri, self._options = fs, path, uri, options
+        self._size = self._call(lambda: fs._info(path))["size"]
+        self._position = 0
+
+    def _call(self, request):
+        async def once():
+            return await asyncio.wait_for(request(), self._options.timeout)
+
+        try:
+            # fsspec's `sync` raises an outcome that is an exception.
+            return fsspec.asyn.sync(self._fs.loop, _retrying, once, self._uri, self._options)
+        except ReadError as exc:
+            raise ConnectionError(str(exc)) from exc
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer) -> int:
+        start = self._position
+        end = min(self._size, start + len(buffer), start + CONTAINER_BLOCK_BYTES)
+        if start >= end:
+            return 0
+        data = self._call(lambda: self._fs._cat_file(self._path, start=start, end=end))
+        if len(data) > end - start:
+            asked = end - start
+            raise OSError(f"the server ignores byte ranges: {len(data):,} bytes for {asked:,}")
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
 
 
 def _backoff(tries: int, retry_after: float | None) -> float | None:

@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from . import containers
-from .containers import PARQUET_EXTENSIONS
+from .containers import PARQUET_EXTENSIONS, TAR_EXTENSIONS
 from .storage import filesystem, is_local, local_path
 
 # Every extension the decoder reads (see `imaging`); lower-case, matched case-insensitively.
@@ -115,7 +115,8 @@ def iter_uris(
     *,
     skipped: Counter[str] | None = None,
     image_column: str | None = None,
-) -> Iterator[str]:
+    row_groups: bool = False,
+) -> Iterator[str | tuple[str, ...]]:
     """Expand inputs into a stream of normalised image URIs, in a deterministic order.
 
     Files named explicitly are taken as images (or manifests, by extension);
@@ -141,11 +142,16 @@ def iter_uris(
         (named inputs, and files of folders and globs) gives one URI per row,
         ``FILE#ROW``; a named Parquet input without one is a manifest, and
         folders and globs skip it.
+    row_groups : bool
+        Yield the rows of each Parquet row group together, as one tuple, so
+        that a job can keep them in one partition.
 
     Yields
     ------
     str
-        Image URIs: local paths absolute, other URLs with their protocol.
+        Image URIs: local paths absolute, other URLs with their protocol. A
+        tar shard (``.tar``: named, listed, walked or globbed) is one URI,
+        whose images are its members (see :mod:`palette_dask.containers`).
 
     Examples
     --------
@@ -158,6 +164,15 @@ def iter_uris(
     >>> skipped
     Counter({'.md': 1})
     """
+    for entry in _entries(inputs, storage_options, skipped, image_column):
+        if isinstance(entry, tuple) and not row_groups:
+            yield from entry
+        else:
+            yield entry
+
+
+def _entries(inputs, storage_options, skipped, image_column) -> Iterator[str | tuple[str, ...]]:
+    """What :func:`iter_uris` yields, a Parquet row group's rows as one tuple."""
     for spec in inputs:
         if any(c in spec for c in _GLOB_CHARS):
             fs, pattern = filesystem(spec, storage_options)
@@ -269,25 +284,30 @@ def _listed(fs, path: str, skipped: Counter[str] | None, image_column) -> Iterat
     """What a file found by a walk or a glob gives: itself, its images, or nothing."""
     if (rows := _image_rows(fs, path, image_column)) is not None:
         yield from _row_uris(fs, path, rows)
-    elif _is_image(path, skipped):
+    elif _has_extension(path, TAR_EXTENSIONS) or _is_image(path, skipped):
         yield _to_uri(fs, path)
 
 
-def _image_rows(fs, path: str, image_column: str | None) -> int | None:
-    """The rows of a Parquet file of images, from its footer; ``None`` for any other file."""
+def _image_rows(fs, path: str, image_column: str | None) -> list[int] | None:
+    """The row groups' sizes of a Parquet file of images, from its footer; ``None`` for any
+    other file."""
     if not _has_extension(path, PARQUET_EXTENSIONS):
         return None
     with fs.open(path, "rb") as f:
         parquet = pq.ParquetFile(f)
         if containers.image_column(parquet.schema_arrow, image_column) is None:
             return None
-        return parquet.metadata.num_rows
+        metadata = parquet.metadata
+        return [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
 
 
-def _row_uris(fs, path: str, rows: int) -> Iterator[str]:
-    """One URI per row of a Parquet file of images: ``FILE#ROW``."""
+def _row_uris(fs, path: str, group_sizes: list[int]) -> Iterator[tuple[str, ...]]:
+    """One URI per row of a Parquet file of images, ``FILE#ROW``, a tuple per row group."""
     uri = _to_uri(fs, path)
-    return (containers.member_uri(uri, row) for row in range(rows))
+    start = 0
+    for size in group_sizes:
+        yield tuple(containers.member_uri(uri, row) for row in range(start, start + size))
+        start += size
 
 
 def _below(path: str, folders: set[str]) -> bool:

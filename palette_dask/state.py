@@ -10,6 +10,8 @@ when it ends (``"complete"``). A job writing into an existing dataset
   same name as before and complete ones are skipped;
 - **grows** a complete dataset (next segment): images whose id is already in
   the dataset are skipped, the rest are numbered afresh in the new segment.
+  A tar shard is one partition, whose ``images`` file names it in its
+  metadata: a shard already in the dataset is skipped without being read.
 
 Image ids are kept as 16-byte keys in sorted NumPy arrays: exact, and 16 bytes
 per distinct image on the client.
@@ -28,7 +30,15 @@ import pyarrow.parquet as pq
 
 from .spec import JobSpec
 from .storage import filesystem, fresh, is_local, join
-from .tables import CACHE_FOLDER, INDEX_FOLDER, JOB_FILE, PERFORMANCE_REPORT, SCHEMAS, part_name
+from .tables import (
+    CACHE_FOLDER,
+    INDEX_FOLDER,
+    JOB_FILE,
+    PERFORMANCE_REPORT,
+    SCHEMAS,
+    SHARD_METADATA_KEY,
+    part_name,
+)
 
 # Options that change results: a dataset never mixes rows made with different ones.
 RESULT_OPTIONS = (
@@ -107,6 +117,8 @@ class DatasetState:
         Every complete partition in the dataset, before this job.
     known : IdSet
         Ids of images in earlier segments, which this job skips.
+    known_shards : dict of str to int
+        Tar shards in earlier segments, which this job skips, and their rows.
     """
 
     segment: int = 0
@@ -114,6 +126,7 @@ class DatasetState:
     done: set[int] = field(default_factory=set)
     committed: list[tuple[int, int]] = field(default_factory=list)
     known: IdSet = field(default_factory=IdSet)
+    known_shards: dict[str, int] = field(default_factory=dict)
 
 
 def read_job_file(output: str, storage_options: Mapping | None = None) -> dict | None:
@@ -142,16 +155,27 @@ def committed_partitions(
     return sorted(found)
 
 
-def read_ids(
+def read_known(
     output: str, parts: list[tuple[int, int]], storage_options: Mapping | None = None
-) -> list[str]:
-    """Image ids in the ``images`` files of the given partitions."""
+) -> tuple[list[str], dict[str, int]]:
+    """Image ids in the ``images`` files of the given partitions, and the tar shards
+    those files hold whole, with their row counts."""
     fs, root = filesystem(output, storage_options)
-    ids = []
+    ids: list[str] = []
+    shards: dict[str, int] = {}
     for segment, partition in parts:
         with fs.open(join(root, "images", part_name(segment, partition)), "rb") as f:
-            ids.extend(pq.read_table(f, columns=["image_id"]).column(0).to_pylist())
-    return ids
+            parquet = pq.ParquetFile(f)
+            ids.extend(parquet.read(columns=["image_id"]).column(0).to_pylist())
+            shard = (parquet.schema_arrow.metadata or {}).get(SHARD_METADATA_KEY.encode())
+            if shard is not None:
+                shards[shard.decode()] = parquet.metadata.num_rows
+    return ids, shards
+
+
+def _known(output, parts, storage_options) -> dict:
+    ids, shards = read_known(output, parts, storage_options)
+    return {"known": IdSet(ids), "known_shards": shards}
 
 
 def load_state(spec: JobSpec) -> DatasetState:
@@ -200,12 +224,12 @@ def load_state(spec: JobSpec) -> DatasetState:
             resumed=True,
             done={p for s, p in committed if s == last},
             committed=committed,
-            known=IdSet(read_ids(spec.output, earlier, options)),
+            **_known(spec.output, earlier, options),
         )
     return DatasetState(
         segment=last + 1,
         committed=committed,
-        known=IdSet(read_ids(spec.output, committed, options)),
+        **_known(spec.output, committed, options),
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 import uuid
 from collections.abc import Mapping
 
@@ -75,32 +76,80 @@ def fresh(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return path
 
 
-def write_atomic(path: str, data: bytes, storage_options: Mapping | None = None) -> None:
-    """Write ``data`` so that ``path`` appears only once complete.
+class AtomicFile:
+    """A file written under a temporary name that appears at ``path`` only once committed.
 
-    Local files go to a hidden temporary name in the same folder, are flushed
-    to disk and renamed into place; object stores publish an object only when
-    its upload completes, so remote URLs are written directly.
+    The temporary file is local: a hidden name next to ``path`` for a local
+    path, published by a rename; a file in the system's temporary folder for a
+    URL, published by one upload (object stores make an object visible only
+    once its upload completes). A reader never sees half a file, and a file
+    written in pieces holds none of them in memory.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> target = os.path.join(tempfile.mkdtemp(), "table.parquet")
+    >>> with AtomicFile(target) as f:
+    ...     _ = open(f.temporary, "wb").write(b"PAR1")
+    ...     os.path.exists(target)
+    False
+    >>> os.path.exists(target)
+    True
+    """
+
+    def __init__(self, path: str, storage_options: Mapping | None = None):
+        self.path = path
+        self._storage_options = storage_options
+        if is_local(path):
+            final = local_path(path)
+            folder, name = os.path.split(final)
+            os.makedirs(folder, exist_ok=True)
+            self.temporary = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
+        else:
+            handle, self.temporary = tempfile.mkstemp(prefix="palette-dask-", suffix=".tmp")
+            os.close(handle)
+
+    def commit(self) -> None:
+        """Publish the temporary file's bytes at ``path``."""
+        try:
+            if is_local(self.path):
+                with open(self.temporary, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.replace(self.temporary, local_path(self.path))
+            else:
+                fs, remote = filesystem(self.path, self._storage_options)
+                fs.put_file(self.temporary, remote)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the temporary file; ``path`` stays as it was."""
+        if os.path.exists(self.temporary):
+            os.remove(self.temporary)
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def write_atomic(path: str, data: bytes, storage_options: Mapping | None = None) -> None:
+    """Write ``data`` so that ``path`` appears only once complete (see :class:`AtomicFile`).
+
+    Object stores publish an object only when its upload completes, so bytes
+    already in memory go to a URL directly.
     """
     if not is_local(path):
         fs, remote = filesystem(path, storage_options)
         with fs.open(remote, "wb") as f:
             f.write(data)
         return
-    final = local_path(path)
-    folder, name = os.path.split(final)
-    os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, final)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with AtomicFile(path) as target, open(target.temporary, "wb") as f:
+        f.write(data)
 
 
 def read_parquet_rows(

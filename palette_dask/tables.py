@@ -19,12 +19,13 @@ import pyarrow.parquet as pq
 from .color import rgb_to_hex, rgb_to_lab
 from .imaging import Sample
 from .palette import TRANSPARENT_LABEL, Palette, PaletteOptions
-from .storage import join, write_atomic
+from .storage import AtomicFile, join, write_atomic
 
 IMAGES_SCHEMA = pa.schema(
     [
         pa.field("image_id", pa.string(), nullable=False),
         pa.field("uri", pa.string(), nullable=False),
+        pa.field("source_path", pa.string()),
         pa.field("format", pa.string()),
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
@@ -100,6 +101,11 @@ SCHEMAS = {
     "assignments": ASSIGNMENTS_SCHEMA,
     "corpus_palette": CORPUS_PALETTE_SCHEMA,
 }
+# The tables a partition writes: the dataset's, and the corpus job's sample cache.
+_WRITTEN_SCHEMAS = {**SCHEMAS, "samples": SAMPLE_CACHE_SCHEMA}
+# Key of the ``images`` file metadata naming the tar shard a partition holds
+# whole, so that a job growing the dataset skips the shard without reading it.
+SHARD_METADATA_KEY = "palette_dask.tar_shard"
 CACHE_FOLDER = "_cache"
 JOB_FILE = "_job.json"
 INDEX_FOLDER = "_index"
@@ -154,6 +160,7 @@ class TableBuilder:
         image_id: str,
         uri: str,
         *,
+        source_path: str | None = None,
         sample: Sample | None = None,
         n_pixels: int | None = None,
         palette: Palette | None = None,
@@ -163,7 +170,13 @@ class TableBuilder:
     ) -> None:
         """Add one image's ``images`` row: its sample (and own palette, if any), or its error."""
         row = dict.fromkeys(IMAGES_SCHEMA.names)
-        row.update(self._options, image_id=image_id, uri=uri, elapsed_ms=elapsed_ms)
+        row.update(
+            self._options,
+            image_id=image_id,
+            uri=uri,
+            source_path=source_path,
+            elapsed_ms=elapsed_ms,
+        )
         if sample is None:
             row.update(status="error", error=error, format=format)
         else:
@@ -312,20 +325,109 @@ def _palettes_table(entries: list[tuple[str, Palette]]) -> pa.Table:
     return pa.table(columns, schema=PALETTES_SCHEMA)
 
 
+def _parquet_options(schema: pa.Schema) -> dict:
+    # Dictionaries and min/max statistics only cost time on blobs (label images, samples).
+    small = [field.name for field in schema if not pa.types.is_binary(field.type)]
+    return {
+        "compression": PARQUET_COMPRESSION,
+        "compression_level": PARQUET_COMPRESSION_LEVEL,
+        "use_dictionary": small,
+        "write_statistics": small,
+    }
+
+
 def parquet_bytes(table: pa.Table) -> bytes:
     """A table serialised as one Parquet file."""
     sink = pa.BufferOutputStream()
-    # Dictionaries and min/max statistics only cost time on blobs (label images, samples).
-    small = [field.name for field in table.schema if not pa.types.is_binary(field.type)]
-    pq.write_table(
-        table,
-        sink,
-        compression=PARQUET_COMPRESSION,
-        compression_level=PARQUET_COMPRESSION_LEVEL,
-        use_dictionary=small,
-        write_statistics=small,
-    )
+    pq.write_table(table, sink, **_parquet_options(table.schema))
     return sink.getvalue().to_pybytes()
+
+
+class PartitionWriter:
+    """A partition's Parquet files, written a batch of rows at a time and published together.
+
+    Each :meth:`write` appends one row group to each table's file, so a task
+    holds one batch of rows in memory however large its partition (a tar
+    shard of 10,000 images is one partition). Nothing is visible until
+    :meth:`commit` publishes the files, ``images`` last: the ``images`` file
+    is the partition's commit marker, and when it exists the partition's other
+    files are complete. Leaving the ``with`` block on an exception discards
+    every file.
+
+    Parameters
+    ----------
+    output : str
+        The dataset.
+    part : (int, int)
+        ``(segment, partition)``.
+    names : iterable of str
+        The tables written; ``samples`` (the corpus cache) goes under ``_cache/``.
+    prefix : str
+        ``part``, or ``corpus`` for the corpus assignment pass.
+    storage_options : mapping, optional
+        fsspec options of a remote ``output``.
+    metadata : mapping of str to str, optional
+        Key-value metadata of the ``images`` file.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> out = tempfile.mkdtemp()
+    >>> with PartitionWriter(out, (0, 7), ["images"]) as writer:
+    ...     writer.write({"images": IMAGES_SCHEMA.empty_table()})
+    ...     writer.commit()
+    >>> os.listdir(os.path.join(out, "images"))
+    ['part-0000-000000007.parquet']
+    """
+
+    def __init__(
+        self,
+        output: str,
+        part: tuple[int, int],
+        names: Iterable[str],
+        *,
+        prefix: str = "part",
+        storage_options: Mapping | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ):
+        self._files: dict[str, tuple[AtomicFile, pq.ParquetWriter]] = {}
+        for name in sorted(names, key=lambda n: n == "images"):
+            folder = join(output, CACHE_FOLDER, name) if name == "samples" else join(output, name)
+            target = AtomicFile(join(folder, part_name(*part, prefix)), storage_options)
+            schema = _WRITTEN_SCHEMAS[name]
+            if name == "images" and metadata:
+                schema = schema.with_metadata(dict(metadata))
+            self._files[name] = (
+                target,
+                pq.ParquetWriter(target.temporary, schema, **_parquet_options(schema)),
+            )
+
+    def write(self, tables: Mapping[str, pa.Table]) -> None:
+        """Append each table's rows to its file, as one row group."""
+        for name, table in tables.items():
+            if table.num_rows:
+                _, writer = self._files[name]
+                writer.write_table(table)
+
+    def commit(self) -> None:
+        """Close the files and publish them, ``images`` last."""
+        for target, writer in self._files.values():
+            writer.close()
+            target.commit()
+        self._files = {}
+
+    def discard(self) -> None:
+        """Drop every file not yet published."""
+        for target, writer in self._files.values():
+            writer.close()
+            target.discard()
+        self._files = {}
+
+    def __enter__(self) -> PartitionWriter:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self.discard()
 
 
 def write_partition(
@@ -335,18 +437,14 @@ def write_partition(
     *,
     prefix: str = "part",
     storage_options: Mapping | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> None:
-    """Write a partition's tables atomically, ``images`` last.
-
-    ``part`` is ``(segment, partition)``. The ``images`` file is the
-    partition's commit marker: when it exists, the partition's other files are
-    complete. The ``samples`` cache goes under ``_cache/``.
-    """
-    for name in sorted(tables, key=lambda n: n == "images"):
-        folder = join(output, CACHE_FOLDER, name) if name == "samples" else join(output, name)
-        write_atomic(
-            join(folder, part_name(*part, prefix)), parquet_bytes(tables[name]), storage_options
-        )
+    """Write a partition's tables at once (see :class:`PartitionWriter`)."""
+    with PartitionWriter(
+        output, part, tables, prefix=prefix, storage_options=storage_options, metadata=metadata
+    ) as writer:
+        writer.write(tables)
+        writer.commit()
 
 
 def cache_path(output: str, part: tuple[int, int]) -> str:

@@ -19,13 +19,14 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import dask
 import numpy as np
 import pyarrow as pa
 
+from .containers import Member, is_tar_shard
 from .corpus import (
     PRESENCE_SHARE,
     CorpusPalette,
@@ -36,11 +37,19 @@ from .corpus import (
 )
 from .imaging import ImageError, Sample
 from .palette import load_sample, opaque_pixels, palette_from_sample, single_threaded
-from .reads import Reads, read_many
+from .reads import Reads, read_many, read_tar_shard
 from .sources import image_id
 from .spec import JobSpec
 from .storage import filesystem, fresh, join, read_parquet_rows
-from .tables import TableBuilder, cache_path, part_name, sample_from_row, write_partition
+from .tables import (
+    SHARD_METADATA_KEY,
+    PartitionWriter,
+    TableBuilder,
+    cache_path,
+    part_name,
+    sample_from_row,
+    write_partition,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -134,67 +143,152 @@ def decoding_turn() -> Iterator[None]:
         yield
 
 
-def _reads_of(items, spec: JobSpec) -> Reads:
-    return read_many([uri for _, uri in items], spec.read_options)
+@contextmanager
+def _outcomes(items, spec: JobSpec) -> Iterator[Iterator[tuple]]:
+    """``(index, uri, source_path, bytes or exception)`` of a partition's images, as read.
+
+    Loose images (and members named one by one) come in the order their reads
+    finish, with their index in ``items``; a partition that is a whole tar
+    shard gives its images in shard order, numbered from 0, a member name
+    repeated in the shard only once (see :class:`_ShardImages`).
+    """
+    if is_shard_partition(items):
+        images = _ShardImages(read_tar_shard(items[0][1], spec.read_options))
+        try:
+            yield images
+        finally:
+            images.close()
+        return
+    with read_many([uri for _, uri in items], spec.read_options) as reads:
+        yield ((i, items[i][1], reads.source_paths.get(i), data) for i, data in reads)
 
 
-def _process_items(items, reads: Reads, spec: JobSpec) -> tuple[TableBuilder, list[FitSample], int]:
-    """Decode and cluster each image into a :class:`TableBuilder`; failures become rows.
+def is_shard_partition(items) -> bool:
+    """Whether a partition's ``(position, uri)`` items are one whole tar shard."""
+    return len(items) == 1 and is_tar_shard(items[0][1])
 
-    Each image is processed as soon as its bytes arrive from ``reads``; the
-    rows go into the builder in input order, so the files do not depend on
-    how fast each read was. Runs in the caller's :func:`decoding_turn`.
+
+class _ShardImages:
+    """A tar shard's images as partition outcomes; ``duplicates`` counts repeated member names.
+
+    A tar file may hold a name twice; the first member of that name is the image.
+    """
+
+    def __init__(self, members: Iterator[Member]):
+        self._members = members
+        self.duplicates = 0
+
+    def __iter__(self) -> Iterator[tuple]:
+        seen: set[str] = set()
+        for member in self._members:
+            if member.uri in seen:
+                self.duplicates += 1
+                continue
+            seen.add(member.uri)
+            outcome = member.data if member.data is not None else ImageError(member.error)
+            yield len(seen) - 1, member.uri, member.source_path, outcome
+
+    def close(self) -> None:
+        self._members.close()
+
+
+def _image_row(uri: str, source_path: str | None, data, spec: JobSpec) -> dict:
+    """One image's keywords for :meth:`TableBuilder.add_image`, and its ``fit`` sample.
+
+    ``data`` is the image's bytes or the exception its read ended with; any
+    failure becomes the row's ``error``.
     """
     options = spec.palette_options
-    own_palettes = spec.mode in ("image", "both")
-    corpus = spec.mode in ("corpus", "both")
     crash_on = dask.config.get(CRASH_SWITCH, None)
-    tune_malloc()
-    done: list[dict] = [{} for _ in items]
-    for i, data in reads:
-        uri = items[i][1]
-        if crash_on and crash_on in uri:
-            os._exit(CRASH_EXIT_CODE)
-        t0 = time.perf_counter()
-        try:
-            if isinstance(data, BaseException):
-                raise data
-            sample = load_sample(data, options)
-            pixels, _ = opaque_pixels(sample, options.alpha_threshold)
-            done[i] = {
-                "sample": sample,
-                "n_pixels": len(pixels),
-                "palette": palette_from_sample(sample, options) if own_palettes else None,
-            }
-            if corpus:
-                key = image_id(uri)
-                done[i]["fit"] = fit_sample(sample, key, options, size=spec.sample_per_image)
-        except Exception as exc:  # one bad image is data, not a failed job
-            done[i] = {"error": describe_failure(exc), "format": getattr(exc, "format", None)}
-        done[i]["elapsed_ms"] = _ms_since(t0)
-    return _rows_in_order(items, done, spec)
+    if crash_on and crash_on in uri:
+        os._exit(CRASH_EXIT_CODE)
+    t0 = time.perf_counter()
+    try:
+        if isinstance(data, BaseException):
+            raise data
+        sample = load_sample(data, options)
+        pixels, _ = opaque_pixels(sample, options.alpha_threshold)
+        row = {
+            "sample": sample,
+            "n_pixels": len(pixels),
+            "palette": (
+                palette_from_sample(sample, options) if spec.mode in ("image", "both") else None
+            ),
+        }
+        if spec.mode in ("corpus", "both"):
+            row["fit"] = fit_sample(sample, image_id(uri), options, size=spec.sample_per_image)
+    except Exception as exc:  # one bad image is data, not a failed job
+        row = {"error": describe_failure(exc), "format": getattr(exc, "format", None)}
+    row["source_path"] = source_path
+    row["elapsed_ms"] = _ms_since(t0)
+    return row
 
 
-def _rows_in_order(items, done: list[dict], spec: JobSpec):
-    """The builder holding every image's rows in input order, its fit samples and error count.
+# Images whose rows are written together, as one row group of each table: a
+# partition of any size (a whole tar shard) holds at most this many images' rows.
+ROWS_PER_WRITE = 256
 
-    ``done`` holds, per image, the keywords of :meth:`TableBuilder.add_image`
-    and, in corpus modes, its ``fit`` sample.
+
+class _PartitionRows:
+    """A partition's rows, put back in input order and handed to ``write`` a batch at a time.
+
+    Rows arrive as their images are done (reads finish out of order); each
+    batch of :data:`ROWS_PER_WRITE` consecutive images goes to ``write`` as a
+    table per name. The images' fit samples are merged as the batches go.
     """
-    builder = TableBuilder(spec.palette_options)
-    cache = spec.mode in ("corpus", "both") and spec.corpus_assign == "cache"
-    fit_parts: list[FitSample] = []
-    errors = 0
-    for (_, uri), row in zip(items, done, strict=True):
+
+    def __init__(self, spec: JobSpec, write: Callable[[dict[str, pa.Table]], None]):
+        self._spec = spec
+        self._write = write
+        self._names = _table_names(spec)
+        self._cache = spec.mode in ("corpus", "both") and spec.corpus_assign == "cache"
+        self._builder = TableBuilder(spec.palette_options)
+        self._waiting: dict[int, tuple[str, dict]] = {}
+        self._next = 0
+        self._fit_parts: list[FitSample] = []
+        self._batches = 0
+        self.images = 0
+        self.errors = 0
+        self.write_seconds = 0.0
+
+    def add(self, index: int, uri: str, row: dict) -> None:
+        """Add the row of the image at ``index`` of the partition (see :func:`_image_row`)."""
+        self._waiting[index] = (uri, row)
+        while self._next in self._waiting:
+            self._add_next(*self._waiting.pop(self._next))
+            self._next += 1
+
+    def _add_next(self, uri: str, row: dict) -> None:
         key = image_id(uri)
         if "fit" in row:
-            fit_parts.append(row.pop("fit"))
+            self._fit_parts.append(row.pop("fit"))
         if "error" in row:
-            errors += 1
-        elif cache:
-            builder.add_sample(key, row["sample"])
-        builder.add_image(key, uri, **row)
-    return builder, fit_parts, errors
+            self.errors += 1
+        elif self._cache:
+            self._builder.add_sample(key, row["sample"])
+        self._builder.add_image(key, uri, **row)
+        self.images += 1
+        if len(self._builder) >= ROWS_PER_WRITE:
+            self._flush()
+
+    def _flush(self) -> None:
+        t0 = time.perf_counter()
+        self._write(self._builder.tables(self._names))
+        self.write_seconds += time.perf_counter() - t0
+        self._builder = TableBuilder(self._spec.palette_options)
+        self._batches += 1
+        if len(self._fit_parts) > 1:
+            self._fit_parts = [
+                merge_fit_samples(*self._fit_parts, limit=self._spec.corpus_fit_pixels)
+            ]
+
+    def finish(self) -> list[FitSample]:
+        """Write the last rows; the partition's fit samples (merged into one, if any)."""
+        if self._waiting:
+            raise RuntimeError(f"rows of images {sorted(self._waiting)} came after a missing one")
+        if len(self._builder) or not self._batches:
+            self._flush()
+        return self._fit_parts
 
 
 def process_partition(part: Part, spec: JobSpec, segment: int) -> tuple[dict, FitSample | None]:
@@ -203,75 +297,117 @@ def process_partition(part: Part, spec: JobSpec, segment: int) -> tuple[dict, Fi
     Returns the partition's summary and, in corpus modes, its fit sample.
     """
     index, items = part
-    # The reads start before this task's turn to decode comes.
-    with _reads_of(items, spec) as reads, decoding_turn():
-        started = time.perf_counter()
-        builder, fit_parts, errors = _process_items(items, reads, spec)
-    processed = time.perf_counter()
-    write_partition(
+    metadata = {SHARD_METADATA_KEY: items[0][1]} if is_shard_partition(items) else None
+    with PartitionWriter(
         spec.output,
         (segment, index),
-        builder.tables(_table_names(spec)),
+        _table_names(spec),
         storage_options=spec.storage_options,
-    )
-    return _first_pass_result(spec, index, len(items), errors, (started, processed), fit_parts)
-
-
-def _first_pass_result(spec, index, n_images, errors, clock, fit_parts):
-    """The summary of a written partition; ``clock`` holds its start and the start of writing."""
-    started, processed = clock
+        metadata=metadata,
+    ) as writer:
+        rows = _PartitionRows(spec, writer.write)
+        # The reads start before this task's turn to decode comes.
+        with _outcomes(items, spec) as outcomes, decoding_turn():
+            started = time.perf_counter()
+            for i, uri, source_path, data in outcomes:
+                rows.add(i, uri, _image_row(uri, source_path, data, spec))
+            duplicates = getattr(outcomes, "duplicates", 0)
+        fit_parts = rows.finish()
+        processed = time.perf_counter()
+        writer.commit()
     summary = {
         "partition": index,
-        "images": n_images,
-        "errors": errors,
-        "process_seconds": processed - started,
-        "write_seconds": time.perf_counter() - processed,
+        "images": rows.images,
+        "errors": rows.errors,
+        "duplicates": duplicates,
+        "process_seconds": processed - started - rows.write_seconds,
+        "write_seconds": time.perf_counter() - processed + rows.write_seconds,
     }
     if spec.mode == "image":
         return summary, None
     return summary, merge_fit_samples(*fit_parts, limit=spec.corpus_fit_pixels)
 
 
-def process_one_image(item: tuple[int, str], spec: JobSpec) -> tuple[dict, list[FitSample], int]:
-    """One image on its own, for a partition that keeps crashing workers."""
-    with _reads_of([item], spec) as reads, decoding_turn():
-        builder, fit_parts, errors = _process_items([item], reads, spec)
-    return builder.tables(_table_names(spec)), fit_parts, errors
+def process_images(items, spec: JobSpec) -> tuple[dict, list[FitSample], int]:
+    """Some images of a partition on their own, for a partition that keeps crashing workers.
+
+    Returns their tables, fit samples and error count, for
+    :func:`write_recovered_partition`.
+    """
+    written: list[dict[str, pa.Table]] = []
+    rows = _PartitionRows(spec, written.append)
+    with _outcomes(items, spec) as outcomes, decoding_turn():
+        for i, uri, source_path, data in outcomes:
+            rows.add(i, uri, _image_row(uri, source_path, data, spec))
+    fit_parts = rows.finish()
+    tables = {name: pa.concat_tables([t[name] for t in written]) for name in written[0]}
+    return tables, fit_parts, rows.errors
+
+
+def shard_image_uris(shard: str, spec: JobSpec) -> tuple[list[str], str | None]:
+    """The URIs of a tar shard's images, in order, and why the shard ends early (or ``None``).
+
+    Reads the shard once without decoding, so that a shard that keeps crashing
+    workers can be redone in smaller pieces.
+    """
+    uris: list[str] = []
+    failure = None
+    images = _ShardImages(read_tar_shard(shard, spec.read_options))
+    for _, uri, _, outcome in images:
+        if uri == shard:
+            failure = str(outcome)
+        else:
+            uris.append(uri)
+    images.close()
+    return uris, failure
 
 
 def write_recovered_partition(
-    part: Part, spec: JobSpec, segment: int, results: list, crashes: dict[int, str]
+    part: Part, spec: JobSpec, segment: int, pieces: list
 ) -> tuple[dict, FitSample | None]:
-    """Write a partition from its images' separate results; ``crashes`` maps item index to error.
+    """Write a partition from the separate results of its images, in order.
 
-    An image that crashed every worker it ran on becomes an error row.
+    Each piece is a result of :func:`process_images`, or a ``(uri, error)`` pair
+    for an image that crashed every worker it ran on (or a shard's own
+    failure), which becomes an error row.
     """
     started = time.perf_counter()
     index, items = part
     names = _table_names(spec)
-    pieces = {name: [] for name in names}
+    metadata = {SHARD_METADATA_KEY: items[0][1]} if is_shard_partition(items) else None
     fit_parts: list[FitSample] = []
-    errors = 0
-    survivors = iter(results)
-    for i, (_, uri) in enumerate(items):
-        if i in crashes:
-            crashed = TableBuilder(spec.palette_options)
-            crashed.add_image(image_id(uri), uri, error=crashes[i], elapsed_ms=0.0)
-            tables, parts, failed = crashed.tables(names), [], 1
-        else:
-            tables, parts, failed = next(survivors)
-        for name in names:
-            pieces[name].append(tables[name])
-        fit_parts.extend(parts)
-        errors += failed
-    processed = time.perf_counter()
-    write_partition(
+    n_images = errors = 0
+    with PartitionWriter(
         spec.output,
         (segment, index),
-        {name: pa.concat_tables(pieces[name]) for name in names},
+        names,
         storage_options=spec.storage_options,
-    )
-    return _first_pass_result(spec, index, len(items), errors, (started, processed), fit_parts)
+        metadata=metadata,
+    ) as writer:
+        for piece in pieces:
+            if isinstance(piece[0], str):
+                uri, error = piece
+                failed = TableBuilder(spec.palette_options)
+                failed.add_image(image_id(uri), uri, error=error, elapsed_ms=0.0)
+                piece = (failed.tables(names), [], 1)
+            tables, parts, failures = piece
+            writer.write(tables)
+            fit_parts.extend(parts)
+            n_images += tables["images"].num_rows
+            errors += failures
+        processed = time.perf_counter()
+        writer.commit()
+    summary = {
+        "partition": index,
+        "images": n_images,
+        "errors": errors,
+        "duplicates": 0,
+        "process_seconds": processed - started,
+        "write_seconds": time.perf_counter() - processed,
+    }
+    if spec.mode == "image":
+        return summary, None
+    return summary, merge_fit_samples(*fit_parts, limit=spec.corpus_fit_pixels)
 
 
 def partition_samples(spec: JobSpec, part: PartRef) -> Iterator[tuple[str, Sample]]:

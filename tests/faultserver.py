@@ -14,10 +14,13 @@ path's first segment says what happens to a request:
                 RETRY_AFTER`` for the first request of that path, then the file
 ``/cut/NAME``   headers announcing the whole file, ``CUT_AT`` bytes of it, then
                 the connection is closed
+``/stall/NAME`` the file, but a request for a byte range that starts at or past
+                ``STALL_AT`` is never answered
 anything else   ``404 Not Found``
 ==============  ==========================================================
 
-Every request is recorded with its path and arrival time (``time.monotonic``),
+Answers honour ``HEAD`` and a ``Range: bytes=START-END`` header (``206 Partial
+Content``). Every request is recorded with its path and arrival time (``time.monotonic``),
 and the server tracks how many requests it is answering at once.
 """
 
@@ -32,6 +35,7 @@ from pathlib import Path
 FLAKY_FAILURES = 2
 RETRY_AFTER = 2
 CUT_AT = 1024
+STALL_AT = 64 * 1024
 # No connection is held longer than this, so the server always stops.
 HANG_LIMIT_SECONDS = 120
 
@@ -98,7 +102,9 @@ class FaultServer:
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
             return
-        path = request.split(b" ", 2)[1].decode()
+        method, target = request.split(b" ", 2)[:2]
+        path = target.decode()
+        byte_range = _byte_range(request)
         with self._lock:
             self.requests.append((time.monotonic(), path))
             self._seen[path] += 1
@@ -106,16 +112,16 @@ class FaultServer:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
         try:
-            await self._answer(path, seen, reader, writer)
+            await self._answer(path, seen, reader, writer, method == b"HEAD", byte_range)
         finally:
             with self._lock:
                 self.active -= 1
             writer.close()
 
-    async def _answer(self, path: str, seen: int, reader, writer) -> None:
+    async def _answer(self, path: str, seen: int, reader, writer, head, byte_range) -> None:
         _, kind, name = path.split("/", 2) if path.count("/") >= 2 else ("", "", "")
         file = self.folder / name
-        if kind == "hang":
+        if kind == "hang" or (kind == "stall" and byte_range and byte_range[0] >= STALL_AT):
             # Wait for the client to give up (it closes the connection), within a bound.
             try:
                 await asyncio.wait_for(reader.read(), HANG_LIMIT_SECONDS)
@@ -137,7 +143,14 @@ class FaultServer:
         elif kind == "cut":
             writer.write(self._head(200, "OK", len(data)) + data[:CUT_AT])
             await writer.drain()
-        elif kind in ("ok", "flaky", "throttle"):
+        elif head:
+            writer.write(self._head(200, "OK", len(data), {"Accept-Ranges": "bytes"}))
+            await writer.drain()
+        elif byte_range and kind in ("ok", "stall"):
+            start, end = byte_range[0], min(byte_range[1] + 1, len(data))
+            extra = {"Content-Range": f"bytes {start}-{end - 1}/{len(data)}"}
+            await self._send(writer, 206, "Partial Content", data[start:end], extra)
+        elif kind in ("ok", "flaky", "throttle", "stall"):
             await self._send(writer, 200, "OK", data)
         else:
             await self._send(writer, 404, "Not Found", b"not found\n")
@@ -151,3 +164,13 @@ class FaultServer:
     async def _send(self, writer, status: int, reason: str, body: bytes, headers=None) -> None:
         writer.write(self._head(status, reason, len(body), headers) + body)
         await writer.drain()
+
+
+def _byte_range(request: bytes) -> tuple[int, int] | None:
+    """``(first, last)`` byte of a ``Range: bytes=FIRST-LAST`` header, if the request has one."""
+    for line in request.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"range":
+            first, _, last = value.strip().removeprefix(b"bytes=").partition(b"-")
+            return int(first), int(last) if last else 2**62
+    return None

@@ -140,6 +140,7 @@ def spec(inputs, output, **changes) -> JobSpec:
 def s3_table(s3, url: str, name: str) -> pa.Table:
     """A table of a dataset in the bucket, read with pyarrow through s3fs."""
     root = url.removeprefix("s3://")
+    s3.invalidate_cache(f"{root}/{name}")  # written since by other processes
     return pads.dataset(f"{root}/{name}", format="parquet", filesystem=s3).to_table()
 
 
@@ -430,3 +431,66 @@ def test_members_of_containers_in_the_bucket_are_read_as_local_ones(s3, options,
     assert [outcomes[i] for i in range(len(uris))] == expected
     listed = list(iter_uris([f"s3://{BUCKET}/shards/*.parquet"], options))
     assert listed == [f"s3://{BUCKET}/shards/t.parquet#{row}" for row in range(4)]
+
+
+def test_a_job_over_shards_in_the_bucket_matches_the_job_over_local_shards(
+    s3, options, corpus, client2, tmp_path
+):
+    """Tar shards and a Parquet file of images, listed from a prefix, and the dataset grown."""
+    photos = sorted(p for p in corpus.iterdir() if p.suffix in (".jpg", ".png"))
+    local = tmp_path / "sharded"
+    local.mkdir()
+    for shard, chosen in [("shard-000000.tar", photos[:3]), ("shard-000001.tar", photos[3:5])]:
+        with tarfile.open(local / shard, "w") as tar:
+            for photo in chosen:
+                tar.add(photo, arcname=f"{photo.stem}/{photo.name}")
+    cells = [{"bytes": p.read_bytes(), "path": p.name} for p in photos[5:]] + [None]
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    pq.write_table(
+        pa.table({"image": pa.array(cells, image_type)}), local / "rows.parquet", row_group_size=2
+    )
+    later = local / "shard-000001.tar"
+    held_back = later.read_bytes()
+    later.unlink()
+    upload(s3, local, "sharded")
+    remote_out = f"s3://{BUCKET}/sharded-out"
+    first = run_job(
+        JobSpec(
+            input=[f"s3://{BUCKET}/sharded/"],
+            output=remote_out,
+            partition_size=2,
+            storage_options=options,
+        ),
+        client=client2,
+    )
+    later.write_bytes(held_back)
+    s3.pipe(f"{BUCKET}/sharded/shard-000001.tar", held_back)
+    grown = run_job(
+        JobSpec(
+            input=[f"s3://{BUCKET}/sharded/"],
+            output=remote_out,
+            partition_size=2,
+            storage_options=options,
+        ),
+        client=client2,
+    )
+    assert (first.images, grown.images, grown.skipped_images) == (
+        3 + len(photos) - 4,
+        2,
+        3 + len(photos) - 4,
+    )
+    local_out = tmp_path / "out"
+    run_job(JobSpec(input=[str(local)], output=str(local_out), partition_size=2), client=client2)
+    remote_images = s3_table(s3, remote_out, "images")
+    local_images = read_table(local_out, "images")
+    assert remote_images.num_rows == local_images.num_rows == len(photos) + 1
+    for name in TABLES:
+        remote = by_name(
+            s3_table(s3, remote_out, name), remote_images, f"s3://{BUCKET}/sharded", name
+        )
+        mine = by_name(read_table(local_out, name), local_images, str(local), name)
+        assert remote.equals(mine), name
+    errors = remote_images.filter(pads.field("status") == "error").column("error").to_pylist()
+    assert errors == ["null image cell in column 'image'"]
+    source_paths = set(remote_images.column("source_path").to_pylist())
+    assert f"{photos[0].stem}/{photos[0].name}" in source_paths and photos[5].name in source_paths

@@ -5,18 +5,26 @@ and on what the servers saw. Every test ends by itself: reads have deadlines,
 and the servers hold no connection longer than ``HANG_LIMIT_SECONDS``.
 """
 
+import io
 import shutil
+import tarfile
 import threading
 
 import numpy as np
 import pytest
-from faultserver import CUT_AT, FLAKY_FAILURES, RETRY_AFTER, FaultServer
+from faultserver import CUT_AT, FLAKY_FAILURES, RETRY_AFTER, STALL_AT, FaultServer
 from imagegen import blocks, encode
 from jobtools import cli
 
 from palette_dask import JobSpec, extract_palette, open_dataset, run_job
 from palette_dask.cluster import describe_cluster, threads_per_worker
-from palette_dask.reads import ReadError, ReadOptions, read_many
+from palette_dask.reads import (
+    CONTAINER_BLOCK_BYTES,
+    ReadError,
+    ReadOptions,
+    read_many,
+    read_tar_shard,
+)
 
 # A job in these tests must end well within this; it fails the test otherwise.
 JOB_BOUND_SECONDS = 180
@@ -212,3 +220,30 @@ def test_the_command_reads_urls_on_two_thread_workers_to_the_same_palettes(
 
     assert len(colors(tmp_path / "remote")) > 0
     assert colors(tmp_path / "remote").equals(colors(tmp_path / "local"))
+
+
+def test_a_shard_over_http_is_read_by_ranges_and_never_waits_forever(served, tmp_path):
+    """A shard larger than a read block: a stalled block ends it with an error, in time."""
+    members = [
+        ("0.jpg", (served / "coffee.jpg").read_bytes()),
+        ("0.bin", np.random.default_rng(1).bytes(CONTAINER_BLOCK_BYTES)),
+        ("1.png", (served / "block00.png").read_bytes()),
+    ]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, body in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    (tmp_path / "shard.tar").write_bytes(buffer.getvalue())
+    assert len(buffer.getvalue()) > CONTAINER_BLOCK_BYTES > STALL_AT
+    options = ReadOptions(timeout=0.5, retries=1)
+    with FaultServer(tmp_path) as server:
+        whole = list(read_tar_shard(server.url("ok", "shard.tar"), options))
+        assert [(m.source_path, m.data) for m in whole] == [members[0], members[2]]
+        # One size request, then one ranged request per block.
+        assert server.count("/ok/") == 3
+        stalled = list(read_tar_shard(server.url("stall", "shard.tar"), options))
+    assert [m.data for m in stalled[:-1]] == [members[0][1]]
+    assert stalled[-1].uri == server.url("stall", "shard.tar")
+    assert stalled[-1].error == "truncated or unreadable tar shard: timed out after 0.5 s (2 tries)"
