@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python benchmarks/search.py
 	$(BIN)/python benchmarks/remote.py
 	$(BIN)/python benchmarks/formats.py
+	$(BIN)/python benchmarks/containers.py
 
 clean:
 	rm -rf $(VENV) out data build *.egg-info

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import sys
-from collections import Counter
 
 import click
 
@@ -175,7 +174,11 @@ def _clustering_options(command):
     help="Corpus assignment reads a cache of resized samples, or decodes images again. "
     "[default: cache]",
 )
-@click.option("--partition-size", type=int, help="Images per Dask partition. [default: 128]")
+@click.option(
+    "--partition-size",
+    type=int,
+    help="Images per Dask partition (a tar shard is one, whatever its size). [default: 128]",
+)
 @click.option(
     "--wave-size", type=int, help="Images submitted to the cluster at a time. [default: 32768]"
 )
@@ -687,24 +690,30 @@ def samples(folder):
 def _dry_run(job) -> None:
     """Print what a job would do: its spec, its inputs and partitions, its cluster."""
     from .cluster import describe_cluster
-    from .sources import check_inputs, chunked, describe_skipped, image_id, iter_uris
-    from .state import IdSet
+    from .pipeline import InputPlan
+    from .sources import check_inputs, describe_skipped
+    from .state import DatasetState
+    from .tasks import is_shard_partition
 
     check_inputs(job.input, job.storage_options)
-    seen, listed, distinct, not_images = IdSet(), 0, 0, Counter()
-    uris = iter_uris(
-        job.input, job.storage_options, skipped=not_images, image_column=job.image_column
-    )
-    for chunk in chunked(uris, 65_536):
-        listed += len(chunk)
-        distinct += int(seen.add_new([image_id(uri) for uri in chunk]).sum())
+    plan = InputPlan(job, DatasetState())
+    partitions = shards = distinct = 0
+    for _, items in plan.partitions():
+        partitions += 1
+        if is_shard_partition(items):
+            shards += 1
+        else:
+            distinct += len(items)
     click.echo(json.dumps(job.to_dict(), indent=2))
-    click.echo(f"inputs: {listed:,} listed, {distinct:,} distinct")
-    if not_images:
-        click.echo(describe_skipped(not_images))
+    click.echo(f"inputs: {distinct + plan.duplicates:,} listed, {distinct:,} distinct")
+    if shards:
+        click.echo(f"tar shards: {shards:,}, a partition each (their images are counted as read)")
+    if plan.not_images:
+        click.echo(describe_skipped(plan.not_images))
     click.echo(
-        f"partitions: {-(-distinct // job.partition_size):,} of up to {job.partition_size} "
-        f"images, in waves of {job.partitions_per_wave:,} partitions"
+        f"partitions: {partitions:,} of up to {job.partition_size} images "
+        f"(tar shards whole, Parquet row groups unsplit), "
+        f"in waves of {job.partitions_per_wave:,} partitions"
     )
     click.echo(f"cluster: {describe_cluster(job)}")
     click.echo("dry run: nothing was computed or written")

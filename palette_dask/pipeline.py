@@ -154,7 +154,7 @@ class InputPlan:
 
     def waves(self) -> Iterator[list[Part]]:
         """The partitions still to write, ``partitions_per_wave`` at a time."""
-        todo = (part for part in self._partitions() if not self._done(part))
+        todo = (part for part in self.partitions() if not self._done(part))
         return chunked(todo, self.spec.partitions_per_wave)
 
     def _done(self, part: Part) -> bool:
@@ -163,8 +163,8 @@ class InputPlan:
             return True
         return False
 
-    def _partitions(self) -> Iterator[Part]:
-        """Every partition of the new images, numbered in order."""
+    def partitions(self) -> Iterator[Part]:
+        """Every partition of the new images, numbered in order, written or not."""
         spec, state = self.spec, self.state
         size = spec.partition_size
         index = 0

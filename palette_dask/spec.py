@@ -78,6 +78,8 @@ class JobSpec:
         at the end), or decoding the image again (no extra disk).
     partition_size : int
         Images per Dask partition; each partition writes one file per table.
+        A tar shard is a partition of its own, whatever its size, and a
+        Parquet row group is never split between partitions.
     wave_size : int
         Images submitted to the cluster at a time; rounded up to a whole
         number of partitions. Bounds client and scheduler memory.

@@ -6,8 +6,11 @@ task twice writes the same files under the same names, so Dask may retry any
 of them after a worker dies.
 
 A partition is ``(index, items)``: its index within the job's segment and its
-``(position, uri)`` pairs. A partition already written is named by
-``(segment, index)``.
+``(position, uri)`` pairs, images or a single whole tar shard (whose images
+are known only as it is read). A partition already written is named by
+``(segment, index)``. A task's rows go to its files a batch at a time
+(:data:`ROWS_PER_WRITE` images), so its memory does not grow with its
+partition.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 from distributed import Client, LocalCluster
 from imagegen import encode
 from jobtools import assert_same_dataset, read_table
@@ -19,6 +20,7 @@ from test_containers import hf_table, shard_bytes, webdataset_members
 from test_reliability import noisy_blocks, wait_for_files
 
 from palette_dask import JobSpec, run_job
+from palette_dask.cli import main
 from palette_dask.containers import member_uri
 from palette_dask.sources import image_id
 from palette_dask.tables import SHARD_METADATA_KEY
@@ -270,3 +272,48 @@ def test_a_shard_that_crashes_workers_loses_only_the_crashing_member(photos, sam
     assert pq.read_table(out / "images").column("uri").to_pylist() == [
         member_uri(str(shard), name) for name, _ in members
     ]
+
+
+def test_a_dry_run_counts_shards_and_the_partitions_that_follow_containers(sharded, tmp_path):
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "-i",
+            str(sharded),
+            "-o",
+            str(tmp_path / "out"),
+            "--partition-size",
+            "16",
+            "--dry-run",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    # 40 Parquet rows in row groups of 8: two partitions of two row groups, one of one.
+    assert "inputs: 40 listed, 40 distinct" in result.output
+    assert "tar shards: 12, a partition each" in result.output
+    assert "partitions: 15 of up to 16 images" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_shards_written_by_the_webdataset_library_are_read(photos, loose, client2, tmp_path):
+    """The README's recipe: a folder of photographs into shards with ``webdataset.ShardWriter``."""
+    webdataset = pytest.importorskip("webdataset")
+    (tmp_path / "shards").mkdir()
+    pattern = str(tmp_path / "shards" / "shard-%06d.tar")
+    with webdataset.ShardWriter(pattern, maxcount=4, verbose=0) as sink:
+        for photo in photos:
+            sink.write({"__key__": photo.stem, photo.suffix[1:]: photo.read_bytes(), "txt": "x"})
+    shards = sorted((tmp_path / "shards").glob("*.tar"))
+    assert len(shards) == -(-len(photos) // 4)
+    out = tmp_path / "out"
+
+    report = run_job(
+        JobSpec(input=[str(tmp_path / "shards" / "*.tar")], output=str(out)), client=client2
+    )
+
+    assert (report.images, report.errors, report.partitions) == (len(photos), 0, len(shards))
+    images = read_table(out, "images").to_pandas()
+    by_id = palettes_by_id(out)
+    for row in images.itertuples():
+        assert by_id[row.image_id] == loose[row.source_path], row.uri

@@ -1,0 +1,223 @@
+"""Container benchmark: the web set as loose files, as tar shards and as Parquet files of images.
+
+Run with ``make bench`` (or ``python benchmarks/containers.py --images 768 --big-shard-mb 128``
+for a quick run). A set of web-like JPEGs (``--distinct`` photographs of about
+1 MP made from scikit-image's samples, linked under as many names as
+``--images`` asks) is processed by 2 workers, as ``palette-dask run --workers
+2`` makes them, each configuration on a fresh embedded cluster with its
+workers warmed up, the configurations in turn, ``--runs`` times, the fastest
+run of each counting:
+
+- loose files (a folder of JPEGs, partitions of the default size);
+- the same files packed as WebDataset tar shards of ``--shard-images`` images,
+  each image beside a caption and a JSON record, as img2dataset writes them
+  (a shard is a partition);
+- the same files as Parquet files of ``--parquet-rows`` rows in Hugging Face's
+  ``struct<bytes, path>`` image column, row groups of 100 rows.
+
+The palettes of every configuration are compared with the loose files', image
+by image (matched by file name: a tar member's name, a Parquet row's
+``path``). Last, two shards of about ``--big-shard-mb`` MB each are processed,
+for the workers' peak memory. Results go to
+``benchmarks/results/containers.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from benchtools import (
+    linked_copies,
+    machine,
+    make_photo_corpus,
+    run_job_on_fresh_cluster,
+    write_results,
+)
+
+from palette_dask import JobSpec, open_dataset
+from palette_dask.pipeline import package_versions
+
+WORKERS = 2
+ROW_GROUP_ROWS = 100
+IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+PALETTE_COLUMNS = ("palette_kind", "rank", "hex", "proportion", "pixel_count")
+
+
+def add_member(tar: tarfile.TarFile, name: str, body: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(body)
+    tar.addfile(info, io.BytesIO(body))
+
+
+def pack_shards(paths: list[Path], folder: Path, per_shard: int) -> list[Path]:
+    """WebDataset shards of ``per_shard`` images, each with a caption and a JSON record."""
+    folder.mkdir(parents=True)
+    shards = []
+    for start in range(0, len(paths), per_shard):
+        shard = folder / f"shard-{start // per_shard:06d}.tar"
+        with tarfile.open(shard, "w") as tar:
+            for path in paths[start : start + per_shard]:
+                key = path.stem
+                # The bytes, not the file: the files are hard links, which tar stores as links.
+                add_member(tar, path.name, path.read_bytes())
+                add_member(tar, f"{key}.txt", f"a photograph, {key}".encode())
+                add_member(tar, f"{key}.json", json.dumps({"key": key}).encode())
+        shards.append(shard)
+    return shards
+
+
+def pack_parquet(paths: list[Path], folder: Path, per_file: int) -> list[Path]:
+    """Parquet files of ``per_file`` images in a ``struct<bytes, path>`` column, row groups of
+    :data:`ROW_GROUP_ROWS` rows, written a row group at a time."""
+    folder.mkdir(parents=True)
+    files = []
+    schema = pa.schema([("image", IMAGE_TYPE), ("caption", pa.string())])
+    for start in range(0, len(paths), per_file):
+        target = folder / f"train-{start // per_file:05d}.parquet"
+        chosen = paths[start : start + per_file]
+        with pq.ParquetWriter(target, schema) as writer:
+            for first in range(0, len(chosen), ROW_GROUP_ROWS):
+                group = chosen[first : first + ROW_GROUP_ROWS]
+                cells = [{"bytes": p.read_bytes(), "path": p.name} for p in group]
+                captions = [f"a photograph, {p.stem}" for p in group]
+                writer.write_table(
+                    pa.table({"image": pa.array(cells, IMAGE_TYPE), "caption": captions}, schema)
+                )
+        files.append(target)
+    return files
+
+
+def big_shards(photos: list[Path], folder: Path, megabytes: int, count: int = 2) -> list[Path]:
+    """``count`` shards of about ``megabytes`` MB each, of the photographs under many names."""
+    folder.mkdir(parents=True)
+    bodies = [photo.read_bytes() for photo in photos]
+    shards = []
+    for shard_index in range(count):
+        shard = folder / f"big-{shard_index:06d}.tar"
+        with tarfile.open(shard, "w") as tar:
+            i = written = 0
+            while written < megabytes * 2**20:
+                body = bodies[i % len(bodies)]
+                add_member(tar, f"{shard_index:03d}{i:07d}.jpg", body)
+                written += len(body)
+                i += 1
+        shards.append(shard)
+    return shards
+
+
+def run(inputs: list[Path], out: Path, **spec_options) -> dict:
+    """One job on a fresh cluster of ``WORKERS`` workers: its time and memory."""
+    spec = JobSpec(input=[str(p) for p in inputs], output=str(out), overwrite=True, **spec_options)
+    report, peak_mb = run_job_on_fresh_cluster(spec, WORKERS)
+    return {
+        "images": report.images,
+        "errors": report.errors,
+        "partitions": report.partitions,
+        "wall_s": report.elapsed_s,
+        "images_per_second": report.images / report.elapsed_s,
+        "process_ms_per_image": report.process_seconds * 1000 / report.images,
+        "write_ms_per_image": report.write_seconds * 1000 / report.images,
+        "peak_worker_mb": peak_mb,
+    }
+
+
+def palettes_by_name(output: Path) -> pd.DataFrame:
+    """The dataset's palettes keyed by their image's file name, in a fixed order."""
+    dataset = open_dataset(str(output))
+    images = dataset.images
+    loose_names = images["uri"].map(lambda uri: uri.rsplit("/", 1)[-1])
+    names = images[["image_id"]].assign(name=images["source_path"].fillna(loose_names))
+    palettes = dataset.palettes.merge(names, on="image_id")
+    columns = ["name", *PALETTE_COLUMNS]
+    return palettes[columns].sort_values(["name", "palette_kind", "rank"]).reset_index(drop=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=3072, help="images in each job")
+    parser.add_argument("--distinct", type=int, default=48, help="distinct photographs")
+    parser.add_argument("--shard-images", type=int, default=256, help="images per tar shard")
+    parser.add_argument("--parquet-rows", type=int, default=512, help="images per Parquet file")
+    parser.add_argument("--big-shard-mb", type=int, default=1024, help="size of the big shards")
+    parser.add_argument("--runs", type=int, default=2, help="runs of each configuration")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="palette-bench-containers-"))
+    try:
+        photos = make_photo_corpus(work / "photos", args.distinct, megapixels=1, seed=2)
+        loose = linked_copies(photos, work / "loose", args.images)
+        inputs = {
+            "loose files": [work / "loose"],
+            f"tar shards of {args.shard_images}": pack_shards(
+                loose, work / "tar", args.shard_images
+            ),
+            f"Parquet, {args.parquet_rows} rows a file, row groups of {ROW_GROUP_ROWS}": (
+                pack_parquet(loose, work / "parquet", args.parquet_rows)
+            ),
+        }
+        best: dict[str, dict] = {}
+        identical: dict[str, bool] = dict.fromkeys(inputs, True)
+        reference = None
+        for _ in range(args.runs):
+            for name, paths in inputs.items():
+                out = work / "out"
+                measured = run(paths, out)
+                palettes = palettes_by_name(out)
+                if reference is None:
+                    reference = palettes
+                identical[name] &= len(palettes) > 0 and palettes.equals(reference)
+                shutil.rmtree(out, ignore_errors=True)
+                if name not in best or measured["wall_s"] < best[name]["wall_s"]:
+                    best[name] = measured
+        loose_s = best["loose files"]["wall_s"]
+        for name, measured in best.items():
+            measured["over_loose"] = measured["wall_s"] / loose_s
+            measured["identical_palettes"] = identical[name]
+        shutil.rmtree(work / "tar")
+        shutil.rmtree(work / "parquet")
+        shards = big_shards(photos, work / "big", args.big_shard_mb)
+        big = run(shards, work / "out-big")
+        big["shard_mb"] = [round(s.stat().st_size / 2**20) for s in shards]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results = {
+        "machine": machine(),
+        "versions": package_versions(),
+        "images": args.images,
+        "runs": best,
+        "big_shards": big,
+    }
+    lines = [
+        f"# Containers: {args.images} JPEGs of ~1 MP, {WORKERS} workers, "
+        f"the fastest of {args.runs} runs each",
+        "",
+        "| input | partitions | wall s | over loose files | images/s | identical palettes |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in best.items():
+        lines.append(
+            f"| {name} | {r['partitions']} | {r['wall_s']:.2f} | {r['over_loose']:.2f}x | "
+            f"{r['images_per_second']:.1f} | {'yes' if r['identical_palettes'] else 'no'} |"
+        )
+    lines += [
+        "",
+        f"- two tar shards of {' and '.join(f'{mb} MB' for mb in big['shard_mb'])} "
+        f"({big['images']} images, one partition each): peak memory per worker "
+        f"{', '.join(f'{m:.0f} MB' for m in big['peak_worker_mb'])}; "
+        f"{big['wall_s']:.2f} s, {big['errors']} errors",
+    ]
+    write_results("containers", results, lines)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
