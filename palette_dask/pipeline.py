@@ -38,7 +38,7 @@ import dask.array as da
 import dask.bag as db
 import numpy as np
 from dask.delayed import Delayed
-from distributed import Client, Future, as_completed, performance_report, wait
+from distributed import Client, Future, as_completed, performance_report
 from distributed.scheduler import KilledWorker
 from tqdm import tqdm
 
@@ -64,7 +64,7 @@ from .tasks import (
     empty_totals,
     is_shard_partition,
     partition_fit_sample,
-    process_images,
+    process_images_apart,
     process_partition,
     shard_image_uris,
     write_recovered_partition,
@@ -91,9 +91,9 @@ _VERSIONED_PACKAGES = (
 )
 # Fit-sample parts merged by one task: bounds the data any one merge receives.
 MERGE_FAN_IN = 8
-# The error of an image that killed every worker it was decoded on.
+# The error of an image that killed the process decoding it, alone.
 CRASH_MESSAGE = (
-    "the worker process died each time it decoded this image; "
+    "the process decoding this image died, first in its worker, then alone; "
     "the file is likely to crash the decoder"
 )
 
@@ -309,19 +309,16 @@ def first_pass_result(
 
 
 def recover_partition(client: Client, part: Part, spec: JobSpec, segment: int) -> Future:
-    """Redo a partition in pieces; the images that crash workers become error rows.
+    """Redo a partition in pieces, each in a process of its own; the images that crash it
+    become error rows.
 
     Loose images are redone one per task. A tar shard is listed first (read
     once, nothing decoded), then redone ``partition_size`` members per task,
-    each task reading the shard up to its last member; a piece that still
-    kills workers is redone one member per task.
-
-    An image whose task was on a worker when another image killed it can be
-    blamed with it, so every image that failed with the others in flight runs
-    again alone: only one that still kills the workers is marked as crashing.
-    Each piece's result comes to the client as soon as it is made: a worker
-    killed by a later retry would take it with it, and Dask would run it again
-    beside the crashing image.
+    each task reading the shard up to its last member; a piece whose process
+    dies is redone one image per task. Each task runs its images in a child
+    process (:func:`~palette_dask.tasks.process_images_apart`), so a crashing
+    image takes only that process with it, never a worker: an image is marked
+    as crashing when it kills the process that decodes it alone.
     """
     _, items = part
     shard_failure = None
@@ -332,22 +329,21 @@ def recover_partition(client: Client, part: Part, spec: JobSpec, segment: int) -
         groups = list(chunked(list(enumerate(uris)), spec.partition_size))
     else:
         groups = [[item] for item in items]
-    firsts = [client.submit(process_images, group, spec, pure=False) for group in groups]
-    wait(firsts)
     pieces: list = []
+    firsts = client.gather(
+        [client.submit(process_images_apart, group, spec, pure=False) for group in groups]
+    )
     for group, first in zip(groups, firsts, strict=True):
-        if first.status == "finished":
-            pieces.append(first.result())
+        if first is not None:
+            pieces.append(first)
             continue
-        for item in group:
-            single = client.submit(process_images, [item], spec, pure=False)
-            wait(single)
-            if single.status == "finished":
-                pieces.append(single.result())
-                continue
-            if not isinstance(single.exception(), KilledWorker):
-                single.result()  # a real bug: let it surface
-            pieces.append((item[1], CRASH_MESSAGE))
+        singles = client.gather(
+            [client.submit(process_images_apart, [item], spec, pure=False) for item in group]
+            if len(group) > 1
+            else [None]
+        )
+        for item, single in zip(group, singles, strict=True):
+            pieces.append(single if single is not None else (item[1], CRASH_MESSAGE))
     if shard_failure is not None:
         pieces.append((items[0][1], shard_failure))
     return client.submit(write_recovered_partition, part, spec, segment, pieces, pure=False)

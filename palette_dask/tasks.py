@@ -19,7 +19,10 @@ import ctypes
 import functools
 import logging
 import os
+import pickle
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -59,7 +62,7 @@ logger = logging.getLogger(__name__)
 Part = tuple[int, list[tuple[int, str]]]
 PartRef = tuple[int, int]
 
-# Test-only switch: a worker decoding an image whose URI contains this text exits
+# Test-only switch: a process decoding an image whose URI contains this text exits
 # at once, as a crashing decoder would (see README, "Failure handling").
 CRASH_SWITCH = "palette-dask.testing.crash-on"
 CRASH_EXIT_CODE = 70
@@ -345,6 +348,59 @@ def process_images(items, spec: JobSpec) -> tuple[dict, list[FitSample], int]:
     fit_parts = rows.finish()
     tables = {name: pa.concat_tables([t[name] for t in written]) for name in written[0]}
     return tables, fit_parts, rows.errors
+
+
+def process_images_apart(items, spec: JobSpec) -> tuple | None:
+    """:func:`process_images` in a Python process of its own; ``None`` if that process dies.
+
+    A partition that kept killing workers is redone this way: an image that
+    crashes its decoder takes only the child process with it, never the
+    worker, so the cluster keeps its workers while the culprit is found (a
+    worker killed again and again can be lost for good if it dies while its
+    nanny is still starting it). The child gets this process's Dask config; an
+    exception in it is raised here, as if the images had been processed here.
+    """
+    with tempfile.TemporaryDirectory(prefix="palette-dask-apart-") as folder:
+        job, result = os.path.join(folder, "job.pickle"), os.path.join(folder, "result.pickle")
+        with open(job, "wb") as f:
+            pickle.dump((items, spec, dask.config.config), f)
+        child = subprocess.run(
+            [sys.executable, "-c", _CHILD_MAIN, job, result],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+        if child.returncode != 0:
+            logger.warning(
+                "a process redoing %d images died with exit code %d: %s",
+                len(items),
+                child.returncode,
+                child.stderr.decode(errors="replace")[-2000:],
+            )
+            return None
+        with open(result, "rb") as f:
+            outcome, failure = pickle.load(f)
+    if failure is not None:
+        raise failure
+    return outcome
+
+
+_CHILD_MAIN = "from palette_dask.tasks import _child_main; _child_main()"
+
+
+def _child_main() -> None:
+    """The child process of :func:`process_images_apart`: ``python -c … JOB RESULT``."""
+    job, result = sys.argv[1:3]
+    with open(job, "rb") as f:
+        items, spec, config = pickle.load(f)
+    dask.config.update(dask.config.config, config)
+    try:
+        outcome, failure = process_images(items, spec), None
+    except Exception as exc:  # raised again in the parent
+        outcome, failure = None, exc
+    with open(result, "wb") as f:
+        pickle.dump((outcome, failure), f)
 
 
 def shard_image_uris(shard: str, spec: JobSpec) -> tuple[list[str], str | None]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +72,41 @@ def cli(*args, env=None, prefix=(), timeout=300) -> subprocess.CompletedProcess:
     """Run the ``palette-dask`` command as a user would, capturing its output."""
     command = [*prefix, str(Path(sys.executable).parent / "palette-dask"), *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def wait_for_files(folder: Path, count: int, timeout: float = 120) -> None:
+    """Wait until ``folder`` holds ``count`` partition files (``part-*``), within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not (folder.exists() and len(list(folder.glob("part-*"))) >= count):
+        assert time.monotonic() < deadline, f"fewer than {count} files appeared in {folder}"
+        time.sleep(0.02)
+
+
+def kill_when_written(command: list[str], folder: Path, count: int) -> int:
+    """Start ``command``, SIGKILL it once ``folder`` holds ``count`` partition files; the files
+    written by then."""
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_files(folder, count)
+    finally:
+        job.send_signal(signal.SIGKILL)
+        job.wait(timeout=60)
+    return len(list(folder.glob("part-*")))
+
+
+def run_with_crashing_decoder(spec, crash_on: str):
+    """Run a job on a fresh 2-worker cluster whose workers die on images whose URI holds
+    ``crash_on``, each task allowed one failure; the job's report."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from palette_dask import run_job
+    from palette_dask.tasks import CRASH_SWITCH
+
+    settings = {CRASH_SWITCH: crash_on, "distributed.scheduler.allowed-failures": 1}
+    with (
+        dask.config.set(settings),
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        return run_job(spec, client=client)

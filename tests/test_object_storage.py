@@ -454,26 +454,16 @@ def test_a_job_over_shards_in_the_bucket_matches_the_job_over_local_shards(
     later.unlink()
     upload(s3, local, "sharded")
     remote_out = f"s3://{BUCKET}/sharded-out"
-    first = run_job(
-        JobSpec(
-            input=[f"s3://{BUCKET}/sharded/"],
-            output=remote_out,
-            partition_size=2,
-            storage_options=options,
-        ),
-        client=client2,
+    job = JobSpec(
+        input=[f"s3://{BUCKET}/sharded/"],
+        output=remote_out,
+        partition_size=2,
+        storage_options=options,
     )
+    first = run_job(job, client=client2)
     later.write_bytes(held_back)
     s3.pipe(f"{BUCKET}/sharded/shard-000001.tar", held_back)
-    grown = run_job(
-        JobSpec(
-            input=[f"s3://{BUCKET}/sharded/"],
-            output=remote_out,
-            partition_size=2,
-            storage_options=options,
-        ),
-        client=client2,
-    )
+    grown = run_job(job, client=client2)
     assert (first.images, grown.images, grown.skipped_images) == (
         3 + len(photos) - 4,
         2,

@@ -10,17 +10,22 @@ import threading
 import time
 from pathlib import Path
 
-import dask
 import numpy as np
 import pyarrow.dataset as pads
 import pytest
 from clusters import external_cluster
 from distributed import Client, LocalCluster
 from imagegen import blocks, encode
-from jobtools import assert_same_dataset, cli, read_table
+from jobtools import (
+    assert_same_dataset,
+    cli,
+    kill_when_written,
+    read_table,
+    run_with_crashing_decoder,
+    wait_for_files,
+)
 
 from palette_dask import JobSpec, run_job
-from palette_dask.tasks import CRASH_SWITCH
 
 BIN = Path(sys.executable).parent
 
@@ -50,13 +55,6 @@ def undisturbed(many_images, client2, tmp_path_factory):
     out = tmp_path_factory.mktemp("undisturbed") / "out"
     run_job(JobSpec(input=[str(many_images)], output=str(out), partition_size=4), client=client2)
     return out
-
-
-def wait_for_files(folder: Path, count: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not (folder.exists() and len(list(folder.glob("part-*"))) >= count):
-        assert time.monotonic() < deadline, f"fewer than {count} files appeared in {folder}"
-        time.sleep(0.02)
 
 
 class PollingReader(threading.Thread):
@@ -126,13 +124,7 @@ def test_killed_job_resumes_to_the_same_tables(many_images, undisturbed, tmp_pat
     ]
     reader = PollingReader(out)
     reader.start()
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_for_files(out / "images", 8)
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=60)
-    written = len(list((out / "images").glob("part-*")))
+    written = kill_when_written(command, out / "images", 8)
     assert written < 60, "the job finished before it could be killed"
     assert json.loads((out / "_job.json").read_text())["status"] == "running"
 
@@ -191,20 +183,14 @@ def test_an_image_that_crashes_workers_becomes_an_error_row(sample_dir, tmp_path
         shutil.copy(sample_dir / photo, folder / photo)
     shutil.copy(sample_dir / "retina.jpg", folder / "crash-me.jpg")
     out = tmp_path / "out"
-    settings = {CRASH_SWITCH: "crash-me", "distributed.scheduler.allowed-failures": 1}
-    with (
-        dask.config.set(settings),
-        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
-        report = run_job(
-            JobSpec(input=[str(folder)], output=str(out), partition_size=5), client=client
-        )
+    report = run_with_crashing_decoder(
+        JobSpec(input=[str(folder)], output=str(out), partition_size=5), "crash-me"
+    )
     assert (report.images, report.errors) == (5, 1)
     images = read_table(out, "images").to_pandas().set_index("uri")
     crashed = images.loc[str(folder / "crash-me.jpg")]
     assert crashed["status"] == "error"
-    assert "the worker process died each time it decoded this image" in crashed["error"]
+    assert "the process decoding this image died" in crashed["error"]
     assert (images.drop(str(folder / "crash-me.jpg"))["status"] == "ok").all()
     assert read_table(out, "palettes").num_rows == 4 * 5
 

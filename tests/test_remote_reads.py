@@ -5,9 +5,7 @@ and on what the servers saw. Every test ends by itself: reads have deadlines,
 and the servers hold no connection longer than ``HANG_LIMIT_SECONDS``.
 """
 
-import io
 import shutil
-import tarfile
 import threading
 
 import numpy as np
@@ -15,6 +13,7 @@ import pytest
 from faultserver import CUT_AT, FLAKY_FAILURES, RETRY_AFTER, STALL_AT, FaultServer
 from imagegen import blocks, encode
 from jobtools import cli
+from test_containers import shard_bytes
 
 from palette_dask import JobSpec, extract_palette, open_dataset, run_job
 from palette_dask.cluster import describe_cluster, threads_per_worker
@@ -229,14 +228,9 @@ def test_a_shard_over_http_is_read_by_ranges_and_never_waits_forever(served, tmp
         ("0.bin", np.random.default_rng(1).bytes(CONTAINER_BLOCK_BYTES)),
         ("1.png", (served / "block00.png").read_bytes()),
     ]
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, body in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(body)
-            tar.addfile(info, io.BytesIO(body))
-    (tmp_path / "shard.tar").write_bytes(buffer.getvalue())
-    assert len(buffer.getvalue()) > CONTAINER_BLOCK_BYTES > STALL_AT
+    shard = shard_bytes(members)
+    (tmp_path / "shard.tar").write_bytes(shard)
+    assert len(shard) > CONTAINER_BLOCK_BYTES > STALL_AT
     options = ReadOptions(timeout=0.5, retries=1)
     with FaultServer(tmp_path) as server:
         whole = list(read_tar_shard(server.url("ok", "shard.tar"), options))

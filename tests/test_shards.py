@@ -2,29 +2,25 @@
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import dask
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from distributed import Client, LocalCluster
 from imagegen import encode
-from jobtools import assert_same_dataset, read_table
+from jobtools import assert_same_dataset, kill_when_written, read_table, run_with_crashing_decoder
 from test_containers import hf_table, shard_bytes, webdataset_members
-from test_reliability import noisy_blocks, wait_for_files
+from test_reliability import noisy_blocks
 
 from palette_dask import JobSpec, run_job
 from palette_dask.cli import main
 from palette_dask.containers import member_uri
 from palette_dask.sources import image_id
 from palette_dask.tables import SHARD_METADATA_KEY
-from palette_dask.tasks import CRASH_SWITCH
 
 BIN = Path(sys.executable).parent
 
@@ -185,13 +181,7 @@ def test_a_killed_job_over_shards_resumes_to_the_same_tables(
         "8",
         "--no-progress",
     ]
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_for_files(out / "images", 3)
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=60)
-    written = len(list((out / "images").glob("part-*")))
+    written = kill_when_written(command, out / "images", 3)
     assert written < 17, "the job finished before it could be killed"
     assert json.loads((out / "_job.json").read_text())["status"] == "running"
 
@@ -255,19 +245,13 @@ def test_a_shard_that_crashes_workers_loses_only_the_crashing_member(photos, sam
     members.insert(2, ("crash-me.jpg", (sample_dir / "retina.jpg").read_bytes()))
     shard.write_bytes(shard_bytes(members))
     out = tmp_path / "out"
-    settings = {CRASH_SWITCH: "crash-me", "distributed.scheduler.allowed-failures": 1}
-    with (
-        dask.config.set(settings),
-        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
-        report = run_job(
-            JobSpec(input=[str(shard)], output=str(out), partition_size=2), client=client
-        )
+    report = run_with_crashing_decoder(
+        JobSpec(input=[str(shard)], output=str(out), partition_size=2), "crash-me"
+    )
     assert (report.images, report.errors, report.partitions) == (5, 1, 1)
     images = read_table(out, "images").to_pandas().set_index("uri")
     crashed = images.loc[member_uri(str(shard), "crash-me.jpg")]
-    assert "the worker process died each time it decoded this image" in crashed["error"]
+    assert "the process decoding this image died" in crashed["error"]
     assert (images.drop(member_uri(str(shard), "crash-me.jpg"))["status"] == "ok").all()
     assert pq.read_table(out / "images").column("uri").to_pylist() == [
         member_uri(str(shard), name) for name, _ in members
