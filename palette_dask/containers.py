@@ -7,9 +7,11 @@ whose column holds each image's bytes (Hugging Face datasets store an
 reads both as streams of :class:`Member` — one per image, in file order —
 from a file object the caller opened:
 
-- a tar shard is read as one sequential stream (never whole in memory, never a
-  seek per member); members with an image extension are images, the others
-  (captions, JSON, class labels) are not and give nothing;
+- a tar shard (also gzip-, bzip2- or xz-compressed) is read as one sequential
+  stream (never whole in memory, never a seek per member); members with an
+  image extension are images, the others (captions, JSON, class labels) are
+  not and give nothing; a link with an image extension is an error (a stream
+  cannot go back to its target);
 - a Parquet file is read one row group at a time, only its image column.
 
 Each image has a URI of its own: ``CONTAINER_URI#MEMBER_NAME`` for a tar
@@ -31,7 +33,8 @@ import pyarrow.parquet as pq
 
 from .errors import ImageError, file_too_large, reason
 
-TAR_EXTENSIONS = (".tar",)
+# Compressed shards are read as one stream too (gzip, bzip2, xz).
+TAR_EXTENSIONS = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 PARQUET_EXTENSIONS = (".parquet",)
 # The column an image column is taken from when the spec names none.
 DEFAULT_IMAGE_COLUMN = "image"
@@ -100,9 +103,19 @@ def iter_tar(stream: BinaryIO, shard: str, image_extensions: tuple[str, ...]) ->
     [('shard.tar#0001.jpg', b'JPEG')]
     """
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
             for info in tar:
-                if not info.isfile() or not info.name.lower().endswith(image_extensions):
+                if not info.name.lower().endswith(image_extensions):
+                    continue
+                if info.islnk() or info.issym():
+                    yield Member(
+                        member_uri(shard, info.name),
+                        source_path=info.name,
+                        error=f"a link to {info.linkname}, not a file: a shard is read as "
+                        "one stream, so links are not followed",
+                    )
+                    continue
+                if not info.isfile():
                     continue
                 member = tar.extractfile(info)
                 data = member.read() if member is not None else b""

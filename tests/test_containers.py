@@ -192,3 +192,22 @@ def test_a_job_over_a_parquet_file_gives_the_palettes_of_the_loose_files(tmp_pat
             continue
         hexes = palettes[palettes.image_id == image_id(uri)].sort_values("rank")["hex"].tolist()
         assert hexes == extract_palette(str(photo)).hex
+
+
+def test_compressed_shards_are_streams_too_and_links_are_errors(tmp_path, photos):
+    members = [(f"{i}{p.suffix}", p.read_bytes()) for i, p in enumerate(photos[:2])]
+    shard = tmp_path / "shard.tar.gz"
+    with tarfile.open(shard, "w:gz") as tar:
+        for name, body in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+        link = tarfile.TarInfo("copy.jpg")
+        link.type, link.linkname = tarfile.LNKTYPE, members[0][0]
+        tar.addfile(link)
+    with open(shard, "rb") as f:
+        read = list(iter_tar(SequentialOnly(f.read()), str(shard), IMAGE_EXTENSIONS))
+    assert [(m.source_path, m.data) for m in read[:2]] == members
+    assert read[2].uri == member_uri(str(shard), "copy.jpg") and read[2].data is None
+    assert read[2].error.startswith(f"a link to {members[0][0]}, not a file")
+    assert list(iter_uris([str(tmp_path)])) == [str(shard)]
