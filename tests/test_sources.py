@@ -94,7 +94,8 @@ def test_files_named_explicitly_are_never_skipped(mixed):
     ("name", "counted_as"),
     [
         ("NOTES.MD", ".md"),
-        ("archive.tar.gz", ".gz"),
+        ("notes.txt.BAK", ".bak"),
+        ("shard.tar.gz", None),  # a compressed tar shard is an input
         ("README", "(none)"),
         ("trailing.", "(none)"),
         (".DS_Store", "(none)"),  # a hidden file is a file: its leading dot is no extension
