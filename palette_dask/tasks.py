@@ -143,8 +143,10 @@ def decoding_turn() -> Iterator[None]:
     A worker with two threads runs two tasks: while one decodes, the other's
     reads are already on their way, so a task does not start by waiting for
     the network; but two images never share a core. BLAS and OpenMP are held
-    to one thread meanwhile (:func:`~palette_dask.palette.single_threaded`).
+    to one thread meanwhile (:func:`~palette_dask.palette.single_threaded`),
+    and the process's allocator is tuned first (:func:`tune_malloc`).
     """
+    tune_malloc()
     with _DECODING, single_threaded():
         yield
 
@@ -475,7 +477,6 @@ def partition_samples(spec: JobSpec, part: PartRef) -> Iterator[tuple[str, Sampl
     From the first pass's cache when it is there; otherwise the images listed in
     the partition's ``images`` file are decoded again.
     """
-    tune_malloc()
     cached = cache_path(spec.output, part)
     if spec.corpus_assign == "cache" and _exists(cached, spec.storage_options):
         for row in read_parquet_rows(cached, storage_options=spec.storage_options):
