@@ -77,14 +77,20 @@ def median_ms(functions: dict, items, repeat: int = 3) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in best.items()}
 
 
-def linked_copies(paths, folder: Path, n_images: int) -> list[Path]:
-    """``n_images`` names for ``paths`` in turn: hard links, or copies where links fail."""
+def linked_copies(paths, folder: Path, n_images: int, *, link: bool = True) -> list[Path]:
+    """``n_images`` names for ``paths`` in turn: hard links, or copies where links fail.
+
+    ``link=False`` makes every name a file of its own, as in a real corpus: its
+    bytes then have pages of their own in the page cache, as a container's do.
+    """
     folder.mkdir(parents=True)
     copies = []
     for i in range(n_images):
         source = paths[i % len(paths)]
         copy = folder / f"{i:06d}-{source.name}"
         try:
+            if not link:
+                raise OSError("a copy is asked for")
             os.link(source, copy)
         except OSError:
             shutil.copyfile(source, copy)

@@ -2,7 +2,7 @@
 
 Run with ``make bench`` (or ``python benchmarks/containers.py --images 768 --big-shard-mb 128``
 for a quick run). A set of web-like JPEGs (``--distinct`` photographs of about
-1 MP made from scikit-image's samples, linked under as many names as
+1 MP made from scikit-image's samples, copied under as many names as
 ``--images`` asks) is processed by 2 workers, as ``palette-dask run --workers
 2`` makes them, each configuration on a fresh embedded cluster with its
 workers warmed up, the configurations in turn, ``--runs`` times, the fastest
@@ -154,7 +154,8 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="palette-bench-containers-"))
     try:
         photos = make_photo_corpus(work / "photos", args.distinct, megapixels=1, seed=2)
-        loose = linked_copies(photos, work / "loose", args.images)
+        # Copies, not links: the loose files' bytes have their own pages, as a container's do.
+        loose = linked_copies(photos, work / "loose", args.images, link=False)
         inputs = {
             "loose files": [work / "loose"],
             f"tar shards of {args.shard_images}": pack_shards(

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import email.utils
 import errno
@@ -55,10 +56,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import fsspec.asyn
+import pyarrow as pa
 from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.http import HTTPFileSystem
 
-from .containers import Member, read_members, read_shard, split_member_uri
+from .containers import Member, is_parquet, read_members, read_shard, split_member_uri
 from .errors import ImageError, file_too_large
 from .sources import IMAGE_EXTENSIONS
 from .storage import filesystem, is_local, local_path
@@ -66,8 +68,10 @@ from .storage import filesystem, is_local, local_path
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_FILE_BYTES = 256 * 2**20
-# Remote containers are read front to back in blocks of this size.
+# Remote containers are read in blocks of this size; a tar shard's next blocks
+# are on their way while one is used.
 CONTAINER_BLOCK_BYTES = 8 * 2**20
+CONTAINER_READ_AHEAD = 2
 DEFAULT_READ_CONCURRENCY = 64
 DEFAULT_READ_PER_HOST = 32
 DEFAULT_READ_TIMEOUT = 30.0
@@ -272,10 +276,15 @@ def _read_local_outcome(uri: str, limit: int) -> bytes | BaseException:
 def _open_container(uri: str, options: ReadOptions) -> BinaryIO:
     """A container opened for reading: large blocks, each request within the read deadline."""
     if is_local(uri):
+        if is_parquet(uri):
+            # A native file: Parquet's reader then reads without a Python call per read.
+            return pa.OSFile(local_path(uri))
         return open(local_path(uri), "rb")
     fs, path = filesystem(uri, options.storage_options)
     if isinstance(fs, AsyncFileSystem) and fs.async_impl:
-        raw = _RemoteContainer(fs, path, uri, options)
+        # A tar shard is read front to back; Parquet reads jump to the row groups it needs.
+        read_ahead = 0 if is_parquet(uri) else CONTAINER_READ_AHEAD
+        raw = _RemoteContainer(fs, path, uri, options, read_ahead)
         return io.BufferedReader(raw, buffer_size=CONTAINER_BLOCK_BYTES)
     return fs.open(path, "rb", block_size=CONTAINER_BLOCK_BYTES, cache_type="readahead")
 
@@ -417,25 +426,58 @@ class _RemoteContainer(io.RawIOBase):
     """A remote container read by ranged requests, each within the read deadline and retried
     like an image's read (see :class:`ReadOptions`): no read of a shard waits forever.
 
-    Wrapped in a buffer of :data:`CONTAINER_BLOCK_BYTES`, a tar shard is read
-    front to back a block per request; seeks (a Parquet file's footer, its row
-    groups) cost nothing until the next read.
+    The file is read in blocks of :data:`CONTAINER_BLOCK_BYTES` at multiples of
+    that size. With ``read_ahead``, the next blocks are already requested while
+    one is used: a tar shard read front to back never waits for the network
+    between blocks while its images are decoded. A read elsewhere (a seek past
+    the blocks asked for) drops them. Seeks cost nothing until the next read.
     """
 
-    def __init__(self, fs: AsyncFileSystem, path: str, uri: str, options: ReadOptions):
+    def __init__(
+        self, fs: AsyncFileSystem, path: str, uri: str, options: ReadOptions, read_ahead: int = 0
+    ):
         self._fs, self._path, self._uri, self._options = fs, path, uri, options
-        self._size = self._call(lambda: fs._info(path))["size"]
+        self._read_ahead = read_ahead
+        self._size = fsspec.asyn.sync(fs.loop, self._outcome, lambda: fs._info(path))["size"]
         self._position = 0
+        self._block_index, self._block = -1, b""
+        self._coming: dict[int, concurrent.futures.Future] = {}
 
-    def _call(self, request):
+    async def _outcome(self, request):
+        """The outcome of ``request()`` within the deadline and retries; raises a failure."""
+
         async def once():
             return await asyncio.wait_for(request(), self._options.timeout)
 
-        try:
-            # fsspec's `sync` raises an outcome that is an exception.
-            return fsspec.asyn.sync(self._fs.loop, _retrying, once, self._uri, self._options)
-        except ReadError as exc:
-            raise ConnectionError(str(exc)) from exc
+        outcome = await _retrying(once, self._uri, self._options)
+        if isinstance(outcome, ReadError):
+            raise ConnectionError(str(outcome)) from outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _request(self, index: int) -> concurrent.futures.Future:
+        start = index * CONTAINER_BLOCK_BYTES
+        end = min(self._size, start + CONTAINER_BLOCK_BYTES)
+        request = functools.partial(self._fs._cat_file, self._path, start=start, end=end)
+        return asyncio.run_coroutine_threadsafe(self._outcome(request), self._fs.loop)
+
+    def _block_at(self, index: int) -> bytes:
+        """Block ``index``, and the next ``read_ahead`` blocks requested."""
+        if index != self._block_index:
+            for stale in [i for i in self._coming if not index <= i <= index + self._read_ahead]:
+                self._coming.pop(stale).cancel()
+            coming = self._coming.pop(index, None) or self._request(index)
+            last = (self._size - 1) // CONTAINER_BLOCK_BYTES
+            for ahead in range(index + 1, min(index + self._read_ahead, last) + 1):
+                if ahead not in self._coming:
+                    self._coming[ahead] = self._request(ahead)
+            block = coming.result()
+            start = index * CONTAINER_BLOCK_BYTES
+            if len(block) > min(self._size, start + CONTAINER_BLOCK_BYTES) - start:
+                raise OSError(f"the server ignores byte ranges: {len(block):,} bytes for a block")
+            self._block_index, self._block = index, block
+        return self._block
 
     def readable(self) -> bool:
         return True
@@ -452,17 +494,22 @@ class _RemoteContainer(io.RawIOBase):
         return self._position
 
     def readinto(self, buffer) -> int:
-        start = self._position
-        end = min(self._size, start + len(buffer), start + CONTAINER_BLOCK_BYTES)
-        if start >= end:
+        if self._position >= self._size:
             return 0
-        data = self._call(lambda: self._fs._cat_file(self._path, start=start, end=end))
-        if len(data) > end - start:
-            asked = end - start
-            raise OSError(f"the server ignores byte ranges: {len(data):,} bytes for {asked:,}")
-        buffer[: len(data)] = data
-        self._position += len(data)
-        return len(data)
+        index, offset = divmod(self._position, CONTAINER_BLOCK_BYTES)
+        block = self._block_at(index)
+        count = min(len(buffer), len(block) - offset)
+        if count <= 0:
+            raise OSError(f"the file ends at {index * CONTAINER_BLOCK_BYTES + len(block):,} bytes")
+        buffer[:count] = memoryview(block)[offset : offset + count]
+        self._position += count
+        return count
+
+    def close(self) -> None:
+        for coming in self._coming.values():
+            coming.cancel()
+        self._coming.clear()
+        super().close()
 
 
 def _backoff(tries: int, retry_after: float | None) -> float | None:

@@ -20,6 +20,7 @@ from palette_dask import JobSpec, extract_palette, open_dataset, run_job
 from palette_dask.cluster import describe_cluster, threads_per_worker
 from palette_dask.reads import (
     CONTAINER_BLOCK_BYTES,
+    CONTAINER_READ_AHEAD,
     ReadError,
     ReadOptions,
     read_many,
@@ -244,3 +245,23 @@ def test_a_shard_over_http_is_read_by_ranges_and_never_waits_forever(served, tmp
     assert [m.data for m in stalled[:-1]] == [members[0][1]]
     assert stalled[-1].uri == server.url("stall", "shard.tar")
     assert stalled[-1].error == "truncated or unreadable tar shard: timed out after 0.5 s (2 tries)"
+
+
+def test_a_shards_next_blocks_are_on_their_way_while_one_is_used(served, tmp_path):
+    """Read-ahead: the blocks after the one in use are asked for at once, each only once."""
+    members = [
+        ("0.jpg", (served / "coffee.jpg").read_bytes()),
+        ("0.bin", np.random.default_rng(2).bytes(3 * CONTAINER_BLOCK_BYTES)),
+        ("1.png", (served / "block00.png").read_bytes()),
+    ]
+    (tmp_path / "shard.tar").write_bytes(shard_bytes(members))
+    blocks = -(-(tmp_path / "shard.tar").stat().st_size // CONTAINER_BLOCK_BYTES)
+    assert blocks > CONTAINER_READ_AHEAD + 1
+    with FaultServer(tmp_path, delay=0.2) as server:
+        read = list(read_tar_shard(server.url("ok", "shard.tar"), ReadOptions(timeout=10)))
+        ranged = server.count("/ok/") - 1  # the size request
+        most_at_once = server.max_active
+    assert [(m.source_path, m.data) for m in read] == [members[0], members[2]]
+    # The member in the middle is skipped, so not every block is needed; none is asked twice.
+    assert ranged <= blocks
+    assert most_at_once >= CONTAINER_READ_AHEAD + 1
