@@ -13,11 +13,15 @@ run of each counting:
   each image beside a caption and a JSON record, as img2dataset writes them
   (a shard is a partition);
 - the same files as Parquet files of ``--parquet-rows`` rows in Hugging Face's
-  ``struct<bytes, path>`` image column, row groups of 100 rows.
+  ``struct<bytes, path>`` image column, row groups of 100 rows;
+- each of these over HTTP from ``http://127.0.0.1``, served by
+  :mod:`latency_server` in its own process, which waits ``LATENCY_S`` before
+  answering each request, as a distant object store does: the loose files as a
+  manifest of their URLs, the containers read by byte ranges.
 
-The palettes of every configuration are compared with the loose files', image
-by image (matched by file name: a tar member's name, a Parquet row's
-``path``). Last, two shards of about ``--big-shard-mb`` MB each are processed,
+Each configuration's time is compared with the loose files read the same
+way; its palettes with the local loose files', image by image (matched by
+file name: a tar member's name, a Parquet row's ``path``). Last, two shards of about ``--big-shard-mb`` MB each are processed,
 for the workers' peak memory. Results go to
 ``benchmarks/results/containers.{md,json}``.
 """
@@ -43,11 +47,14 @@ from benchtools import (
     run_job_on_fresh_cluster,
     write_results,
 )
+from latency_server import LatencyServer
 
 from palette_dask import JobSpec, open_dataset
 from palette_dask.pipeline import package_versions
 
 WORKERS = 2
+# Each HTTP request waits this long for its answer, as from a distant object store.
+LATENCY_S = 0.05
 ROW_GROUP_ROWS = 100
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 PALETTE_COLUMNS = ("palette_kind", "rank", "hex", "proportion", "pixel_count")
@@ -115,7 +122,7 @@ def big_shards(photos: list[Path], folder: Path, megabytes: int, count: int = 2)
     return shards
 
 
-def run(inputs: list[Path], out: Path, **spec_options) -> dict:
+def run(inputs: list, out: Path, **spec_options) -> dict:
     """One job on a fresh cluster of ``WORKERS`` workers: its time and memory."""
     spec = JobSpec(input=[str(p) for p in inputs], output=str(out), overwrite=True, **spec_options)
     report, peak_mb = run_job_on_fresh_cluster(spec, WORKERS)
@@ -129,6 +136,28 @@ def run(inputs: list[Path], out: Path, **spec_options) -> dict:
         "write_ms_per_image": report.write_seconds * 1000 / report.images,
         "peak_worker_mb": peak_mb,
     }
+
+
+def over_http(name: str) -> str:
+    return f"{name}, over HTTP at {LATENCY_S * 1000:.0f} ms"
+
+
+def run_over_http(paths: list[Path], work: Path, out: Path) -> dict:
+    """:func:`run` with the inputs served over HTTP by a :class:`LatencyServer`: the loose
+    files as a manifest of their URLs, the containers by their URLs."""
+    folder = paths[0] if paths[0].is_dir() else paths[0].parent
+    with LatencyServer(folder, latency=LATENCY_S) as server:
+        if paths[0].is_dir():
+            manifest = work / "urls.txt"
+            names = sorted(p.name for p in folder.iterdir())
+            manifest.write_text("".join(f"{server.url(name)}\n" for name in names))
+            inputs = [manifest]
+        else:
+            inputs = [server.url(p.name) for p in paths]
+        before = server.requests()
+        measured = run(inputs, out)
+        measured["requests_per_image"] = (server.requests() - before) / measured["images"]
+    return measured
 
 
 def palettes_by_name(output: Path) -> pd.DataFrame:
@@ -165,13 +194,17 @@ def main(argv=None) -> int:
                 pack_parquet(loose, work / "parquet", args.parquet_rows)
             ),
         }
+        served = {over_http(name): paths for name, paths in inputs.items()}
+        # Each configuration against the loose files read the same way.
+        baseline = {name: "loose files" for name in inputs}
+        baseline |= {name: over_http("loose files") for name in served}
         best: dict[str, dict] = {}
-        identical: dict[str, bool] = dict.fromkeys(inputs, True)
+        identical: dict[str, bool] = dict.fromkeys([*inputs, *served], True)
         reference = None
         for _ in range(args.runs):
-            for name, paths in inputs.items():
+            for name, paths in [*inputs.items(), *served.items()]:
                 out = work / "out"
-                measured = run(paths, out)
+                measured = run_over_http(paths, work, out) if name in served else run(paths, out)
                 palettes = palettes_by_name(out)
                 if reference is None:
                     reference = palettes
@@ -179,9 +212,8 @@ def main(argv=None) -> int:
                 shutil.rmtree(out, ignore_errors=True)
                 if name not in best or measured["wall_s"] < best[name]["wall_s"]:
                     best[name] = measured
-        loose_s = best["loose files"]["wall_s"]
         for name, measured in best.items():
-            measured["over_loose"] = measured["wall_s"] / loose_s
+            measured["over_loose"] = measured["wall_s"] / best[baseline[name]]["wall_s"]
             measured["identical_palettes"] = identical[name]
         shutil.rmtree(work / "tar")
         shutil.rmtree(work / "parquet")
@@ -201,13 +233,16 @@ def main(argv=None) -> int:
         f"# Containers: {args.images} JPEGs of ~1 MP, {WORKERS} workers, "
         f"the fastest of {args.runs} runs each",
         "",
-        "| input | partitions | wall s | over loose files | images/s | identical palettes |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| input | partitions | wall s | over loose files | images/s | processing ms per image "
+        "| requests per image | identical palettes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in best.items():
+        requests = f"{r['requests_per_image']:.3f}" if "requests_per_image" in r else "–"
         lines.append(
             f"| {name} | {r['partitions']} | {r['wall_s']:.2f} | {r['over_loose']:.2f}x | "
-            f"{r['images_per_second']:.1f} | {'yes' if r['identical_palettes'] else 'no'} |"
+            f"{r['images_per_second']:.1f} | {r['process_ms_per_image']:.2f} | {requests} | "
+            f"{'yes' if r['identical_palettes'] else 'no'} |"
         )
     lines += [
         "",

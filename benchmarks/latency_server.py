@@ -1,7 +1,8 @@
 """A local HTTP server for the remote benchmark: a folder's files, each after a fixed latency.
 
 Every request waits ``--latency`` seconds (an asyncio sleep, so waits overlap
-like a distant server's), then gets the file from memory. It listens on
+like a distant server's), then gets the file from memory (or the byte range a
+``Range`` header asks for; ``HEAD`` gives the headers alone). It listens on
 127.0.0.1 only, counts the files it served (``GET /_stats`` gives the count as
 JSON) and stops by itself after ``--max-seconds``, or as soon as the process
 that started it is gone.
@@ -106,12 +107,33 @@ class _Files:
         return self._data[key]
 
 
-def _response(status: str, body: bytes, content_type: str) -> bytes:
+def _response(
+    status: str, body: bytes, content_type: str, *, head_only: bool = False, extra: str = ""
+) -> bytes:
     head = (
         f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
+        f"Content-Length: {len(body)}\r\nAccept-Ranges: bytes\r\n{extra}"
+        "Connection: keep-alive\r\n\r\n"
     )
-    return head.encode() + body
+    return head.encode() + (b"" if head_only else body)
+
+
+def _file_response(data: bytes, request: bytes, head_only: bool) -> bytes:
+    """The file, or the byte range a ``Range: bytes=FIRST-LAST`` header asks for."""
+    for line in request.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"range":
+            first, _, last = value.strip().removeprefix(b"bytes=").partition(b"-")
+            start, end = int(first), min(len(data) - 1, int(last) if last else len(data) - 1)
+            extra = f"Content-Range: bytes {start}-{end}/{len(data)}\r\n"
+            return _response(
+                "206 Partial Content",
+                data[start : end + 1],
+                "application/octet-stream",
+                head_only=head_only,
+                extra=extra,
+            )
+    return _response("200 OK", data, "application/octet-stream", head_only=head_only)
 
 
 async def serve(folder: Path, latency: float, max_seconds: float) -> None:
@@ -129,7 +151,8 @@ async def serve(folder: Path, latency: float, max_seconds: float) -> None:
         try:
             while True:
                 request = await reader.readuntil(b"\r\n\r\n")
-                name = request.split(b" ", 2)[1].decode("latin-1").lstrip("/")
+                method, target = request.split(b" ", 2)[:2]
+                name = target.decode("latin-1").lstrip("/")
                 if name == "_stats":
                     writer.write(
                         _response("200 OK", json.dumps(served).encode(), "application/json")
@@ -141,7 +164,7 @@ async def serve(folder: Path, latency: float, max_seconds: float) -> None:
                     if data is None:
                         writer.write(_response("404 Not Found", b"not found\n", "text/plain"))
                     else:
-                        writer.write(_response("200 OK", data, "image/jpeg"))
+                        writer.write(_file_response(data, request, method == b"HEAD"))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass

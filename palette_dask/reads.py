@@ -47,9 +47,10 @@ import logging
 import os
 import queue
 import random
+import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 from urllib.parse import urlsplit
@@ -210,15 +211,24 @@ class Reads:
                 remote.append((i, uri))
         self._inline_left = len(local) + sum(len(wanted) for wanted in members.values())
         self.source_paths: dict[int, str] = {}
+        read = functools.partial(
+            read_members,
+            open_container=functools.partial(_open_container, options=options),
+            image_extensions=IMAGE_EXTENSIONS,
+            limit=self._limit,
+            column=options.image_column,
+        )
+        # Remote containers are read from now on, ahead of their use (see _ReadAhead).
+        remote_members = {c: wanted for c, wanted in members.items() if not is_local(c)}
+        self._ahead = None
+        if remote_members:
+            self._ahead = _ReadAhead(
+                functools.partial(read, remote_members), _outcome_bytes, options.buffer_bytes
+            )
         self._inline = itertools.chain(
             ((i, _read_local_outcome(uris[i], self._limit), None) for i in local),
-            read_members(
-                members,
-                functools.partial(_open_container, options=options),
-                IMAGE_EXTENSIONS,
-                self._limit,
-                options.image_column,
-            ),
+            read({c: wanted for c, wanted in members.items() if is_local(c)}),
+            self._ahead or (),
         )
         self._finished: queue.SimpleQueue = queue.SimpleQueue()
         self._batch = None
@@ -251,6 +261,8 @@ class Reads:
         """Cancel the reads still in flight."""
         if self._batch is not None:
             self._batch.cancel()
+        if self._ahead is not None:
+            self._ahead.close()
 
     def __enter__(self) -> Reads:
         return self
@@ -260,9 +272,98 @@ class Reads:
 
 
 def read_tar_shard(uri: str, options: ReadOptions) -> Iterator[Member]:
-    """The images of a whole tar shard, front to back (see :func:`.containers.read_shard`)."""
+    """The images of a whole tar shard, front to back (see :func:`.containers.read_shard`).
+
+    A remote shard is read from the call on, ahead of its images' use (see :class:`_ReadAhead`).
+    """
     opener = functools.partial(_open_container, options=options)
-    return read_shard(uri, opener, IMAGE_EXTENSIONS, options.max_file_bytes)
+    read = functools.partial(read_shard, uri, opener, IMAGE_EXTENSIONS, options.max_file_bytes)
+    if is_local(uri):
+        return read()
+    return _ReadAhead(read, lambda member: len(member.data or b""), options.buffer_bytes)
+
+
+def _outcome_bytes(outcome: tuple) -> int:
+    """Bytes of a :func:`.containers.read_members` outcome."""
+    data = outcome[1]
+    return len(data) if isinstance(data, bytes) else 0
+
+
+class _ReadAhead:
+    """The items of an iterator made in a thread of their own, ahead of their use.
+
+    A remote container read in the task's turn to decode would leave the core
+    idle for every block's round trip. Read this way from the moment its task
+    starts, as loose URLs are (see :class:`Reads`), its first blocks come while
+    the worker decodes another task's images, and the next ones while this task
+    decodes. The thread stays ``budget`` bytes ahead at most (one item more
+    when the queue is empty). Its failures are raised where the items are used;
+    :meth:`close` stops it after the read in progress, which its deadline bounds.
+
+    Examples
+    --------
+    >>> ahead = _ReadAhead(lambda: iter([b"one", b"two"]), len, budget=1)
+    >>> list(ahead)
+    [b'one', b'two']
+    """
+
+    def __init__(self, make: Callable[[], Iterator], size: Callable[[object], int], budget: int):
+        self._items: deque = deque()
+        self._bytes = 0
+        self._budget = budget
+        self._done = self._stopped = False
+        self._failure: BaseException | None = None
+        self._changed = threading.Condition()
+        threading.Thread(
+            target=self._produce, args=(make, size), name="palette-dask-read-ahead", daemon=True
+        ).start()
+
+    def _produce(self, make, size) -> None:
+        failure = None
+        try:
+            items = make()
+            try:
+                for item in items:
+                    with self._changed:
+                        while self._items and self._bytes >= self._budget and not self._stopped:
+                            self._changed.wait()
+                        if self._stopped:
+                            break
+                        self._items.append((item, size(item)))
+                        self._bytes += self._items[-1][1]
+                        self._changed.notify_all()
+            finally:
+                close = getattr(items, "close", None)
+                if close is not None:
+                    close()
+        except BaseException as exc:  # raised again where the items are used
+            failure = exc
+        with self._changed:
+            self._done, self._failure = True, failure
+            self._changed.notify_all()
+
+    def __iter__(self) -> _ReadAhead:
+        return self
+
+    def __next__(self):
+        with self._changed:
+            while not self._items and not self._done:
+                self._changed.wait()
+            if self._items:
+                item, size = self._items.popleft()
+                self._bytes -= size
+                self._changed.notify_all()
+                return item
+            if self._failure is not None:
+                raise self._failure
+            raise StopIteration
+
+    def close(self) -> None:
+        """Stop reading ahead; the items not yet used are dropped."""
+        with self._changed:
+            self._stopped = True
+            self._items.clear()
+            self._changed.notify_all()
 
 
 def _read_local_outcome(uri: str, limit: int) -> bytes | BaseException:

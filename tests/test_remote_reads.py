@@ -248,7 +248,8 @@ def test_a_shard_over_http_is_read_by_ranges_and_never_waits_forever(served, tmp
 
 
 def test_a_shards_next_blocks_are_on_their_way_while_one_is_used(served, tmp_path):
-    """Read-ahead: the blocks after the one in use are asked for at once, each only once."""
+    """Read-ahead: the shard is read from the start of its task, and the blocks after the one
+    in use are asked for at once, each only once."""
     members = [
         ("0.jpg", (served / "coffee.jpg").read_bytes()),
         ("0.bin", np.random.default_rng(2).bytes(3 * CONTAINER_BLOCK_BYTES)),
@@ -258,7 +259,13 @@ def test_a_shards_next_blocks_are_on_their_way_while_one_is_used(served, tmp_pat
     blocks = -(-(tmp_path / "shard.tar").stat().st_size // CONTAINER_BLOCK_BYTES)
     assert blocks > CONTAINER_READ_AHEAD + 1
     with FaultServer(tmp_path, delay=0.2) as server:
-        read = list(read_tar_shard(server.url("ok", "shard.tar"), ReadOptions(timeout=10)))
+        shard = read_tar_shard(server.url("ok", "shard.tar"), ReadOptions(timeout=10))
+        # The shard is read from the call on, before any of its images is asked for.
+        deadline = time.monotonic() + 30
+        while server.count("/ok/") < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.count("/ok/") >= 2
+        read = list(shard)
         ranged = server.count("/ok/") - 1  # the size request
         most_at_once = server.max_active
     assert [(m.source_path, m.data) for m in read] == [members[0], members[2]]
