@@ -58,7 +58,7 @@ def threads_per_worker(spec: JobSpec) -> int:
     no task starts by waiting a network round trip; local files need no such
     head start.
     """
-    return 2 if may_be_remote(spec.input) else 1
+    return 2 if may_be_remote(spec.input, spec.image_column) else 1
 
 
 @contextmanager

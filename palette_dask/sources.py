@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import TypeVar
 
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -80,15 +81,29 @@ def image_id(uri: str) -> str:
     return hashlib.blake2b(normalize_uri(uri).encode("utf-8"), digest_size=16).hexdigest()
 
 
-def may_be_remote(inputs: Iterable[str]) -> bool:
+def may_be_remote(inputs: Iterable[str], image_column: str | None = None) -> bool:
     """Whether inputs may name images behind a network: a URL, or a manifest of URIs.
+
+    A local Parquet file that holds images (see :func:`.containers.image_column`)
+    is a container, not a manifest.
 
     Examples
     --------
     >>> may_be_remote(["photos/", "s3://bucket/more/"]), may_be_remote(["photos/"])
     (True, False)
     """
-    return any(not is_local(spec) or _has_extension(spec, MANIFEST_EXTENSIONS) for spec in inputs)
+    return any(_may_be_remote(spec, image_column) for spec in inputs)
+
+
+def _may_be_remote(spec: str, image_column: str | None) -> bool:
+    if not is_local(spec):
+        return True
+    if not _has_extension(spec, MANIFEST_EXTENSIONS):
+        return False
+    try:
+        return _image_rows(*filesystem(spec), image_column) is None
+    except (OSError, ValueError, pa.ArrowException):  # a glob, or a file the job will refuse
+        return True
 
 
 def check_inputs(inputs: Sequence[str], storage_options: Mapping | None = None) -> None:

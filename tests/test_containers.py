@@ -10,6 +10,7 @@ import pytest
 from jobtools import read_table
 
 from palette_dask import JobSpec, extract_palette, run_job
+from palette_dask.cluster import threads_per_worker
 from palette_dask.containers import (
     image_column,
     iter_parquet,
@@ -211,3 +212,15 @@ def test_compressed_shards_are_streams_too_and_links_are_errors(tmp_path, photos
     assert read[2].uri == member_uri(str(shard), "copy.jpg") and read[2].data is None
     assert read[2].error.startswith(f"a link to {members[0][0]}, not a file")
     assert list(iter_uris([str(tmp_path)])) == [str(shard)]
+
+
+def test_a_local_parquet_file_of_images_needs_no_thread_for_the_network(tmp_path, photos):
+    """A Parquet file of images is a container; one of URIs, a manifest of remote images."""
+    images = tmp_path / "train.parquet"
+    pq.write_table(hf_table(photos[:2]), images)
+    manifest = tmp_path / "uris.parquet"
+    pq.write_table(pa.table({"uri": ["http://127.0.0.1:9/a.jpg"]}), manifest)
+    out = str(tmp_path / "out")
+    assert threads_per_worker(JobSpec(input=[str(images)], output=out)) == 1
+    assert threads_per_worker(JobSpec(input=[str(manifest)], output=out)) == 2
+    assert threads_per_worker(JobSpec(input=[str(images), str(manifest)], output=out)) == 2
