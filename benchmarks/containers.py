@@ -21,9 +21,9 @@ run of each counting:
 
 Each configuration's time is compared with the loose files read the same
 way; its palettes with the local loose files', image by image (matched by
-file name: a tar member's name, a Parquet row's ``path``). Last, two shards of about ``--big-shard-mb`` MB each are processed,
-for the workers' peak memory. Results go to
-``benchmarks/results/containers.{md,json}``.
+file name: a tar member's name, a Parquet row's ``path``). Last, two shards
+of about ``--big-shard-mb`` MB each are processed, for the workers' peak
+memory. Results go to ``benchmarks/results/containers.{md,json}``.
 """
 
 from __future__ import annotations
