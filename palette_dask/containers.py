@@ -23,7 +23,11 @@ wrong.
 
 from __future__ import annotations
 
-import tarfile
+import bz2
+import gzip
+import io
+import lzma
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -77,22 +81,27 @@ def member_uri(container: str, member: str | int) -> str:
     return f"{container}{MEMBER_SEPARATOR}{member}"
 
 
-def iter_tar(stream: BinaryIO, shard: str, image_extensions: tuple[str, ...]) -> Iterator[Member]:
+def iter_tar(
+    stream: BinaryIO, shard: str, image_extensions: tuple[str, ...], limit: int | None = None
+) -> Iterator[Member]:
     """The images of a tar shard, read front to back from ``stream``.
 
     Parameters
     ----------
     stream : file object
-        The shard, opened for reading; read in one pass, front to back (see
-        :func:`_tar_mode`).
+        The shard, opened for reading, plain or gzip-, bzip2- or xz-compressed;
+        read in one pass, front to back (see :func:`_tar_entries`).
     shard : str
         The shard's URI, the prefix of its members' URIs.
     image_extensions : tuple of str
         Lower-case extensions of the members that are images.
+    limit : int, optional
+        Members larger than this many bytes are passed over, never read into
+        memory, and give an error member.
 
     Examples
     --------
-    >>> import io
+    >>> import tarfile
     >>> buffer = io.BytesIO()
     >>> with tarfile.open(fileobj=buffer, mode="w") as tar:
     ...     for name, body in [("0001.jpg", b"JPEG"), ("0001.txt", b"a caption")]:
@@ -104,50 +113,223 @@ def iter_tar(stream: BinaryIO, shard: str, image_extensions: tuple[str, ...]) ->
     [('shard.tar#0001.jpg', b'JPEG')]
     """
     try:
-        with tarfile.open(fileobj=stream, mode=_tar_mode(stream)) as tar:
-            for info in tar:
-                if not info.name.lower().endswith(image_extensions):
-                    continue
-                if info.islnk() or info.issym():
-                    yield Member(
-                        member_uri(shard, info.name),
-                        source_path=info.name,
-                        error=f"a link to {info.linkname}, not a file: a shard is read as "
-                        "one stream, so links are not followed",
-                    )
-                    continue
-                if not info.isfile():
-                    continue
-                member = tar.extractfile(info)
-                data = member.read() if member is not None else b""
-                if len(data) != info.size:
-                    raise tarfile.ReadError(
-                        f"member {info.name} ends after {len(data):,} of {info.size:,} bytes"
-                    )
-                yield Member(member_uri(shard, info.name), source_path=info.name, data=data)
-    except (tarfile.TarError, EOFError, OSError) as exc:
+        for entry in _tar_entries(_decompressed(stream)):
+            if not entry.name.lower().endswith(image_extensions):
+                continue
+            uri = member_uri(shard, entry.name)
+            if entry.kind in _LINK_TYPES:
+                yield Member(
+                    uri,
+                    source_path=entry.name,
+                    error=f"a link to {entry.link}, not a file: a shard is read as "
+                    "one stream, so links are not followed",
+                )
+            elif entry.kind not in _FILE_TYPES or entry.name.endswith("/"):
+                continue  # a folder, a device, a pipe
+            elif limit is not None and entry.size > limit:
+                yield Member(
+                    uri, source_path=entry.name, error=str(file_too_large(limit, entry.size))
+                )
+            else:
+                yield Member(uri, source_path=entry.name, data=entry.read())
+    except (_TarFormatError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
         yield Member(shard, error=f"truncated or unreadable tar shard: {reason(exc)}")
 
 
-# The first bytes of a gzip, bzip2 or xz stream.
-_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+_BLOCK = 512
+# Regular files (the last is a "contiguous file", a regular file elsewhere), and links.
+_FILE_TYPES = (b"0", b"\0", b"7")
+_LINK_TYPES = (b"1", b"2")
+# Headers that describe the next member: POSIX pax records, GNU long names and link targets.
+_PAX_TYPES = (b"x", b"g")
+_GNU_LONG_NAME, _GNU_LONG_LINK = b"L", b"K"
+# Skipped data is read in pieces of this size where the stream cannot seek.
+_SKIP_BYTES = 1 << 20
 
 
-def _tar_mode(stream: BinaryIO) -> str:
-    """How :mod:`tarfile` reads ``stream``: by offsets where it can, else as a pure stream.
+class _TarFormatError(ValueError):
+    """A tar stream that breaks the format: a damaged header, an early end."""
 
-    An uncompressed shard in a seekable file is read with ``"r:"``: tarfile
-    then moves forward between members with seeks within the buffered bytes
-    (still one pass, front to back), which costs a third of what its
-    stream mode's copying through 10 KB records does. Compressed shards and
-    unseekable streams are read in stream mode, which detects the compression.
+
+class _TarEntry:
+    """One member's header, and its data, which is read (or passed over) once."""
+
+    __slots__ = ("_done", "_stream", "kind", "link", "name", "size")
+
+    def __init__(self, name: str, kind: bytes, size: int, link: str, stream: BinaryIO):
+        self.name, self.kind, self.size, self.link = name, kind, size, link
+        self._stream, self._done = stream, False
+
+    def read(self) -> bytes:
+        self._done = True
+        data = _read_exactly(self._stream, self.size)
+        if len(data) != self.size:
+            raise _TarFormatError(
+                f"member {self.name} ends after {len(data):,} of {self.size:,} bytes"
+            )
+        _skip(self._stream, -self.size % _BLOCK)
+        return data
+
+    def skip(self) -> None:
+        if not self._done:
+            self._done = True
+            _skip(self._stream, self.size + -self.size % _BLOCK)
+
+
+def _tar_entries(stream: BinaryIO) -> Iterator[_TarEntry]:
+    """The members of an uncompressed tar stream, front to back, each once.
+
+    Reads POSIX ustar headers with their pax extended records (``path``,
+    ``linkpath``, ``size``) and GNU long names, the forms tar, Python's
+    :mod:`tarfile`, img2dataset and the ``webdataset`` library write. The data
+    of a member its consumer does not read is passed over with a forward seek
+    where the stream allows, so a pass costs one read per block of the shard
+    and a few Python operations per member. A damaged header, a member cut
+    short, or an end before the end-of-archive block raises
+    :class:`_TarFormatError`: a shard cut at a member's boundary is cut short
+    too.
     """
-    if not stream.seekable():
-        return "r|*"
-    start = stream.tell()
-    head = stream.read(6)
-    stream.seek(start)
-    return "r|*" if head.startswith(_COMPRESSED_MAGIC) else "r:"
+    overrides: dict[str, str] = {}
+    shared: dict[str, str] = {}
+    offset = 0
+    while True:
+        header = _read_exactly(stream, _BLOCK)
+        if len(header) < _BLOCK:
+            what = "its end-of-archive block" if not header else "a whole header"
+            raise _TarFormatError(f"the shard ends at byte {offset + len(header):,}, before {what}")
+        if header == _ZERO_BLOCK:
+            return
+        _check_header(header, offset)
+        kind = header[156:157]
+        size = _tar_number(header[124:136], offset)
+        entry = _TarEntry(
+            _header_name(header), kind, size, _nul_terminated(header[157:257]), stream
+        )
+        offset += _BLOCK + size + -size % _BLOCK
+        if kind in _PAX_TYPES or kind in (_GNU_LONG_NAME, _GNU_LONG_LINK):
+            body = entry.read()
+            if kind == _GNU_LONG_NAME:
+                overrides["path"] = _nul_terminated(body)
+            elif kind == _GNU_LONG_LINK:
+                overrides["linkpath"] = _nul_terminated(body)
+            else:
+                (overrides if kind == b"x" else shared).update(_pax_records(body, offset))
+            continue
+        fields = {**shared, **overrides}
+        overrides = {}
+        entry.name = fields.get("path", entry.name)
+        entry.link = fields.get("linkpath", entry.link)
+        if "size" in fields:
+            entry.size = int(fields["size"])
+            offset += entry.size + -entry.size % _BLOCK - size - -size % _BLOCK
+        yield entry
+        entry.skip()
+
+
+_ZERO_BLOCK = bytes(_BLOCK)
+
+
+def _check_header(header: bytes, offset: int) -> None:
+    """Raise unless the header's checksum (unsigned or, as some old tars, signed) matches."""
+    try:
+        stored = int(header[148:156].strip(b"\0 ") or b"-1", 8)
+    except ValueError:
+        stored = -1
+    unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
+    if stored != unsigned and stored != unsigned - 256 * sum(
+        b > 127 for b in header[:148] + header[156:]
+    ):
+        raise _TarFormatError(f"damaged header at byte {offset:,} (its checksum does not match)")
+
+
+def _tar_number(field: bytes, offset: int) -> int:
+    """A header's number: octal text, or GNU's base-256 for sizes over 8 GiB."""
+    if field[0] & 0x80:
+        return int.from_bytes(field[1:], "big")
+    try:
+        return int(field.strip(b"\0 ") or b"0", 8)
+    except ValueError:
+        raise _TarFormatError(f"damaged header at byte {offset:,} (a size of {field!r})") from None
+
+
+def _header_name(header: bytes) -> str:
+    name = _nul_terminated(header[:100])
+    if header[257:263] == b"ustar\0":  # POSIX: long names are split into prefix/name
+        prefix = _nul_terminated(header[345:500])
+        if prefix:
+            return f"{prefix}/{name}"
+    return name
+
+
+def _nul_terminated(field: bytes) -> str:
+    # As tarfile: names are UTF-8, and bytes that are not are kept as surrogates.
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _pax_records(body: bytes, offset: int) -> dict[str, str]:
+    """The ``LENGTH KEY=VALUE\\n`` records of a pax extended header."""
+    records, at = {}, 0
+    while at < len(body) and body[at : at + 1] != b"\0":
+        space = body.find(b" ", at)
+        try:
+            length = int(body[at:space])
+        except ValueError:
+            raise _TarFormatError(f"damaged pax header before byte {offset:,}") from None
+        key, _, value = body[space + 1 : at + length - 1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        at += length
+    return records
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    """``size`` bytes, or fewer only where the stream ends."""
+    data = stream.read(size)
+    if data is None or len(data) == size:
+        return data or b""
+    pieces = [data]
+    received = len(data)
+    while received < size and (piece := stream.read(size - received)):
+        pieces.append(piece)
+        received += len(piece)
+    return b"".join(pieces)
+
+
+def _skip(stream: BinaryIO, size: int) -> None:
+    """Pass over ``size`` bytes: a seek where the stream can, else reads of bounded size.
+
+    A seek past the end goes unnoticed here; the next header read then finds the end.
+    """
+    if size <= 0:
+        return
+    if stream.seekable():
+        stream.seek(size, io.SEEK_CUR)
+        return
+    while size > 0 and (piece := stream.read(min(size, _SKIP_BYTES))):
+        size -= len(piece)
+
+
+# The first bytes of a gzip, bzip2 or xz stream.
+_DECOMPRESSORS = {
+    b"\x1f\x8b": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+    b"BZh": bz2.BZ2File,
+    b"\xfd7zXZ\x00": lzma.LZMAFile,
+}
+
+
+def _decompressed(stream: BinaryIO) -> BinaryIO:
+    """``stream`` as tar bytes: itself, or its decompression if it is gzip, bzip2 or xz."""
+    if stream.seekable():
+        start = stream.tell()
+        head = _read_exactly(stream, 6)
+        stream.seek(start)
+    else:
+        if not hasattr(stream, "peek"):
+            stream = io.BufferedReader(stream)
+        head = stream.peek(6)[:6]
+    for magic, open_compressed in _DECOMPRESSORS.items():
+        if head.startswith(magic):
+            return open_compressed(stream)
+    return stream
 
 
 def image_column(schema: pa.Schema, requested: str | None = None) -> str | None:
@@ -200,19 +382,37 @@ def iter_parquet(
         starts.append(starts[-1] + metadata.row_group(i).num_rows)
     groups = range(metadata.num_row_groups) if row_groups is None else row_groups
     for group in groups:
+        row = starts[group]
         try:
             # One column: Arrow's threads would only compete with the decoding.
-            table = parquet.read_row_group(group, columns=[column], use_threads=False)
+            for batch in parquet.iter_batches(
+                _batch_rows(metadata.row_group(group)),
+                row_groups=[group],
+                columns=[column],
+                use_threads=False,
+            ):
+                for body, path in _bytes_and_paths(batch.column(0)):
+                    uri = member_uri(file, row)
+                    row += 1
+                    if body is None:
+                        error = f"null image cell in column {column!r}"
+                        yield Member(uri, source_path=path, error=error)
+                    else:
+                        yield Member(uri, source_path=path, data=body)
         except (OSError, pa.ArrowException) as exc:
             yield Member(file, error=f"unreadable Parquet row group {group}: {reason(exc)}")
             return
-        cells = table.column(0).combine_chunks()
-        for offset, (body, path) in enumerate(_bytes_and_paths(cells)):
-            uri = member_uri(file, starts[group] + offset)
-            if body is None:
-                yield Member(uri, source_path=path, error=f"null image cell in column {column!r}")
-            else:
-                yield Member(uri, source_path=path, data=body)
+
+
+# Row groups are decoded in batches of about this many bytes: a few images, whose
+# buffers the allocator reuses, rather than a whole row group in fresh memory.
+PARQUET_BATCH_BYTES = 1 << 20
+
+
+def _batch_rows(row_group: pq.RowGroupMetaData) -> int:
+    """Rows of a batch of about :data:`PARQUET_BATCH_BYTES` in ``row_group``."""
+    row_bytes = row_group.total_byte_size / max(row_group.num_rows, 1)
+    return max(1, int(PARQUET_BATCH_BYTES // max(row_bytes, 1)))
 
 
 def _holds_images(kind: pa.DataType) -> bool:
@@ -303,7 +503,9 @@ def read_members(
         failure = None
         try:
             with open_container(container) as stream:
-                for found in _members_of(container, stream, waiting, image_extensions, column):
+                for found in _members_of(
+                    container, stream, waiting, image_extensions, limit, column
+                ):
                     if found.data is None and found.uri == container:
                         failure = found.error
                         break
@@ -333,7 +535,7 @@ def read_shard(
     """
     try:
         with open_container(shard) as stream:
-            for found in iter_tar(stream, shard, image_extensions):
+            for found in iter_tar(stream, shard, image_extensions, limit):
                 outcome = _member_outcome(found, limit)
                 if isinstance(outcome, ImageError):
                     yield Member(found.uri, found.source_path, error=str(outcome))
@@ -359,11 +561,12 @@ def is_tar_shard(uri: str) -> bool:
     return uri.lower().endswith(TAR_EXTENSIONS) and split_member_uri(uri) is None
 
 
-def _members_of(container, stream, waiting, image_extensions, requested) -> Iterator[Member]:
+def _members_of(container, stream, waiting, image_extensions, limit, requested) -> Iterator[Member]:
     if container.lower().endswith(TAR_EXTENSIONS):
-        yield from iter_tar(stream, container, image_extensions)
+        yield from iter_tar(stream, container, image_extensions, limit)
         return
-    parquet = pq.ParquetFile(stream)
+    # Column chunks are read in pieces rather than whole (a row group's images).
+    parquet = pq.ParquetFile(stream, buffer_size=PARQUET_BATCH_BYTES)
     column = image_column(parquet.schema_arrow, requested)
     if column is None:
         raise ValueError("it has no image column")

@@ -279,6 +279,8 @@ def read_tar_shard(uri: str, options: ReadOptions) -> Iterator[Member]:
     opener = functools.partial(_open_container, options=options)
     read = functools.partial(read_shard, uri, opener, IMAGE_EXTENSIONS, options.max_file_bytes)
     if is_local(uri):
+        # Read in the task's turn: on a busy worker, a thread of its own would only take
+        # the interpreter from the decoding.
         return read()
     return _ReadAhead(read, lambda member: len(member.data or b""), options.buffer_bytes)
 

@@ -25,7 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from . import containers
-from .containers import PARQUET_EXTENSIONS, TAR_EXTENSIONS
+from .containers import is_parquet, is_tar_shard
 from .storage import filesystem, is_local, local_path
 
 # Every extension the decoder reads (see `imaging`); lower-case, matched case-insensitively.
@@ -299,14 +299,14 @@ def _listed(fs, path: str, skipped: Counter[str] | None, image_column) -> Iterat
     """What a file found by a walk or a glob gives: itself, its images, or nothing."""
     if (rows := _image_rows(fs, path, image_column)) is not None:
         yield from _row_uris(fs, path, rows)
-    elif _has_extension(path, TAR_EXTENSIONS) or _is_image(path, skipped):
+    elif is_tar_shard(path) or _is_image(path, skipped):
         yield _to_uri(fs, path)
 
 
 def _image_rows(fs, path: str, image_column: str | None) -> list[int] | None:
     """The row groups' sizes of a Parquet file of images, from its footer; ``None`` for any
     other file."""
-    if not _has_extension(path, PARQUET_EXTENSIONS):
+    if not is_parquet(path):
         return None
     with fs.open(path, "rb") as f:
         parquet = pq.ParquetFile(f)

@@ -39,9 +39,9 @@ class SequentialOnly(io.RawIOBase):
         return len(chunk)
 
 
-def shard_bytes(members: list[tuple[str, bytes]]) -> bytes:
+def shard_bytes(members: list[tuple[str, bytes]], format: int = tarfile.PAX_FORMAT) -> bytes:
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
+    with tarfile.open(fileobj=buffer, mode="w", format=format) as tar:
         for name, body in members:
             info = tarfile.TarInfo(name)
             info.size = len(body)
@@ -95,6 +95,61 @@ def test_truncated_shard_keeps_whole_members_and_names_the_shard(photos):
     assert [m.uri for m in read] == ["/data/shard.tar#0.jpg", "/data/shard.tar"]
     assert read[0].data == members[0][1]
     assert read[1].data is None and read[1].error.startswith("truncated or unreadable tar shard")
+
+
+@pytest.mark.parametrize(
+    "format", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT], ids=str
+)
+def test_long_and_non_ascii_member_names_are_read_as_tar_writes_them(format):
+    """pax records, GNU long names and the ustar prefix each carry names over 100 bytes."""
+    names = [f"{'d' * 90}/{'e' * 60}/0001.jpg", "0002.jpg", "café-0003.jpg"]
+    if format == tarfile.USTAR_FORMAT:
+        names = names[:2]  # ustar has no way to write a non-ASCII name
+    members = [(name, f"body {i}".encode() * 100) for i, name in enumerate(names)]
+    read = list(iter_tar(io.BytesIO(shard_bytes(members, format)), "s.tar", IMAGE_EXTENSIONS))
+    assert [(m.source_path, m.data) for m in read] == members
+
+
+def test_a_shard_cut_between_members_or_with_a_damaged_header_names_the_shard():
+    members = [(f"{i}.jpg", bytes([i]) * 700) for i in range(3)]
+    shard = shard_bytes(members)
+    second_header = 512 + 1024  # the first member's header and its 700 bytes, padded
+    cut = list(iter_tar(io.BytesIO(shard[:second_header]), "s.tar", IMAGE_EXTENSIONS))
+    assert [m.source_path for m in cut] == ["0.jpg", None]
+    assert cut[1].error == (
+        "truncated or unreadable tar shard: the shard ends at byte 1,536, "
+        "before its end-of-archive block"
+    )
+    damaged = bytearray(shard)
+    damaged[second_header + 10] ^= 0xFF  # inside the second member's name
+    read = list(iter_tar(io.BytesIO(bytes(damaged)), "s.tar", IMAGE_EXTENSIONS))
+    assert [m.source_path for m in read] == ["0.jpg", None]
+    assert read[1].uri == "s.tar" and "damaged header at byte 1,536" in read[1].error
+
+
+def test_members_over_the_size_limit_are_passed_over_not_read():
+    members = [("big.jpg", b"x" * 5000), ("small.jpg", b"y" * 10)]
+    stream = io.BytesIO(shard_bytes(members))
+    big, small = iter_tar(stream, "s.tar", IMAGE_EXTENSIONS, limit=1000)
+    assert big.data is None and big.error == "file is 5,000 bytes, over max_file_bytes=1,000"
+    assert small.data == b"y" * 10
+
+
+@pytest.mark.parametrize("compression", ["gz", "bz2", "xz"])
+def test_compressed_shards_are_read_as_streams(compression):
+    members = [(f"{i}.jpg", bytes([i]) * 3000) for i in range(3)]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=f"w:{compression}") as tar:
+        for name, body in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    whole = buffer.getvalue()
+    read = list(iter_tar(SequentialOnly(whole), f"s.tar.{compression}", IMAGE_EXTENSIONS))
+    assert [(m.source_path, m.data) for m in read] == members
+    cut = list(iter_tar(io.BytesIO(whole[: len(whole) // 2]), "s.tar", IMAGE_EXTENSIONS))
+    assert cut[-1].uri == "s.tar" and cut[-1].error.startswith("truncated or unreadable")
+    assert all(m.data == body for m, (_, body) in zip(cut[:-1], members, strict=False))
 
 
 def hf_table(photos, null_row: int | None = None) -> pa.Table:
