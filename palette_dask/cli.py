@@ -64,6 +64,20 @@ def _kind_option(command):
     )(command)
 
 
+class _PartitionSize(click.ParamType):
+    """``auto`` or a number of images."""
+
+    name = "auto|N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither 'auto' nor a number of images", param, ctx)
+
+
 def _parse_storage_options(ctx, param, pairs) -> dict | None:
     try:
         return parse_storage_options(pairs) or None
@@ -176,8 +190,10 @@ def _clustering_options(command):
 )
 @click.option(
     "--partition-size",
-    type=int,
-    help="Images per Dask partition (a tar shard is one, whatever its size). [default: 128]",
+    type=_PartitionSize(),
+    help="Images per Dask partition and per file of each table, or 'auto': up to 10,000, "
+    "and at least two partitions per worker (a tar shard is one, whatever its size). "
+    "[default: auto]",
 )
 @click.option(
     "--wave-size", type=int, help="Images submitted to the cluster at a time. [default: 32768]"
@@ -689,14 +705,19 @@ def samples(folder):
 
 def _dry_run(job) -> None:
     """Print what a job would do: its spec, its inputs and partitions, its cluster."""
-    from .cluster import describe_cluster
-    from .pipeline import InputPlan
+    from .cluster import default_workers, describe_cluster, scheduler_address, threads_per_worker
+    from .plan import InputPlan
     from .sources import check_inputs, describe_skipped
     from .state import DatasetState
     from .tasks import is_shard_partition
 
     check_inputs(job.input, job.storage_options)
-    plan = InputPlan(job, DatasetState())
+    # The embedded cluster's size; a running cluster's is known once the job connects.
+    external = scheduler_address(job) or job.scheduler_file
+    workers = 1 if external else job.workers or default_workers()
+    plan = InputPlan(
+        job, DatasetState(), workers=workers, threads=workers * threads_per_worker(job)
+    )
     partitions = shards = distinct = 0
     for _, items in plan.partitions():
         partitions += 1
@@ -710,10 +731,12 @@ def _dry_run(job) -> None:
         click.echo(f"tar shards: {shards:,}, a partition each (their images are counted as read)")
     if plan.not_images:
         click.echo(describe_skipped(plan.not_images))
+    sized = plan.partitioning
+    for_workers = f", sized for {workers} worker(s)" if job.partition_size == "auto" else ""
     click.echo(
-        f"partitions: {partitions:,} of up to {job.partition_size} images "
+        f"partitions: {partitions:,} of up to {sized.size:,} images{for_workers} "
         f"(tar shards whole, Parquet row groups unsplit), "
-        f"in waves of {job.partitions_per_wave:,} partitions"
+        f"in waves of {sized.per_wave:,} partitions"
     )
     click.echo(f"cluster: {describe_cluster(job)}")
     click.echo("dry run: nothing was computed or written")

@@ -26,7 +26,6 @@ import os
 import platform
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,11 +42,11 @@ from distributed.scheduler import KilledWorker
 from tqdm import tqdm
 
 from .cluster import check_versions, job_client
-from .containers import is_tar_shard
 from .corpus import CorpusPalette, fit_corpus_palette, merge_fit_samples
-from .sources import check_inputs, chunked, describe_skipped, image_id, iter_uris
+from .plan import InputPlan, Partitioning
+from .sources import check_inputs, chunked, describe_skipped
 from .spec import JobSpec
-from .state import DatasetState, IdSet, load_state
+from .state import load_state
 from .storage import filesystem, fresh, join, write_atomic
 from .tables import (
     CACHE_FOLDER,
@@ -91,6 +90,8 @@ _VERSIONED_PACKAGES = (
 )
 # Fit-sample parts merged by one task: bounds the data any one merge receives.
 MERGE_FAN_IN = 8
+# A crashing tar shard is redone at most this many members per task.
+SHARD_PIECE_IMAGES = 128
 # The error of an image that killed the process decoding it, alone.
 CRASH_MESSAGE = (
     "the process decoding this image died, first in its worker, then alone; "
@@ -128,93 +129,6 @@ class JobReport:
     process_seconds: float = 0.0
     write_seconds: float = 0.0
     corpus: dict | None = None
-
-
-class InputPlan:
-    """Cuts the input stream into partitions, dropping duplicates and images already written.
-
-    Partitions are numbered in the order they are cut from the stream of new
-    images, so the same inputs always give the same partitions: a resumed job
-    rewrites an interrupted partition under its old name and skips the
-    complete ones. Partitions follow containers, so that each is read front
-    to back once: a tar shard is a partition of its own, whatever its number
-    of images (they are known only once it is read), and a Parquet row group's
-    rows are never split between partitions (a partition ends before a row
-    group that would take it over ``partition_size``).
-    """
-
-    def __init__(self, spec: JobSpec, state: DatasetState):
-        self.spec = spec
-        self.state = state
-        self.skipped_partitions = 0
-        self.skipped_images = 0
-        self.duplicates = 0
-        # Filled by the listing as the waves are drawn: complete once they are all out.
-        self.not_images: Counter[str] = Counter()
-
-    def waves(self) -> Iterator[list[Part]]:
-        """The partitions still to write, ``partitions_per_wave`` at a time."""
-        todo = (part for part in self.partitions() if not self._done(part))
-        return chunked(todo, self.spec.partitions_per_wave)
-
-    def _done(self, part: Part) -> bool:
-        if part[0] in self.state.done:
-            self.skipped_partitions += 1
-            return True
-        return False
-
-    def partitions(self) -> Iterator[Part]:
-        """Every partition of the new images, numbered in order, written or not."""
-        spec, state = self.spec, self.state
-        size = spec.partition_size
-        index = 0
-        items: list[tuple[int, str]] = []
-        position = 0
-        for units in self._new_units():
-            for unit in units:
-                if len(unit) == 1 and is_tar_shard(unit[0]):
-                    if unit[0] in state.known_shards:
-                        self.skipped_images += state.known_shards[unit[0]]
-                        continue
-                    if items:
-                        yield index, items
-                        index, items = index + 1, []
-                    yield index, [(position, unit[0])]
-                    index, position = index + 1, position + 1
-                    continue
-                if items and len(items) + len(unit) > size:
-                    yield index, items
-                    index, items = index + 1, []
-                items += [(position + i, uri) for i, uri in enumerate(unit)]
-                position += len(unit)
-                if len(items) >= size:
-                    yield index, items
-                    index, items = index + 1, []
-        if items:
-            yield index, items
-
-    def _new_units(self) -> Iterator[list[tuple[str, ...]]]:
-        """Units of URIs that stay in one partition (an image, a tar shard, a Parquet row
-        group's rows), without duplicates and images already written, a batch at a time."""
-        spec, state = self.spec, self.state
-        seen = IdSet()
-        listing = iter_uris(
-            spec.input,
-            spec.storage_options,
-            skipped=self.not_images,
-            image_column=spec.image_column,
-            row_groups=True,
-        )
-        for chunk in chunked(listing, spec.partitions_per_wave * spec.partition_size):
-            units = [entry if isinstance(entry, tuple) else (entry,) for entry in chunk]
-            ids = [image_id(uri) for unit in units for uri in unit]
-            known = state.known.contains(ids) if len(state.known) else np.zeros(len(ids), bool)
-            first = seen.add_new(ids)
-            self.skipped_images += int((known & first).sum())
-            self.duplicates += int((~first).sum())
-            keep = iter(first & ~known)
-            kept = [tuple(uri for uri in unit if next(keep)) for unit in units]
-            yield [unit for unit in kept if unit]
 
 
 def run_waves(
@@ -289,12 +203,18 @@ def _progress(enabled: bool, description: str) -> tqdm:
 
 
 def first_pass_result(
-    client: Client, outputs: tuple[Future, ...], part: Part, spec: JobSpec, segment: int
+    client: Client,
+    outputs: tuple[Future, ...],
+    part: Part,
+    spec: JobSpec,
+    segment: int,
+    partition_size: int,
 ):
     """``(summary, fit-sample future or None)`` of a first-pass task's outputs.
 
-    A partition that kept killing workers is redone one image per task, and an
-    image that still kills every worker it runs on becomes an error row.
+    A partition that kept killing workers is redone in pieces (see
+    :func:`recover_partition`), and an image that still kills every worker it
+    runs on becomes an error row.
     """
     try:
         return outputs[0].result(), (outputs[1] if spec.mode != "image" else None)
@@ -302,18 +222,21 @@ def first_pass_result(
         logger.warning(
             "partition %d kept killing workers; retrying its images in smaller pieces", part[0]
         )
-    result = recover_partition(client, part, spec, segment)
+    result = recover_partition(client, part, spec, segment, partition_size)
     summary = client.submit(operator.itemgetter(0), result).result()
     fit = client.submit(operator.itemgetter(1), result) if spec.mode != "image" else None
     return summary, fit
 
 
-def recover_partition(client: Client, part: Part, spec: JobSpec, segment: int) -> Future:
+def recover_partition(
+    client: Client, part: Part, spec: JobSpec, segment: int, partition_size: int
+) -> Future:
     """Redo a partition in pieces, each in a process of its own; the images that crash it
     become error rows.
 
     Loose images are redone one per task. A tar shard is listed first (read
-    once, nothing decoded), then redone ``partition_size`` members per task,
+    once, nothing decoded), then redone ``partition_size`` members per task (at
+    most :data:`SHARD_PIECE_IMAGES`),
     each task reading the shard up to its last member; a piece whose process
     dies is redone one image per task. Each task runs its images in a child
     process (:func:`~palette_dask.tasks.process_images_apart`), so a crashing
@@ -326,7 +249,8 @@ def recover_partition(client: Client, part: Part, spec: JobSpec, segment: int) -
         uris, shard_failure = client.submit(
             shard_image_uris, items[0][1], spec, pure=False
         ).result()
-        groups = list(chunked(list(enumerate(uris)), spec.partition_size))
+        piece = min(partition_size, SHARD_PIECE_IMAGES)
+        groups = list(chunked(list(enumerate(uris)), piece))
     else:
         groups = [[item] for item in items]
     pieces: list = []
@@ -435,23 +359,26 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
         state = load_state(spec)
         if state.resumed:
             logger.info("resuming the interrupted job of segment %d", state.segment)
+        nthreads = active.nthreads()
+        plan = InputPlan(spec, state, workers=len(nthreads), threads=sum(nthreads.values()))
+        partitioning = plan.partitioning
         record = {
             "status": "running",
             "segment": state.segment,
             "spec": spec.to_dict(),
+            "partitioning": partitioning.to_dict(),
             "versions": package_versions(),
             "started": started.isoformat(),
         }
         write_job_file(spec.output, record, spec.storage_options)
-        plan = InputPlan(spec, state)
         if active.dashboard_link:
             logger.info("Dask dashboard: %s", active.dashboard_link)
         with _performance_report(spec):
             logger.info(
                 "first pass: %s mode, partitions of %d images, waves of %d partitions",
                 spec.mode,
-                spec.partition_size,
-                spec.partitions_per_wave,
+                partitioning.size,
+                partitioning.per_wave,
             )
             fit_sample, written = _first_pass(active, spec, state, plan, counts, progress=progress)
             logger.info(
@@ -469,7 +396,7 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
                 logger.info("%s", describe_skipped(plan.not_images))
             if fit_sample is not None:
                 corpus_record = _corpus_passes(
-                    active, spec, state, written, fit_sample, progress=progress
+                    active, spec, state, partitioning, written, fit_sample, progress=progress
                 )
     report = JobReport(
         output=spec.output,
@@ -531,10 +458,13 @@ def _first_pass(client, spec, state, plan, counts, *, progress):
     make_outputs = one_task_per_element(
         process_partition, items=(0, 1) if corpus else (0,), spec=spec, segment=state.segment
     )
-    refill = max(1, spec.partitions_per_wave // 2)
+    partitioning = plan.partitioning
+    refill = max(1, partitioning.per_wave // 2)
     with _progress(progress, "images") as bar:
         for outputs, part in run_waves(client, plan.waves(), make_outputs, refill):
-            summary, fit = first_pass_result(client, outputs, part, spec, state.segment)
+            summary, fit = first_pass_result(
+                client, outputs, part, spec, state.segment, partitioning.size
+            )
             outputs[0].release()
             for key in ("images", "errors", "duplicates", "process_seconds", "write_seconds"):
                 counts[key] += summary[key]
@@ -551,7 +481,7 @@ def _first_pass(client, spec, state, plan, counts, *, progress):
     # contribute their fit samples too.
     earlier = one_task_per_element(partition_fit_sample, spec=spec)
     for outputs, _ in run_waves(
-        client, chunked(state.committed, spec.partitions_per_wave), earlier, refill
+        client, chunked(state.committed, partitioning.per_wave), earlier, refill
     ):
         fit_parts.append(outputs[0])
         if len(fit_parts) >= MERGE_FAN_IN:
@@ -559,7 +489,9 @@ def _first_pass(client, spec, state, plan, counts, *, progress):
     return _merge(client, fit_parts, spec), written
 
 
-def _corpus_passes(client, spec, state, written, sample: Future, *, progress: bool) -> dict:
+def _corpus_passes(
+    client, spec, state, partitioning: Partitioning, written, sample: Future, *, progress: bool
+) -> dict:
     """Fit the corpus palette, assign every image of the dataset to it, write ``corpus_palette``."""
     t0 = time.perf_counter()
     if client.submit(len, sample).result() == 0:
@@ -579,10 +511,10 @@ def _corpus_passes(client, spec, state, written, sample: Future, *, progress: bo
     totals = empty_totals(n_colors)
     parts = sorted(set(state.committed) | set(written))
     make_outputs = one_task_per_element(assign_partition, spec=spec, corpus=corpus)
-    refill = max(1, spec.partitions_per_wave // 2)
+    refill = max(1, partitioning.per_wave // 2)
     with _progress(progress, "corpus") as bar:
         for (future,), _ in run_waves(
-            client, chunked(parts, spec.partitions_per_wave), make_outputs, refill
+            client, chunked(parts, partitioning.per_wave), make_outputs, refill
         ):
             result = future.result()
             future.release()

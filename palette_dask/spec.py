@@ -36,6 +36,8 @@ from .reads import (
 
 MODES = ("image", "corpus", "both")
 CORPUS_ASSIGN_SOURCES = ("cache", "reread")
+# The partition_size that sizes partitions for the job (see palette_dask.plan).
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -76,13 +78,17 @@ class JobSpec:
         Where the corpus assignment pass gets each image's sample: a Parquet
         cache written by the first pass under ``OUTPUT/_cache`` (faster; deleted
         at the end), or decoding the image again (no extra disk).
-    partition_size : int
-        Images per Dask partition; each partition writes one file per table.
-        A tar shard is a partition of its own, whatever its size, and a
-        Parquet row group is never split between partitions.
+    partition_size : int or "auto"
+        Images per Dask partition; each partition is one task and writes one
+        file per table. ``"auto"`` sizes them for the job (see
+        :func:`palette_dask.plan.auto_partition_size`): up to 10,000 images,
+        files readers like, but at least two partitions per worker when the
+        input allows. A tar shard is a partition of its own, whatever its
+        size, and a Parquet row group is never split between partitions.
     wave_size : int
         Images submitted to the cluster at a time; rounded up to a whole
-        number of partitions. Bounds client and scheduler memory.
+        number of partitions, and at least two partitions per worker thread.
+        Bounds client and scheduler memory.
     workers : int or None
         Worker processes of the embedded cluster (default: one per core).
     scheduler : str or None
@@ -146,7 +152,7 @@ class JobSpec:
     sample_per_image: int = 2_000
     corpus_fit_pixels: int = 2_000_000
     corpus_assign: str = "cache"
-    partition_size: int = 128
+    partition_size: int | str = AUTO
     wave_size: int = 32_768
     workers: int | None = None
     scheduler: str | None = None
@@ -235,10 +241,6 @@ class JobSpec:
             storage_options=self.storage_options,
             image_column=self.image_column,
         )
-
-    @property
-    def partitions_per_wave(self) -> int:
-        return -(-self.wave_size // self.partition_size)
 
 
 # Storage option names whose values are credentials: shown as "***".
@@ -329,7 +331,13 @@ def _check_spec(spec: JobSpec) -> None:
         raise ValueError(
             f"`corpus_assign` must be one of {CORPUS_ASSIGN_SOURCES}, got {spec.corpus_assign!r}"
         )
-    check_int("partition_size", spec.partition_size, 1)
+    if spec.partition_size != AUTO:
+        if isinstance(spec.partition_size, str):
+            raise ValueError(
+                f"`partition_size` must be {AUTO!r} or a number of images, "
+                f"got {spec.partition_size!r}"
+            )
+        check_int("partition_size", spec.partition_size, 1)
     check_int("wave_size", spec.wave_size, 1)
     if spec.workers is not None:
         check_int("workers", spec.workers, 1)

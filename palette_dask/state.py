@@ -119,6 +119,9 @@ class DatasetState:
         Ids of images in earlier segments, which this job skips.
     known_shards : dict of str to int
         Tar shards in earlier segments, which this job skips, and their rows.
+    partition_size : int or None
+        The partition size the interrupted job this one resumes cut its input
+        with (recorded in ``_job.json``), which ``partition_size = "auto"`` reuses.
     """
 
     segment: int = 0
@@ -127,6 +130,7 @@ class DatasetState:
     committed: list[tuple[int, int]] = field(default_factory=list)
     known: IdSet = field(default_factory=IdSet)
     known_shards: dict[str, int] = field(default_factory=dict)
+    partition_size: int | None = None
 
 
 def read_job_file(output: str, storage_options: Mapping | None = None) -> dict | None:
@@ -224,6 +228,7 @@ def load_state(spec: JobSpec) -> DatasetState:
             resumed=True,
             done={p for s, p in committed if s == last},
             committed=committed,
+            partition_size=record.get("partitioning", {}).get("partition_size"),
             **_known(spec.output, earlier, options),
         )
     return DatasetState(

@@ -154,7 +154,6 @@ def test_results_do_not_depend_on_workers_or_partitions(
 def test_small_waves_cover_every_image_once(corpus, client2, tmp_path, n_inputs):
     out = tmp_path / "out"
     spec = JobSpec(input=[str(corpus)], output=str(out), partition_size=2, wave_size=3)
-    assert spec.partitions_per_wave == 2
     report = run_job(spec, client=client2)
     n_partitions = -(-n_inputs // 2)
     assert report.partitions == n_partitions
@@ -202,13 +201,14 @@ def test_non_dataset_folder_is_refused(corpus, tmp_path):
 
 
 def test_waves_are_drawn_lazily_and_stay_bounded(corpus, client2, tmp_path, n_inputs):
-    from palette_dask.pipeline import InputPlan, one_task_per_element, run_waves
+    from palette_dask.pipeline import one_task_per_element, run_waves
+    from palette_dask.plan import InputPlan
     from palette_dask.state import load_state
     from palette_dask.tasks import process_partition
 
     spec = JobSpec(input=[str(corpus)], output=str(tmp_path / "out"), partition_size=1, wave_size=4)
     plan = InputPlan(spec, load_state(spec))
-    wave_images = spec.partitions_per_wave * spec.partition_size
+    wave_images = plan.partitioning.per_wave * plan.partitioning.size
     drawn = []
 
     def watched_waves():
