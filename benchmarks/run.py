@@ -54,8 +54,8 @@ from palette_dask.imaging import (
 from palette_dask.palette import PaletteOptions, palette_from_sample
 from palette_dask.pipeline import package_versions
 
-# The job runs with the default partitions.
-JOB_PARTITION_SIZE = JobSpec.partition_size
+# Partitions of a fixed size, so that the job's figures compare across versions.
+JOB_PARTITION_SIZE = 128
 
 
 def recipe(path):

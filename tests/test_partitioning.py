@@ -31,9 +31,7 @@ def photos(sample_dir) -> list:
     return sorted(p for p in sample_dir.iterdir() if p.is_file())
 
 
-def test_the_sample_photographs_still_run_as_two_partitions_per_worker(
-    photos, client2, tmp_path
-):
+def test_the_sample_photographs_still_run_as_two_partitions_per_worker(photos, client2, tmp_path):
     out = tmp_path / "out"
     report = run_job(JobSpec(input=[str(p) for p in photos], output=str(out)), client=client2)
     assert report.images == len(photos) == 9
