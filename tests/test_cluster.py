@@ -81,7 +81,11 @@ def test_dry_run_prints_the_plan_and_runs_nothing(external, corpus, tmp_path):
     assert spec["scheduler"] == address and spec["input"] == [str(corpus)]
     n_inputs = sum(1 for p in corpus.rglob("*") if p.is_file())
     assert f"inputs: {n_inputs} listed, {n_inputs} distinct" in result.stdout
-    assert "partitions: 1 of up to 128 images" in result.stdout
+    # Sized for one worker: the workers of a running cluster are counted when the job starts.
+    size = n_inputs // 2
+    assert f"partitions: {-(-n_inputs // size)} of up to {size} images, sized for 1 worker(s)" in (
+        result.stdout
+    )
     assert f"cluster: the Dask scheduler at {address} (job spec)" in result.stdout
     assert not out.exists()
     embedded = cli("run", "-i", corpus, "-o", out, "--workers", "3", "--dry-run")
@@ -95,7 +99,10 @@ def test_log_level_and_performance_report(external, corpus, tmp_path):
     logged = cli(*common, "--performance-report", "--log-level", "info")
     assert logged.returncode == 0, logged.stderr
     n_inputs = sum(1 for p in corpus.rglob("*") if p.is_file())
-    assert "first pass: image mode, partitions of 128 images" in logged.stderr
+    sized = json.loads((out / "_job.json").read_text())["partitioning"]
+    assert f"first pass: image mode, partitions of {sized['partition_size']} images" in (
+        logged.stderr
+    )
     assert f"first pass: {n_inputs} images ({len(BAD_INPUTS)} failed)" in logged.stderr
     report = (out / "performance_report.html").read_text()
     assert report.startswith("<!DOCTYPE html>") and "Dask Performance Report" in report
