@@ -616,6 +616,40 @@ def index(dataset, storage_options, kind):
 @main.command(context_settings=CONTEXT)
 @_dataset_argument
 @click.option(
+    "--target-images",
+    type=click.IntRange(min=2),
+    default=10_000,
+    show_default=True,
+    help="Images a compacted file holds at least.",
+)
+def compact(dataset, storage_options, target_images):
+    """Rewrite a DATASET's small files into large ones (OUT/TABLE/part-…-….parquet).
+
+    Runs of consecutive files of fewer than --target-images images (and under
+    64 MB in every table) become one file per table, the same rows in the same
+    order. Readers through palette-dask never see a row twice or miss one
+    while it runs; a glob reader (DuckDB, Spark) sees the rows of the run in
+    progress twice until its old files are removed. A stopped compaction is
+    finished by running it again. The dataset stays resumable and growable.
+
+    \b
+    Example:
+      palette-dask compact out/sample
+      palette-dask compact s3://bucket/palettes --target-images 50000
+    """
+    from .compact import compact as compact_dataset
+
+    done = compact_dataset(dataset, target_images=target_images, storage_options=storage_options)
+    finished = "finished the stopped compaction, then " if done.resumed else ""
+    click.echo(
+        f"{finished}compacted {done.replaced:,} files into {done.written:,} "
+        f"({done.runs:,} runs of partitions)"
+    )
+
+
+@main.command(context_settings=CONTEXT)
+@_dataset_argument
+@click.option(
     "--colors",
     "n_colors",
     type=int,

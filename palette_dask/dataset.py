@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ import pyarrow.dataset as pads
 from .palette import TRANSPARENT_LABEL
 from .sources import normalize_uri
 from .storage import filesystem, fresh, join
-from .tables import INDEX_FOLDER, JOB_FILE, SCHEMAS
+from .tables import INDEX_FOLDER, JOB_FILE, SCHEMAS, visible_files
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ class StoredPalette:
     labels: np.ndarray
     width: int
     height: int
+
+
+# Reads of a table, each from a fresh listing, before a vanished file is an error.
+_READS = 3
 
 
 class PaletteDataset:
@@ -94,15 +99,24 @@ class PaletteDataset:
         """
         if name == "corpus_palette" and not self.fs.exists(join(self.root, name)):
             return SCHEMAS[name].empty_table()
+        # A compaction removes the files it replaced: one may go between the listing and
+        # the read, and the next listing has the file that holds its rows instead.
+        for _ in range(_READS - 1):
+            try:
+                return self.arrow_dataset(name).to_table()
+            except FileNotFoundError:
+                continue
         return self.arrow_dataset(name).to_table()
 
     def arrow_dataset(self, name: str) -> pads.Dataset:
         """One table as a lazy :class:`pyarrow.dataset.Dataset` (for filters and projections)."""
         if name not in SCHEMAS:
             raise ValueError(f"table must be one of {tuple(SCHEMAS)}, got {name!r}")
-        return pads.dataset(
-            join(self.root, name), schema=SCHEMAS[name], format="parquet", filesystem=self.fs
-        )
+        folder = fresh(self.fs, join(self.root, name))
+        names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(folder, detail=False)]
+        # Only the files readers take: not those a compaction has replaced (see compact).
+        files = [join(folder, file) for file in visible_files(names)]
+        return pads.dataset(files, schema=SCHEMAS[name], format="parquet", filesystem=self.fs)
 
     def to_pandas(self, name: str) -> pd.DataFrame:
         """One table as a pandas DataFrame."""

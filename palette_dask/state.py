@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -32,12 +31,14 @@ from .spec import JobSpec
 from .storage import filesystem, fresh, is_local, join
 from .tables import (
     CACHE_FOLDER,
+    COMPACTION_FILE,
     INDEX_FOLDER,
     JOB_FILE,
     PERFORMANCE_REPORT,
     SCHEMAS,
     SHARD_METADATA_KEY,
-    part_name,
+    SHARDS_METADATA_KEY,
+    table_files,
 )
 
 # Options that change results: a dataset never mixes rows made with different ones.
@@ -53,7 +54,6 @@ RESULT_OPTIONS = (
     "sample_per_image",
     "corpus_fit_pixels",
 )
-_PART_FILE = re.compile(r"^(?:part|corpus)-(\d+)-(\d+)\.parquet$")
 
 
 class IdSet:
@@ -146,34 +146,35 @@ def read_job_file(output: str, storage_options: Mapping | None = None) -> dict |
 def committed_partitions(
     output: str, storage_options: Mapping | None = None
 ) -> list[tuple[int, int]]:
-    """``(segment, partition)`` of every complete partition: those with an ``images`` file."""
-    fs, root = filesystem(output, storage_options)
-    folder = fresh(fs, f"{root}/images")
-    if not fs.exists(folder):
-        return []
-    found = []
-    for path in fs.ls(folder, detail=False):
-        match = _PART_FILE.match(os.path.basename(path))
-        if match:
-            found.append((int(match.group(1)), int(match.group(2))))
-    return sorted(found)
+    """``(segment, partition)`` of every complete partition: those in an ``images`` file."""
+    files = table_files(output, "images", storage_options)
+    return sorted(part for file in files for part in file.parts)
 
 
 def read_known(
     output: str, parts: list[tuple[int, int]], storage_options: Mapping | None = None
 ) -> tuple[list[str], dict[str, int]]:
     """Image ids in the ``images`` files of the given partitions, and the tar shards
-    those files hold whole, with their row counts."""
+    those files hold whole, with their row counts.
+
+    A compacted file holds partitions of complete jobs only, so it is wholly in
+    ``parts`` or wholly out.
+    """
     fs, root = filesystem(output, storage_options)
+    wanted = set(parts)
     ids: list[str] = []
     shards: dict[str, int] = {}
-    for segment, partition in parts:
-        with fs.open(join(root, "images", part_name(segment, partition)), "rb") as f:
+    for file in table_files(output, "images", storage_options):
+        if wanted.isdisjoint(file.parts):
+            continue
+        with fs.open(join(root, "images", file.name), "rb") as f:
             parquet = pq.ParquetFile(f)
             ids.extend(parquet.read(columns=["image_id"]).column(0).to_pylist())
-            shard = (parquet.schema_arrow.metadata or {}).get(SHARD_METADATA_KEY.encode())
+            metadata = parquet.schema_arrow.metadata or {}
+            shard = metadata.get(SHARD_METADATA_KEY.encode())
             if shard is not None:
                 shards[shard.decode()] = parquet.metadata.num_rows
+            shards.update(json.loads(metadata.get(SHARDS_METADATA_KEY.encode(), b"{}")))
     return ids, shards
 
 
@@ -197,7 +198,9 @@ def load_state(spec: JobSpec) -> DatasetState:
         fs.makedirs(root, exist_ok=True)
         return DatasetState()
     entries = {os.path.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)}
-    ours = entries & (set(SCHEMAS) | {JOB_FILE, CACHE_FOLDER, INDEX_FOLDER, PERFORMANCE_REPORT})
+    ours = entries & (
+        set(SCHEMAS) | {JOB_FILE, CACHE_FOLDER, INDEX_FOLDER, PERFORMANCE_REPORT, COMPACTION_FILE}
+    )
     if entries and not ours:
         raise FileExistsError(
             f"output {spec.output!r} is a non-empty folder that is not a palette-dask dataset; "

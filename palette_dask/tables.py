@@ -10,7 +10,10 @@ a partition written twice replaces its own files instead of duplicating rows.
 from __future__ import annotations
 
 import json
+import posixpath
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +22,7 @@ import pyarrow.parquet as pq
 from .color import rgb_to_hex, rgb_to_lab
 from .imaging import Sample
 from .palette import TRANSPARENT_LABEL, Palette, PaletteOptions
-from .storage import AtomicFile, join, write_atomic
+from .storage import AtomicFile, filesystem, fresh, join, read_parquet_rows, write_atomic
 
 IMAGES_SCHEMA = pa.schema(
     [
@@ -108,6 +111,8 @@ _WRITTEN_SCHEMAS = {**SCHEMAS, "samples": SAMPLE_CACHE_SCHEMA}
 SHARD_METADATA_KEY = "palette_dask.tar_shard"
 CACHE_FOLDER = "_cache"
 JOB_FILE = "_job.json"
+# The plan of a compaction under way (see palette_dask.compact).
+COMPACTION_FILE = "_compaction.json"
 INDEX_FOLDER = "_index"
 PERFORMANCE_REPORT = "performance_report.html"
 # Level 3 packs a photograph's label image to about 2 KB (6 KB at level 1), no slower.
@@ -129,6 +134,139 @@ def part_name(segment: int, partition: int, prefix: str = "part") -> str:
     'corpus-0001-000000042.parquet'
     """
     return f"{prefix}-{segment:04d}-{partition:09d}.parquet"
+
+
+# A compacted file's key-value metadata: the partitions it holds, in order, with their rows.
+PARTITIONS_METADATA_KEY = "palette_dask.partitions"
+# ... and the tar shards it holds whole, with their rows (a partition's file names one).
+SHARDS_METADATA_KEY = "palette_dask.tar_shards"
+_FILE_NAME = re.compile(r"^(part|corpus)-(\d+)-(\d+)(?:-(\d+)-(\d+))?\.parquet$")
+
+
+def span_name(first: tuple[int, int], last: tuple[int, int], prefix: str = "part") -> str:
+    """File name of the partitions from ``first`` to ``last`` (``(segment, partition)``),
+    both included, compacted into one file.
+
+    Examples
+    --------
+    >>> span_name((0, 0), (1, 41))
+    'part-0000-000000000-0001-000000041.parquet'
+    """
+    return f"{prefix}-{first[0]:04d}-{first[1]:09d}-{last[0]:04d}-{last[1]:09d}.parquet"
+
+
+def file_span(name: str) -> tuple[str, tuple[int, int], tuple[int, int]] | None:
+    """``(prefix, first, last)`` partitions of a table file's name, or ``None`` for other files.
+
+    Examples
+    --------
+    >>> file_span("part-0000-000000042.parquet")
+    ('part', (0, 42), (0, 42))
+    >>> file_span("part-0000-000000000-0001-000000041.parquet")
+    ('part', (0, 0), (1, 41))
+    >>> file_span(".part-0000-000000042.parquet.1f3a.tmp") is None
+    True
+    """
+    match = _FILE_NAME.match(name)
+    if match is None:
+        return None
+    prefix, segment, partition, last_segment, last_partition = match.groups()
+    first = (int(segment), int(partition))
+    last = (int(last_segment), int(last_partition)) if last_segment is not None else first
+    return prefix, first, last
+
+
+def visible_files(names: Iterable[str]) -> list[str]:
+    """The table files readers take, in partition order: all but those a larger file holds.
+
+    A compaction writes a file holding the partitions of several files, then
+    removes those; meanwhile both are there, and this leaves the smaller ones
+    out. (A compacted file always holds whole files, so files never overlap in
+    part.)
+
+    Examples
+    --------
+    >>> visible_files(["part-0000-000000001.parquet", "part-0000-000000002.parquet",
+    ...                "part-0000-000000000-0000-000000001.parquet"])
+    ['part-0000-000000000-0000-000000001.parquet', 'part-0000-000000002.parquet']
+    """
+    spans = [(span, name) for name in names if (span := file_span(name)) is not None]
+    # By prefix and first partition; of files starting together, the largest first.
+    spans.sort(key=lambda entry: (entry[0][0], entry[0][1], -entry[0][2][0], -entry[0][2][1]))
+    visible: list[str] = []
+    reach: dict[str, tuple[int, int]] = {}
+    for (prefix, _, last), name in spans:
+        if prefix in reach and last <= reach[prefix]:
+            continue  # held by a larger file that starts at or before it
+        reach[prefix] = last
+        visible.append(name)
+    return visible
+
+
+@dataclass(frozen=True)
+class TableFile:
+    """One visible file of a table and the partitions it holds, in order, with their rows.
+
+    ``rows`` is ``None`` for a partition's own file (all of its rows).
+    """
+
+    name: str
+    parts: list[tuple[int, int]]
+    rows: list[int] | None = None
+
+
+def table_files(
+    output: str, table: str, storage_options: Mapping | None = None, prefix: str = "part"
+) -> list[TableFile]:
+    """The visible files of a table (see :func:`visible_files`) with the partitions they hold.
+
+    A compacted file's partitions are read from its footer.
+    """
+    fs, root = filesystem(output, storage_options)
+    folder = fresh(fs, join(root, table))
+    if not fs.exists(folder):
+        return []
+    names = [posixpath.basename(path.rstrip("/")) for path in fs.ls(folder, detail=False)]
+    files = []
+    for name in visible_files(names):
+        kind, first, last = file_span(name)
+        if kind != prefix:
+            continue
+        if first == last:
+            files.append(TableFile(name, [first]))
+            continue
+        held = json.loads(parquet_footer(fs, join(folder, name))[1][PARTITIONS_METADATA_KEY])
+        files.append(TableFile(name, [(s, p) for s, p, _ in held], [n for _, _, n in held]))
+    return files
+
+
+def parquet_footer(fs, path: str) -> tuple[int, dict[str, str]]:
+    """A Parquet file's number of rows and key-value metadata, from its footer."""
+    with fs.open(path, "rb") as f:
+        parquet = pq.ParquetFile(f)
+        metadata = parquet.schema_arrow.metadata or {}
+        return parquet.metadata.num_rows, {k.decode(): v.decode() for k, v in metadata.items()}
+
+
+def read_partition_rows(
+    output: str,
+    table: str,
+    part: tuple[int, int],
+    columns: list[str] | None = None,
+    storage_options: Mapping | None = None,
+) -> list[dict]:
+    """A complete partition's rows of a table, from its own file or the compacted one holding it."""
+    path = join(output, table, part_name(*part))
+    fs, where = filesystem(path, storage_options)
+    if fs.exists(fresh(fs, where)):
+        return read_parquet_rows(path, columns, storage_options)
+    for file in table_files(output, table, storage_options):
+        if part in file.parts:
+            at = file.parts.index(part)
+            start = sum(file.rows[:at])
+            rows = read_parquet_rows(join(output, table, file.name), columns, storage_options)
+            return rows[start : start + file.rows[at]]
+    raise FileNotFoundError(f"partition {part} of {table!r} is in no file of {output!r}")
 
 
 class TableBuilder:
@@ -325,7 +463,7 @@ def _palettes_table(entries: list[tuple[str, Palette]]) -> pa.Table:
     return pa.table(columns, schema=PALETTES_SCHEMA)
 
 
-def _parquet_options(schema: pa.Schema) -> dict:
+def parquet_options(schema: pa.Schema) -> dict:
     # Dictionaries and min/max statistics only cost time on blobs (label images, samples).
     small = [field.name for field in schema if not pa.types.is_binary(field.type)]
     return {
@@ -339,7 +477,7 @@ def _parquet_options(schema: pa.Schema) -> dict:
 def parquet_bytes(table: pa.Table) -> bytes:
     """A table serialised as one Parquet file."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **_parquet_options(table.schema))
+    pq.write_table(table, sink, **parquet_options(table.schema))
     return sink.getvalue().to_pybytes()
 
 
@@ -399,7 +537,7 @@ class PartitionWriter:
                 schema = schema.with_metadata(dict(metadata))
             self._files[name] = (
                 target,
-                pq.ParquetWriter(target.temporary, schema, **_parquet_options(schema)),
+                pq.ParquetWriter(target.temporary, schema, **parquet_options(schema)),
             )
 
     def write(self, tables: Mapping[str, pa.Table]) -> None:

@@ -46,13 +46,13 @@ from .palette import load_sample, opaque_pixels, palette_from_sample, single_thr
 from .reads import Reads, read_many, read_tar_shard
 from .sources import image_id
 from .spec import JobSpec
-from .storage import filesystem, fresh, join, read_parquet_rows
+from .storage import filesystem, fresh, read_parquet_rows
 from .tables import (
     SHARD_METADATA_KEY,
     PartitionWriter,
     TableBuilder,
     cache_path,
-    part_name,
+    read_partition_rows,
     sample_from_row,
     write_partition,
 )
@@ -483,14 +483,10 @@ def partition_samples(spec: JobSpec, part: PartRef) -> Iterator[tuple[str, Sampl
             yield row["image_id"], sample_from_row(row)
         return
     options = spec.palette_options
-    listed = join(spec.output, "images", part_name(*part))
-    rows = [
-        row
-        for row in read_parquet_rows(
-            listed, columns=["image_id", "uri", "status"], storage_options=spec.storage_options
-        )
-        if row["status"] == "ok"
-    ]
+    listed = read_partition_rows(
+        spec.output, "images", part, ["image_id", "uri", "status"], spec.storage_options
+    )
+    rows = [row for row in listed if row["status"] == "ok"]
     with read_many([row["uri"] for row in rows], spec.read_options) as reads:
         yield from _decoded(reads, rows, options)
 
