@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .state import read_job_file
-from .storage import AtomicFile, filesystem, fresh, join, write_atomic
+from .storage import AtomicFile, filesystem, fresh, is_local, join, write_atomic
 from .tables import (
     COMPACTION_FILE,
     PARTITIONS_METADATA_KEY,
@@ -63,6 +63,8 @@ TARGET_IMAGES = 10_000
 TARGET_BYTES = 64 << 20
 # Rows are written in row groups of about this many bytes at most.
 ROW_GROUP_BYTES = 128 << 20
+# The temporary name of a compacted file not yet published (see storage.AtomicFile).
+_UNPUBLISHED = ".part-????-?????????-????-?????????.parquet.*.tmp"
 # The tables a job writes one file per partition into (corpus_palette is one file).
 _TABLES = ("palettes", "assignments", "images")
 
@@ -115,6 +117,10 @@ def compact(
     if record is None:
         raise FileNotFoundError(f"{output!r} is not a palette-dask dataset (no _job.json)")
     fs, root = filesystem(output, storage_options)
+    if is_local(output):
+        # A stopped compaction's unpublished files (a job's have other names).
+        for leftover in fs.glob(f"{root}/*/{_UNPUBLISHED}"):
+            fs.rm(leftover)
     plan_path = join(root, COMPACTION_FILE)
     done = []
     resumed = fs.exists(fresh(fs, plan_path))
