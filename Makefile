@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SAMPLES ?= data/samples
 
-.PHONY: install browser run test lint bench clean
+.PHONY: install browser run test lint bench bench-scale clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: install
 	$(BIN)/python benchmarks/remote.py
 	$(BIN)/python benchmarks/formats.py
 	$(BIN)/python benchmarks/containers.py
+
+# A million images through the job (about 15 minutes): not part of bench.
+bench-scale: install
+	$(BIN)/python benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) out data build *.egg-info
