@@ -31,8 +31,17 @@ def is_local(uri: str) -> bool:
 
 
 def local_path(uri: str) -> str:
-    """The absolute local path of a local URI."""
-    return os.path.abspath(os.path.expanduser(uri.removeprefix("file://")))
+    """The absolute local path of a local URI.
+
+    Examples
+    --------
+    >>> local_path("file:///data/./a.jpg")
+    '/data/a.jpg'
+    """
+    path = uri.removeprefix("file://")
+    if path.startswith("/"):
+        return os.path.normpath(path)  # as abspath would, at a fraction of its cost
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def filesystem(
