@@ -42,9 +42,11 @@ bench: install
 	$(BIN)/python benchmarks/formats.py
 	$(BIN)/python benchmarks/containers.py
 
-# A million images through the job (about 15 minutes): not part of bench.
+# A million images through the job, and the largest default partition of 12 MP
+# JPEGs (about 25 minutes): not part of bench.
 bench-scale: install
 	$(BIN)/python benchmarks/scale.py
+	$(BIN)/python benchmarks/camera_partition.py
 
 clean:
 	rm -rf $(VENV) out data build *.egg-info

@@ -1,6 +1,6 @@
 """Scale benchmark: a million images through the job, the client and the scheduler kept flat.
 
-Run with ``make bench-scale`` (about 15 minutes here; not part of ``make bench``), or
+Run with ``make bench-scale`` (about 16 minutes of it here; not part of ``make bench``), or
 ``python benchmarks/scale.py --sizes 20000 100000`` for a quick run. ``--distinct``
 small JPEGs of ``--pixels`` pixels a side are generated, and every URI of the
 manifests is a hard link to one of them under its own name (a distinct image for
