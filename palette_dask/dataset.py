@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ import pyarrow.dataset as pads
 from .palette import TRANSPARENT_LABEL
 from .sources import normalize_uri
 from .storage import filesystem, fresh, join
-from .tables import INDEX_FOLDER, JOB_FILE, SCHEMAS, visible_files
+from .tables import INDEX_FOLDER, JOB_FILE, SCHEMAS, listed_visible_files
 
 
 @dataclass(frozen=True)
@@ -112,10 +111,9 @@ class PaletteDataset:
         """One table as a lazy :class:`pyarrow.dataset.Dataset` (for filters and projections)."""
         if name not in SCHEMAS:
             raise ValueError(f"table must be one of {tuple(SCHEMAS)}, got {name!r}")
-        folder = fresh(self.fs, join(self.root, name))
-        names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(folder, detail=False)]
+        folder = join(self.root, name)
         # Only the files readers take: not those a compaction has replaced (see compact).
-        files = [join(folder, file) for file in visible_files(names)]
+        files = [join(folder, file) for file in listed_visible_files(self.fs, folder)]
         return pads.dataset(files, schema=SCHEMAS[name], format="parquet", filesystem=self.fs)
 
     def to_pandas(self, name: str) -> pd.DataFrame:

@@ -203,6 +203,13 @@ def visible_files(names: Iterable[str]) -> list[str]:
     return visible
 
 
+def listed_visible_files(fs, folder: str) -> list[str]:
+    """The names of the files readers take in a table folder, listed afresh
+    (see :func:`visible_files`)."""
+    paths = fs.ls(fresh(fs, folder), detail=False)
+    return visible_files(posixpath.basename(path.rstrip("/")) for path in paths)
+
+
 @dataclass(frozen=True)
 class TableFile:
     """One visible file of a table and the partitions it holds, in order, with their rows.
@@ -223,12 +230,11 @@ def table_files(
     A compacted file's partitions are read from its footer.
     """
     fs, root = filesystem(output, storage_options)
-    folder = fresh(fs, join(root, table))
-    if not fs.exists(folder):
+    folder = join(root, table)
+    if not fs.exists(fresh(fs, folder)):
         return []
-    names = [posixpath.basename(path.rstrip("/")) for path in fs.ls(folder, detail=False)]
     files = []
-    for name in visible_files(names):
+    for name in listed_visible_files(fs, folder):
         kind, first, last = file_span(name)
         if kind != prefix:
             continue
