@@ -98,33 +98,57 @@ def linked_copies(paths, folder: Path, n_images: int, *, link: bool = True) -> l
     return copies
 
 
-class PeakMemory:
-    """Polls the resident memory of the given processes in a background thread."""
+class Meter:
+    """Polls the resident memory of the given processes in a background thread, and
+    counts the CPU seconds they use while it runs.
+
+    CPU time, unlike wall time, hardly changes when other programs share the
+    machine: it compares read paths whose difference is smaller than a shared
+    machine's noise in wall time.
+    """
 
     def __init__(self, pids, interval: float = 0.1):
         self._processes = {pid: psutil.Process(pid) for pid in pids}
         self.peak = dict.fromkeys(pids, 0)
+        self._cpu_start = dict.fromkeys(pids, 0.0)
+        self._cpu_last = dict.fromkeys(pids, 0.0)
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
+    def _cpu(self, pid: int) -> float:
+        times = self._processes[pid].cpu_times()
+        return times.user + times.system
+
+    def _read(self) -> None:
+        for pid, process in self._processes.items():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                self.peak[pid] = max(self.peak[pid], process.memory_info().rss)
+                self._cpu_last[pid] = self._cpu(pid)
+
     def _poll(self):
         while not self._stop.is_set():
-            for pid, process in self._processes.items():
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    self.peak[pid] = max(self.peak[pid], process.memory_info().rss)
+            self._read()
             self._stop.wait(self._interval)
 
     def __enter__(self):
+        for pid in self._processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                self._cpu_start[pid] = self._cpu_last[pid] = self._cpu(pid)
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        self._read()
 
     def peak_mb(self) -> list[float]:
         return [round(v / 2**20, 1) for v in self.peak.values()]
+
+    def cpu_seconds(self) -> list[float]:
+        """Each process's CPU seconds (user and system) while metered, to its last poll."""
+        return [self._cpu_last[pid] - self._cpu_start[pid] for pid in self._processes]
 
 
 def worker_pids(client) -> list[int]:
@@ -143,8 +167,9 @@ def warm_up() -> None:
 def run_job_on_fresh_cluster(spec, workers: int):
     """Run one job on a new embedded cluster, as ``palette-dask run --workers N`` makes it.
 
-    Returns the job's report and each worker's peak resident memory (MB). The
-    workers are warmed up (:func:`warm_up`) before the clock starts.
+    Returns the job's report, each worker's peak resident memory (MB) and the
+    CPU seconds the workers used in all. The workers are warmed up
+    (:func:`warm_up`) before the clock starts.
     """
     from distributed import Client
 
@@ -156,9 +181,9 @@ def run_job_on_fresh_cluster(spec, workers: int):
         Client(cluster) as client,
     ):
         client.run(warm_up)
-        with PeakMemory(worker_pids(client)) as memory:
+        with Meter(worker_pids(client)) as meter:
             report = run_job(spec, client=client)
-    return report, memory.peak_mb()
+    return report, meter.peak_mb(), sum(meter.cpu_seconds())
 
 
 def machine() -> dict:

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
             partition_size=AUTO_PARTITION_IMAGES,
             overwrite=True,
         )
-        report, peak_mb = run_job_on_fresh_cluster(spec, workers=1)
+        report, peak_mb, _ = run_job_on_fresh_cluster(spec, workers=1)
         megabytes = sum(p.stat().st_size for p in photos) / len(photos) / 2**20
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -25,14 +25,17 @@ Every job has partitions of ``--partition-size`` images (two row groups of
 Parquet rows, a tar shard), the same images in each, so that the
 configurations differ only in how the images are read.
 
-Each configuration's wall time, and its processing time per image (in the
-task's turn to decode, reads included), are compared with the loose files
-read the same way in the same round (the median of the rounds' ratios
-counts): at a few thousand images the wall time also depends on how the last
-partitions fall on the two workers, while the processing time is what a read
-path costs however large the job. Each configuration's palettes are compared
-with the local loose files', image by image (matched by file name: a tar
-member's name, a Parquet row's ``path``). Last, two shards of about
+Each configuration's wall time, its processing time per image (in the
+task's turn to decode, reads included) and its workers' CPU time per image
+are compared with the loose files read the same way in the same round (the
+median of the rounds' ratios counts; each round takes the inputs of a read
+mode in another order). At a few thousand images the wall time also depends
+on how the last partitions fall on the two workers and on what else the
+machine runs, while the processing and CPU times are what a read path costs
+however large the job; CPU time hardly moves when other programs share the
+machine. Each configuration's palettes are compared with the local loose
+files', image by image (matched by file name: a tar member's name, a Parquet
+row's ``path``). Last, two shards of about
 ``--big-shard-mb`` MB each are processed, for the workers' peak memory.
 Results go to ``benchmarks/results/containers.{md,json}``.
 """
@@ -71,6 +74,13 @@ LATENCY_S = 0.05
 ROW_GROUP_ROWS = 100
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 PALETTE_COLUMNS = ("palette_kind", "rank", "hex", "proportion", "pixel_count")
+# The measures compared with the loose files': the job's wall time, the time in
+# the tasks' turn to decode (reads included), and the CPU the workers spent.
+RATIOS = {
+    "wall": "wall_s",
+    "processing": "process_ms_per_image",
+    "cpu": "worker_cpu_ms_per_image",
+}
 
 
 def add_member(tar: tarfile.TarFile, name: str, body: bytes) -> None:
@@ -135,10 +145,14 @@ def big_shards(photos: list[Path], folder: Path, megabytes: int, count: int = 2)
     return shards
 
 
+def rotated(items: list, turn: int) -> list:
+    return items[turn:] + items[:turn]
+
+
 def run(inputs: list, out: Path, **spec_options) -> dict:
     """One job on a fresh cluster of ``WORKERS`` workers: its time and memory."""
     spec = JobSpec(input=[str(p) for p in inputs], output=str(out), overwrite=True, **spec_options)
-    report, peak_mb = run_job_on_fresh_cluster(spec, WORKERS)
+    report, peak_mb, worker_cpu_s = run_job_on_fresh_cluster(spec, WORKERS)
     return {
         "images": report.images,
         "errors": report.errors,
@@ -147,6 +161,7 @@ def run(inputs: list, out: Path, **spec_options) -> dict:
         "images_per_second": report.images / report.elapsed_s,
         "process_ms_per_image": report.process_seconds * 1000 / report.images,
         "write_ms_per_image": report.write_seconds * 1000 / report.images,
+        "worker_cpu_ms_per_image": worker_cpu_s * 1000 / report.images,
         "peak_worker_mb": peak_mb,
     }
 
@@ -235,14 +250,17 @@ def main(argv=None) -> int:
         baseline = {name: "loose files" for name in inputs}
         baseline |= {name: from_disk("loose files") for name in cold}
         baseline |= {name: over_http("loose files") for name in served}
+        groups = [list(inputs.items()), list(cold.items()), list(served.items())]
         best: dict[str, dict] = {}
-        ratios: dict[str, list[float]] = {name: [] for name in baseline}
-        processing: dict[str, list[float]] = {name: [] for name in baseline}
+        ratios = {metric: {name: [] for name in baseline} for metric in RATIOS}
         identical: dict[str, bool] = dict.fromkeys(baseline, True)
         reference = None
-        for _ in range(args.runs):
-            walls, per_image = {}, {}
-            for name, paths in [*inputs.items(), *cold.items(), *served.items()]:
+        for round_index in range(args.runs):
+            measured_now = {}
+            # Each round takes the inputs of a read mode in another order, so that
+            # none is always the first or the last job of its mode.
+            turn = round_index % len(inputs)
+            for name, paths in [item for group in groups for item in rotated(group, turn)]:
                 out = work / "out"
                 options = {"partition_size": args.partition_size}
                 if name in cold:
@@ -257,19 +275,18 @@ def main(argv=None) -> int:
                     reference = palettes
                 identical[name] &= len(palettes) > 0 and palettes.equals(reference)
                 shutil.rmtree(out, ignore_errors=True)
-                walls[name] = measured["wall_s"]
-                per_image[name] = measured["process_ms_per_image"]
+                measured_now[name] = measured
                 if name not in best or measured["wall_s"] < best[name]["wall_s"]:
                     best[name] = measured
             # Each round's ratios: a slow spell of the machine slows a whole round.
-            for name in baseline:
-                ratios[name].append(walls[name] / walls[baseline[name]])
-                processing[name].append(per_image[name] / per_image[baseline[name]])
+            for metric, key in RATIOS.items():
+                for name in baseline:
+                    ratio = measured_now[name][key] / measured_now[baseline[name]][key]
+                    ratios[metric][name].append(ratio)
         for name, measured in best.items():
-            measured["over_loose_by_round"] = ratios[name]
-            measured["over_loose"] = statistics.median(ratios[name])
-            measured["processing_by_round"] = processing[name]
-            measured["processing_over_loose"] = statistics.median(processing[name])
+            for metric in RATIOS:
+                measured[f"{metric}_over_loose_by_round"] = ratios[metric][name]
+                measured[f"{metric}_over_loose"] = statistics.median(ratios[metric][name])
             measured["identical_palettes"] = identical[name]
         shutil.rmtree(work / "tar")
         shutil.rmtree(work / "parquet")
@@ -289,23 +306,24 @@ def main(argv=None) -> int:
         f"# Containers: {args.images} JPEGs of ~1 MP, {WORKERS} workers, partitions of "
         f"{args.partition_size} images, {args.runs} rounds",
         "",
-        "Wall time and processing time per image (in the task's turn to decode, reads "
-        "included): the fastest run. Ratios: the median over the rounds of each round's ratio "
-        "to the loose files read the same way (each round's ratios in brackets).",
+        "The fastest run of each input (wall time, and per image: the time in the tasks' "
+        "turn to decode, reads included, and the workers' CPU). Ratios to the loose files "
+        "read the same way: the median over the rounds of each round's ratio (the rounds' "
+        "ratios in brackets). CPU time hardly changes when other programs share the "
+        "machine; wall time does.",
         "",
-        "| input | partitions | wall s | over loose files | processing ms per image "
-        "| over loose files | requests per image | identical palettes |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| input | partitions | wall s | over loose | processing ms/image | over loose "
+        "| worker CPU ms/image | over loose | requests per image | identical palettes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in best.items():
         requests = f"{r['requests_per_image']:.3f}" if "requests_per_image" in r else "–"
-        lines.append(
-            f"| {name} | {r['partitions']} | {r['wall_s']:.2f} | {r['over_loose']:.2f}x "
-            f"({', '.join(f'{x:.2f}' for x in r['over_loose_by_round'])}) | "
-            f"{r['process_ms_per_image']:.2f} | {r['processing_over_loose']:.2f}x "
-            f"({', '.join(f'{x:.2f}' for x in r['processing_by_round'])}) | {requests} | "
-            f"{'yes' if r['identical_palettes'] else 'no'} |"
-        )
+        cells = [name, str(r["partitions"])]
+        for metric, key in RATIOS.items():
+            by_round = ", ".join(f"{x:.2f}" for x in r[f"{metric}_over_loose_by_round"])
+            cells += [f"{r[key]:.2f}", f"{r[f'{metric}_over_loose']:.2f}x ({by_round})"]
+        cells += [requests, "yes" if r["identical_palettes"] else "no"]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         f"- two tar shards of {' and '.join(f'{mb} MB' for mb in big['shard_mb'])} "

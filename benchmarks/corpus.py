@@ -32,7 +32,7 @@ def run_corpus(images: Path, out: Path, corpus_assign: str) -> dict:
         corpus_assign=corpus_assign,
         overwrite=True,
     )
-    report, peak_mb = run_job_on_fresh_cluster(spec, workers=2)
+    report, peak_mb, _ = run_job_on_fresh_cluster(spec, workers=2)
     corpus = report.corpus
     first_pass = report.elapsed_s - corpus["fit_seconds"] - corpus["assign_seconds"]
     return {

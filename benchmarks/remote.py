@@ -81,7 +81,7 @@ def run(manifest: Path, out: Path, server: LatencyServer | None = None, **spec_o
     spec_options.setdefault("partition_size", PARTITION_SIZE)
     spec = JobSpec(input=[str(manifest)], output=str(out), overwrite=True, **spec_options)
     before = server.requests() if server else 0
-    report, peak_mb = run_job_on_fresh_cluster(spec, WORKERS)
+    report, peak_mb, _ = run_job_on_fresh_cluster(spec, WORKERS)
     result = {
         "images": report.images,
         "errors": report.errors,

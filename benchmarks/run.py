@@ -136,7 +136,7 @@ def run_on_cluster(paths, workers: int, out: Path, runs: int = 1, **spec_options
     spec = JobSpec(input=[str(p) for p in paths], output=str(out), overwrite=True, **spec_options)
     best = None
     for _ in range(runs):
-        report, peak_mb = run_job_on_fresh_cluster(spec, workers)
+        report, peak_mb, _ = run_job_on_fresh_cluster(spec, workers)
         if best is None or report.elapsed_s < best[0].elapsed_s:
             best = report, peak_mb
     report, peak_mb = best

@@ -39,7 +39,7 @@ import duckdb
 import numpy as np
 import psutil
 import pyarrow.parquet as pq
-from benchtools import PeakMemory, machine, write_results
+from benchtools import Meter, machine, write_results
 from distributed import Client
 from PIL import Image
 
@@ -112,14 +112,6 @@ def start_cluster(folder: Path, workers: int) -> tuple[list[subprocess.Popen], P
     return processes, scheduler_file
 
 
-def cpu_seconds(processes: list[psutil.Process]) -> float:
-    total = 0.0
-    for process in processes:
-        times = process.cpu_times()
-        total += times.user + times.system
-    return total
-
-
 def run_size(work: Path, paths: list[Path], workers: int) -> dict:
     """One job over ``paths`` on a fresh external cluster: its costs at the client,
     scheduler and workers, and its files."""
@@ -133,11 +125,11 @@ def run_size(work: Path, paths: list[Path], workers: int) -> dict:
         # Every worker connects before the job counts them.
         with Client(scheduler_file=str(scheduler_file), timeout=30) as probe:
             probe.wait_for_workers(workers, timeout=60)
-        scheduler = psutil.Process(processes[0].pid)
-        worker_processes = [
-            child for p in processes[1:] for child in psutil.Process(p.pid).children(recursive=True)
-        ] + [psutil.Process(p.pid) for p in processes[1:]]
-        scheduler_before, workers_before = cpu_seconds([scheduler]), cpu_seconds(worker_processes)
+        worker_pids = [
+            child.pid
+            for p in processes[1:]
+            for child in psutil.Process(p.pid).children(recursive=True)
+        ] + [p.pid for p in processes[1:]]
         started = time.perf_counter()
         log = folder / "client.log"
         client = subprocess.Popen(
@@ -157,13 +149,13 @@ def run_size(work: Path, paths: list[Path], workers: int) -> dict:
         )
         # Polled: the peak the kernel reports at exit counts the pages this process
         # held when it started the client.
-        with PeakMemory([client.pid]) as memory:
+        with Meter([client.pid, processes[0].pid, *worker_pids]) as meter:
             _, status, usage = os.wait4(client.pid, 0)
         wall = time.perf_counter() - started
         if os.waitstatus_to_exitcode(status) != 0:
             raise RuntimeError(f"the job failed: {log.read_text()[-2000:]}")
-        scheduler_cpu = cpu_seconds([scheduler]) - scheduler_before
-        worker_cpu = cpu_seconds(worker_processes) - workers_before
+        cpu = meter.cpu_seconds()
+        scheduler_cpu, worker_cpu = cpu[1], sum(cpu[2:])
     finally:
         for process in reversed(processes):
             process.terminate()
@@ -179,7 +171,7 @@ def run_size(work: Path, paths: list[Path], workers: int) -> dict:
         "job_s": record["elapsed_s"],
         "wall_s": wall,
         "images_per_second": n / record["elapsed_s"],
-        "client_peak_mb": memory.peak_mb()[0],
+        "client_peak_mb": meter.peak_mb()[0],
         "client_cpu_ms_per_image": (usage.ru_utime + usage.ru_stime) * 1000 / n,
         "scheduler_cpu_ms_per_image": scheduler_cpu * 1000 / n,
         "worker_cpu_ms_per_image": worker_cpu * 1000 / n,

@@ -431,19 +431,18 @@ def _is_binary(kind: pa.DataType) -> bool:
 def _bytes_and_paths(cells: pa.Array) -> Iterator[tuple[bytes | None, str | None]]:
     """Each cell's bytes (``None`` for a null cell) and path (``None`` where there is none).
 
-    The bytes are made one cell at a time, as they are used: a row group's
-    images are never all copied at once.
+    ``cells`` is a batch of about :data:`PARQUET_BATCH_BYTES`, whose bytes are
+    copied out at once.
     """
     struct = pa.types.is_struct(cells.type)
-    data = cells.field("bytes") if struct else cells
-    paths = cells.field("path") if struct and cells.type.get_field_index("path") >= 0 else None
+    data = (cells.field("bytes") if struct else cells).to_pylist()
+    if struct and cells.type.get_field_index("path") >= 0:
+        paths = cells.field("path").to_pylist()
+    else:
+        paths = [None] * len(cells)
     # A null struct hides its fields' values.
-    valid = cells.is_valid().to_pylist()
-    for i, ok in enumerate(valid):
-        if not ok:
-            yield None, None
-        else:
-            yield data[i].as_py(), paths[i].as_py() if paths is not None else None
+    for ok, body, path in zip(cells.is_valid().to_pylist(), data, paths, strict=True):
+        yield (body, path) if ok else (None, None)
 
 
 def split_member_uri(uri: str) -> tuple[str, str] | None:

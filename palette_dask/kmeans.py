@@ -25,10 +25,11 @@ from typing import NamedTuple
 import dask
 import dask.array as da
 import numpy as np
-from sklearn.cluster import KMeans, kmeans_plusplus
-from sklearn.exceptions import ConvergenceWarning
 
 from . import _loops
+
+# scikit-learn is imported where its engines run: it takes a second to import,
+# which every process would pay, while the default engine never needs it.
 
 ENGINES = ("histogram", "sklearn", "dask-ml")
 
@@ -70,6 +71,8 @@ def weighted_kmeans(
     >>> sorted(centers.round().tolist())
     [[0.0, 0.0, 0.0], [250.0, 250.0, 250.0]]
     """
+    from sklearn.cluster import KMeans
+
     model = KMeans(
         n_clusters=k, n_init=SKLEARN_N_INIT, random_state=random_state, algorithm="lloyd"
     )
@@ -214,6 +217,9 @@ class DaskKMeans:
 
     def _initial_centers(self, subsample: np.ndarray) -> np.ndarray:
         """The best of ``n_init`` seeded k-means++ runs on the in-memory subsample."""
+        from sklearn.cluster import KMeans, kmeans_plusplus
+        from sklearn.exceptions import ConvergenceWarning
+
         if self.n_init == 1:
             init, _ = kmeans_plusplus(subsample, self.n_clusters, random_state=self.random_state)
         else:

@@ -151,7 +151,7 @@ class InputPlan:
                 size = self.state.partition_size  # as the interrupted job cut its input
             elif size == AUTO:
                 counted, seen = self._look_ahead(self._units)
-                self._units = chain(seen, self._units)
+                self._units = chain(_handed_over(seen), self._units)
                 size = auto_partition_size(counted, self.workers)
             per_wave = partitions_per_wave(self.spec.wave_size, size, self.threads)
             self._partitioning = Partitioning(size, per_wave, self.workers, self.threads)
@@ -237,6 +237,14 @@ class InputPlan:
             keep = iter(first & ~known)
             kept = [tuple(uri for uri in unit if next(keep)) for unit in units]
             yield [unit for unit in kept if unit]
+
+
+def _handed_over(batches: list) -> Iterator:
+    """The batches in order, each let go of as it is given: a chain over the list
+    itself would hold every URI read ahead until the job ends."""
+    batches.reverse()
+    while batches:
+        yield batches.pop()
 
 
 def _is_shard(unit: tuple[str, ...]) -> bool:

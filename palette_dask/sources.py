@@ -17,6 +17,7 @@ import os
 import posixpath
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import TypeVar
 
@@ -25,7 +26,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from . import containers
-from .containers import is_parquet, is_tar_shard
+from .containers import TAR_EXTENSIONS, is_parquet, is_tar_shard
 from .storage import filesystem, is_local, local_path
 
 # Every extension the decoder reads (see `imaging`); lower-case, matched case-insensitively.
@@ -110,18 +111,29 @@ def check_inputs(inputs: Sequence[str], storage_options: Mapping | None = None) 
     """Fail early, before any graph exists, on an input that matches nothing.
 
     ``storage_options`` are the fsspec options of remote inputs (see
-    :func:`palette_dask.storage.filesystem`).
+    :func:`palette_dask.storage.filesystem`). Remote inputs are checked
+    together, :data:`CHECKS_IN_FLIGHT` at a time: each check is a round trip.
     """
     if not inputs:
         raise ValueError("no input given: pass at least one file, folder, glob or manifest")
     for spec in inputs:
         if not isinstance(spec, str) or not spec:
             raise TypeError(f"each input must be a non-empty string, got {spec!r}")
-        if any(c in spec for c in _GLOB_CHARS):
-            continue  # a glob may legitimately match nothing
+    # A glob may legitimately match nothing.
+    named = [spec for spec in inputs if not any(c in spec for c in _GLOB_CHARS)]
+
+    def exists(spec: str) -> bool:
         fs, path = filesystem(spec, storage_options)
-        if not fs.exists(path):
-            raise FileNotFoundError(f"input {spec!r} does not exist")
+        return fs.exists(path)
+
+    with ThreadPoolExecutor(max(1, min(CHECKS_IN_FLIGHT, len(named)))) as pool:
+        for spec, found in zip(named, pool.map(exists, named), strict=True):
+            if not found:
+                raise FileNotFoundError(f"input {spec!r} does not exist")
+
+
+# Inputs checked at once by `check_inputs` (threads waiting on their answers).
+CHECKS_IN_FLIGHT = 16
 
 
 def iter_uris(
@@ -204,7 +216,9 @@ def _entries(inputs, storage_options, skipped, image_column) -> Iterator[str | t
                     yield from _listed(fs, path, skipped, image_column)
             continue
         fs, path = filesystem(spec, storage_options)
-        if fs.isdir(path):
+        if _named_file(fs, path):
+            yield _to_uri(fs, path)
+        elif fs.isdir(path):
             yield from _walk(fs, path, skipped, image_column)
         elif (rows := _image_rows(fs, path, image_column)) is not None:
             yield from _row_uris(fs, path, rows)
@@ -212,6 +226,15 @@ def _entries(inputs, storage_options, skipped, image_column) -> Iterator[str | t
             yield from iter_manifest(spec, storage_options)
         else:
             yield _to_uri(fs, path)
+
+
+def _named_file(fs, path: str) -> bool:
+    """Whether a remote input is an image or a tar shard by its name alone.
+
+    Asking the store whether it is a folder would cost a round trip per
+    input; an object store's folder is never named like an image.
+    """
+    return not _is_local_fs(fs) and _has_extension(path, (*IMAGE_EXTENSIONS, *TAR_EXTENSIONS))
 
 
 def describe_skipped(skipped: Mapping[str, int]) -> str:

@@ -59,12 +59,15 @@ RESULT_OPTIONS = (
 class IdSet:
     """A set of image ids (32 hex digits) stored as sorted 16-byte keys.
 
-    The keys are kept in a few sorted runs whose sizes at least double from
-    the newest to the oldest: a batch of new ids is a run of its own, merged
-    with the runs before it while they are not twice its size. Adding ``n``
-    ids then costs ``O(n log² n)`` in all, where one sorted array grown batch by
-    batch would cost ``O(n²)`` (a job over 10⁸ images adds ids in 3,000
-    batches), and a lookup searches ``O(log n)`` runs.
+    The keys are kept in sorted runs. A batch of new ids is a run of its own,
+    merged with the runs before it while they are not twice its size, so that
+    adding ``n`` ids costs ``O(n log² n)`` in all, where one sorted array grown
+    batch by batch would cost ``O(n²)`` (a job over 10⁸ images adds ids in
+    3,000 batches). A merge makes a new array while the two it joins are
+    still held, so merges stop at a quarter of the set (and at least
+    :data:`MERGED_KEYS`): the set then never holds more than a quarter again
+    of its size on top, at the price of a few more runs (about
+    ``log₁.₂₅(n / MERGED_KEYS)``) for each lookup to search.
 
     Examples
     --------
@@ -75,12 +78,16 @@ class IdSet:
     [True, False]
     """
 
+    # Runs merge up to at least this many keys (4 MB) whatever the set's size.
+    MERGED_KEYS = 1 << 18
+
     def __init__(self, ids=()):
         keys = np.unique(_keys(ids))
         self._runs: list[np.ndarray] = [keys] if len(keys) else []
+        self._size = len(keys)
 
     def __len__(self) -> int:
-        return sum(len(run) for run in self._runs)
+        return self._size
 
     def contains(self, ids) -> np.ndarray:
         keys = _keys(ids)
@@ -101,10 +108,23 @@ class IdSet:
         new &= first_mask
         if new.any():
             self._runs.append(np.sort(keys[new]))
-            while len(self._runs) > 1 and 2 * len(self._runs[-1]) > len(self._runs[-2]):
-                newer, older = self._runs.pop(), self._runs.pop()
-                self._runs.append(np.sort(np.concatenate((older, newer))))  # disjoint runs
+            self._size += int(new.sum())
+            self._merge_newest()
         return new
+
+    def _merge_newest(self) -> None:
+        largest = max(self.MERGED_KEYS, self._size // 4)
+        runs = self._runs
+        while (
+            len(runs) > 1
+            and 2 * len(runs[-1]) > len(runs[-2])
+            and len(runs[-1]) + len(runs[-2]) <= largest
+        ):
+            newer, older = runs.pop(), runs.pop()
+            merged = np.concatenate((older, newer))  # disjoint runs
+            del newer, older
+            merged.sort()  # in place: one copy of the keys, not two
+            runs.append(merged)
 
 
 def _keys(ids) -> np.ndarray:
