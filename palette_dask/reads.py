@@ -541,10 +541,18 @@ class _RemoteContainer(io.RawIOBase):
     ):
         self._fs, self._path, self._uri, self._options = fs, path, uri, options
         self._read_ahead = read_ahead
-        self._size = fsspec.asyn.sync(fs.loop, self._outcome, lambda: fs._info(path))["size"]
         self._position = 0
         self._block_index, self._block = -1, b""
         self._coming: dict[int, concurrent.futures.Future] = {}
+        info = self._run(lambda: fs._info(path))
+        if read_ahead:
+            # Read front to back: the first block is asked for with the size, not after it.
+            self._coming[0] = self._request(0, CONTAINER_BLOCK_BYTES)
+        try:
+            self._size = info.result()["size"]
+        except BaseException:
+            self.close()
+            raise
 
     async def _outcome(self, request):
         """The outcome of ``request()`` within the deadline and retries; raises a failure."""
@@ -559,11 +567,15 @@ class _RemoteContainer(io.RawIOBase):
             raise outcome
         return outcome
 
-    def _request(self, index: int) -> concurrent.futures.Future:
-        start = index * CONTAINER_BLOCK_BYTES
-        end = min(self._size, start + CONTAINER_BLOCK_BYTES)
-        request = functools.partial(self._fs._cat_file, self._path, start=start, end=end)
+    def _run(self, request) -> concurrent.futures.Future:
         return asyncio.run_coroutine_threadsafe(self._outcome(request), self._fs.loop)
+
+    def _request(self, index: int, end: int | None = None) -> concurrent.futures.Future:
+        """Block ``index``; ``end`` where the file's size is not known yet (the
+        server answers a range past the end with the bytes there are)."""
+        start = index * CONTAINER_BLOCK_BYTES
+        end = min(self._size, start + CONTAINER_BLOCK_BYTES) if end is None else end
+        return self._run(functools.partial(self._fs._cat_file, self._path, start=start, end=end))
 
     def _block_at(self, index: int) -> bytes:
         """Block ``index``, and the next ``read_ahead`` blocks requested."""
