@@ -12,11 +12,12 @@ what it left out.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import posixpath
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import TypeVar
@@ -200,32 +201,61 @@ def iter_uris(
 
 def _entries(inputs, storage_options, skipped, image_column) -> Iterator[str | tuple[str, ...]]:
     """What :func:`iter_uris` yields, a Parquet row group's rows as one tuple."""
-    for spec in inputs:
-        if any(c in spec for c in _GLOB_CHARS):
-            fs, pattern = filesystem(spec, storage_options)
+    resolve = functools.partial(
+        _input_kind, storage_options=storage_options, image_column=image_column
+    )
+    for spec, (fs, path, kind, rows) in zip(inputs, _ahead(resolve, inputs), strict=True):
+        if kind == "glob":
             # `**` matches a folder and everything below it: what a walk of a
             # matched folder listed is not listed (or counted) again.
             walked: set[str] = set()
-            for path in sorted(fs.glob(pattern)):
-                if _below(path, walked):
+            for found in sorted(fs.glob(path)):
+                if _below(found, walked):
                     continue
-                if fs.isdir(path):
-                    walked.add(path)
-                    yield from _walk(fs, path, skipped, image_column)
+                if fs.isdir(found):
+                    walked.add(found)
+                    yield from _walk(fs, found, skipped, image_column)
                 else:
-                    yield from _listed(fs, path, skipped, image_column)
-            continue
-        fs, path = filesystem(spec, storage_options)
-        if _named_file(fs, path):
-            yield _to_uri(fs, path)
-        elif fs.isdir(path):
+                    yield from _listed(fs, found, skipped, image_column)
+        elif kind == "folder":
             yield from _walk(fs, path, skipped, image_column)
-        elif (rows := _image_rows(fs, path, image_column)) is not None:
+        elif kind == "rows":
             yield from _row_uris(fs, path, rows)
-        elif _has_extension(path, MANIFEST_EXTENSIONS):
+        elif kind == "manifest":
             yield from iter_manifest(spec, storage_options)
         else:
             yield _to_uri(fs, path)
+
+
+def _input_kind(spec: str, storage_options, image_column) -> tuple:
+    """``(fs, path, kind, rows)`` of a named input: a glob, a folder, a Parquet file of
+    images (with its row groups' sizes), a manifest or a file; remote ones cost a
+    round trip or two to tell."""
+    fs, path = filesystem(spec, storage_options)
+    if any(c in spec for c in _GLOB_CHARS):
+        return fs, path, "glob", None
+    if _named_file(fs, path):
+        return fs, path, "file", None
+    if fs.isdir(path):
+        return fs, path, "folder", None
+    if (rows := _image_rows(fs, path, image_column)) is not None:
+        return fs, path, "rows", rows
+    if _has_extension(path, MANIFEST_EXTENSIONS):
+        return fs, path, "manifest", None
+    return fs, path, "file", None
+
+
+def _ahead(function: Callable[[str], T], items: Iterable[str]) -> Iterator[T]:
+    """``function`` of each item, in order, worked out up to :data:`CHECKS_IN_FLIGHT`
+    items ahead in threads: the inputs' round trips overlap."""
+    with ThreadPoolExecutor(CHECKS_IN_FLIGHT) as pool:
+        coming: deque = deque()
+        for item in items:
+            coming.append(pool.submit(function, item))
+            if len(coming) >= CHECKS_IN_FLIGHT:
+                yield coming.popleft().result()
+        while coming:
+            yield coming.popleft().result()
 
 
 def _named_file(fs, path: str) -> bool:

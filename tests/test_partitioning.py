@@ -16,7 +16,7 @@ from palette_dask.plan import (
     auto_partition_size,
     partitions_per_wave,
 )
-from palette_dask.state import DatasetState
+from palette_dask.state import DatasetState, IdSet
 from palette_dask.tables import part_name
 
 TABLES = ("images", "palettes", "assignments")
@@ -117,3 +117,28 @@ def test_partition_size_is_auto_or_a_number_of_images(sample_dir, tmp_path):
         main, ["run", "-i", str(sample_dir), "-o", str(tmp_path), "--partition-size", "big"]
     )
     assert result.exit_code == 2 and "'big' is neither 'auto' nor a number" in result.output
+
+
+def test_the_id_set_answers_as_a_set_whatever_its_runs(monkeypatch):
+    """Ids added in many batches, with merges capped small so that many runs stay apart:
+    every answer is a Python set's, and no run holds more than the cap allows."""
+    import numpy as np
+
+    monkeypatch.setattr(IdSet, "MERGED_KEYS", 64)
+    rng = np.random.default_rng(5)
+    pool = [f"{v:032x}" for v in rng.integers(0, 2**62, 3000)]
+    ids, reference = IdSet(), set()
+    for _ in range(60):
+        batch = list(rng.choice(pool, 80))
+        new = ids.add_new(batch).tolist()
+        expected = []
+        for i in batch:
+            expected.append(i not in reference)
+            reference.add(i)
+        assert new == expected
+        assert len(ids) == len(reference)
+        # A batch is a run of its own; merges never make one over a quarter of the set.
+        assert max(len(run) for run in ids._runs) <= max(64, len(ids) // 4, len(batch))
+    probe = list(rng.choice(pool, 500))
+    assert ids.contains(probe).tolist() == [i in reference for i in probe]
+    assert len(ids._runs) > 3  # the cap kept runs apart

@@ -272,3 +272,23 @@ def test_a_shards_next_blocks_are_on_their_way_while_one_is_used(served, tmp_pat
     # The member in the middle is skipped, so not every block is needed; none is asked twice.
     assert ranged <= blocks
     assert most_at_once >= CONTAINER_READ_AHEAD + 1
+
+
+def test_named_remote_inputs_are_checked_together_and_listed_without_a_request(served):
+    """Each named URL is asked about once, the asks overlapping, and an image or a shard
+    named by its URL is listed without asking the server whether it is a folder."""
+    from palette_dask.sources import check_inputs, iter_uris
+
+    names = [f"block{i:02d}.png" for i in range(8)]
+    with FaultServer(served, delay=0.3) as server:
+        urls = [server.url("ok", name) for name in names]
+        check_inputs(urls)
+        checked = server.count("/ok/")
+        overlapping = server.max_active
+        assert list(iter_uris(urls)) == urls
+        listed = server.count("/ok/") - checked
+        with pytest.raises(FileNotFoundError, match=r"missing\.png"):
+            check_inputs([*urls[:2], server.url("missing", "missing.png")])
+    assert checked == len(urls)
+    assert overlapping > 1
+    assert listed == 0
