@@ -137,8 +137,8 @@ def test_the_id_set_answers_as_a_set_whatever_its_runs(monkeypatch):
             reference.add(i)
         assert new == expected
         assert len(ids) == len(reference)
-        # A batch is a run of its own; merges never make one over a quarter of the set.
-        assert max(len(run) for run in ids._runs) <= max(64, len(ids) // 4, len(batch))
+        # A batch is a run of its own; merges never make one over half the set.
+        assert max(len(run) for run in ids._runs) <= max(64, len(ids) // 2, len(batch))
     probe = list(rng.choice(pool, 500))
     assert ids.contains(probe).tolist() == [i in reference for i in probe]
     assert len(ids._runs) > 3  # the cap kept runs apart
