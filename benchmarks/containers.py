@@ -228,7 +228,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--parquet-rows", type=int, default=600, help="images per Parquet file")
     parser.add_argument("--big-shard-mb", type=int, default=1024, help="size of the big shards")
-    parser.add_argument("--runs", type=int, default=3, help="rounds of every configuration")
+    parser.add_argument("--runs", type=int, default=5, help="rounds of every configuration")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="palette-bench-containers-"))
     try:
