@@ -121,16 +121,15 @@ def check_inputs(inputs: Sequence[str], storage_options: Mapping | None = None) 
         if not isinstance(spec, str) or not spec:
             raise TypeError(f"each input must be a non-empty string, got {spec!r}")
     # A glob may legitimately match nothing.
-    named = [spec for spec in inputs if not any(c in spec for c in _GLOB_CHARS)]
+    named = [spec for spec in inputs if not _is_glob(spec)]
 
     def exists(spec: str) -> bool:
         fs, path = filesystem(spec, storage_options)
         return fs.exists(path)
 
-    with ThreadPoolExecutor(max(1, min(CHECKS_IN_FLIGHT, len(named)))) as pool:
-        for spec, found in zip(named, pool.map(exists, named), strict=True):
-            if not found:
-                raise FileNotFoundError(f"input {spec!r} does not exist")
+    for spec, found in zip(named, _ahead(exists, named), strict=True):
+        if not found:
+            raise FileNotFoundError(f"input {spec!r} does not exist")
 
 
 # Inputs checked at once by `check_inputs` (threads waiting on their answers).
@@ -232,7 +231,7 @@ def _input_kind(spec: str, storage_options, image_column) -> tuple:
     images (with its row groups' sizes), a manifest or a file; remote ones cost a
     round trip or two to tell."""
     fs, path = filesystem(spec, storage_options)
-    if any(c in spec for c in _GLOB_CHARS):
+    if _is_glob(spec):
         return fs, path, "glob", None
     if _named_file(fs, path):
         return fs, path, "file", None
@@ -243,6 +242,10 @@ def _input_kind(spec: str, storage_options, image_column) -> tuple:
     if _has_extension(path, MANIFEST_EXTENSIONS):
         return fs, path, "manifest", None
     return fs, path, "file", None
+
+
+def _is_glob(spec: str) -> bool:
+    return any(c in spec for c in _GLOB_CHARS)
 
 
 def _ahead(function: Callable[[str], T], items: Iterable[str]) -> Iterator[T]:

@@ -91,31 +91,32 @@ class IdSet:
 
     def contains(self, ids) -> np.ndarray:
         keys = _keys(ids)
-        # Sorted keys make each binary search start where the last one ended.
         order = np.argsort(keys)
-        ordered = keys[order]
-        found_ordered = np.zeros(len(keys), dtype=bool)
-        for run in self._runs:
-            where = np.searchsorted(run, ordered)
-            inside = where < len(run)
-            found_ordered[inside] |= run[where[inside]] == ordered[inside]
-        found = np.empty(len(keys), dtype=bool)
-        found[order] = found_ordered
-        return found
+        return _in_input_order(self._found_sorted(keys[order]), order)
 
     def add_new(self, ids) -> np.ndarray:
         """Add ids; return which of them were new (first occurrences only)."""
         keys = _keys(ids)
-        new = ~self.contains(keys)
-        _, first = np.unique(keys, return_index=True)
-        first_mask = np.zeros(len(keys), dtype=bool)
-        first_mask[first] = True
-        new &= first_mask
-        if new.any():
-            self._runs.append(np.sort(keys[new]))
-            self._size += int(new.sum())
+        # A stable sort puts each key's first occurrence first among its equals.
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        new_ordered = ~self._found_sorted(ordered)
+        new_ordered[1:] &= ordered[1:] != ordered[:-1]
+        if new_ordered.any():
+            self._runs.append(ordered[new_ordered])  # sorted already
+            self._size += int(new_ordered.sum())
             self._merge_newest()
-        return new
+        return _in_input_order(new_ordered, order)
+
+    def _found_sorted(self, ordered: np.ndarray) -> np.ndarray:
+        """Which of these sorted keys the set holds: sorted keys make each binary
+        search start where the last one ended."""
+        found = np.zeros(len(ordered), dtype=bool)
+        for run in self._runs:
+            where = np.searchsorted(run, ordered)
+            inside = where < len(run)
+            found[inside] |= run[where[inside]] == ordered[inside]
+        return found
 
     def _merge_newest(self) -> None:
         largest = max(self.MERGED_KEYS, self._size // 2)
@@ -130,6 +131,12 @@ class IdSet:
             del newer, older
             merged.sort()  # in place: one copy of the keys, not two
             runs.append(merged)
+
+
+def _in_input_order(flags: np.ndarray, order: np.ndarray) -> np.ndarray:
+    unsorted = np.empty(len(flags), dtype=bool)
+    unsorted[order] = flags
+    return unsorted
 
 
 def _keys(ids) -> np.ndarray:
