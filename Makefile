@@ -6,10 +6,12 @@ SAMPLES ?= data/samples
 
 .PHONY: install browser run test lint bench bench-scale clean
 
-$(BIN)/.installed: pyproject.toml constraints.txt
+$(BIN)/.installed: pyproject.toml constraints.txt tests/schema-wheels.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip download --quiet --no-deps --dest $(VENV)/schema-wheels \
+	  -r tests/schema-wheels.txt
 	touch $@
 
 install: $(BIN)/.installed

@@ -24,7 +24,7 @@ from benchtools import write_results
 from threadpoolctl import threadpool_limits
 
 from palette_dask.color import rgb_to_lab
-from palette_dask.search import PaletteArrays, _like_ranking, color_ranking, read_index, save_index
+from palette_dask.query import PaletteArrays, _like_ranking, color_ranking, read_index, save_index
 
 K = 5
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numbers
 
+from .errors import UsageError, UsageTypeError
+
 
 def check_int(name: str, value, low: int, high: int | None = None) -> None:
     """Raise unless ``value`` is an integer in ``[low, high]``, naming the parameter.
@@ -13,10 +15,10 @@ def check_int(name: str, value, low: int, high: int | None = None) -> None:
     >>> check_int("k", 0, 1, 254)
     Traceback (most recent call last):
     ...
-    ValueError: `k` must be between 1 and 254, got 0
+    palette_dask.errors.UsageError: `k` must be between 1 and 254, got 0
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer, got {value!r}")
+        raise UsageTypeError(f"`{name}` must be an integer, got {value!r}")
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ValueError(f"`{name}` must be {bound}, got {value}")
+        raise UsageError(f"`{name}` must be {bound}, got {value}")

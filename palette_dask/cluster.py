@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
 
 import dask
 from distributed import Client, LocalCluster
 from distributed.security import Security
 
+from .errors import VersionMismatchError
 from .sources import may_be_remote
 from .spec import JobSpec
 
@@ -128,21 +131,33 @@ def job_client(spec: JobSpec, client: Client | None = None) -> Iterator[Client]:
         yield local
 
 
-class VersionMismatchError(RuntimeError):
-    """The workers run other versions of the packages that decide the results."""
-
-
 # Packages whose versions must agree between the client and the workers: a
 # mismatch breaks serialization (dask, distributed) or changes results.
 RESULT_PACKAGES = ("palette-dask", "dask-ml", "scikit-learn", "scikit-image", "numpy", "pillow")
+# Packages whose versions a dataset records (`_job.json`): those that decide its
+# results, the decoders and those that run the job and write its files.
+RECORDED_PACKAGES = (
+    *RESULT_PACKAGES,
+    "dask",
+    "distributed",
+    "pyarrow",
+    "pillow-heif",
+    "pillow-jxl-plugin",
+    "pyspng",
+    "tifffile",
+    "imagecodecs",
+    "imageio",
+)
 
 
-def _package_versions(names=RESULT_PACKAGES) -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
+def package_versions(names=RECORDED_PACKAGES) -> dict[str, str | None]:
+    """The Python version and those of the packages ``names`` (``None``: not installed).
 
-    import palette_dask
+    palette-dask's is the running package's ``__version__``, read when called.
+    """
+    import palette_dask  # its version as the process sees it, after any change to it
 
-    found = {}
+    found = {"python": platform.python_version()}
     for name in names:
         try:
             found[name] = palette_dask.__version__ if name == "palette-dask" else version(name)
@@ -158,10 +173,11 @@ def check_versions(client: Client) -> None:
     adds the ones that decide the palettes, so a dataset never mixes results.
     """
     client.get_versions(check=True)
-    local = _package_versions()
+    local = package_versions(RESULT_PACKAGES)
     mismatches = []
-    for worker, remote in sorted(client.run(_package_versions).items()):
-        for name, expected in local.items():
+    for worker, remote in sorted(client.run(package_versions, RESULT_PACKAGES).items()):
+        for name in RESULT_PACKAGES:  # Dask's own check covers Python's version
+            expected = local[name]
             if remote.get(name) != expected:
                 mismatches.append(f"{worker} has {name} {remote.get(name)}, client has {expected}")
     if mismatches:

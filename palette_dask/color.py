@@ -16,9 +16,9 @@ Every function here takes and returns plain NumPy arrays of shape ``(N, 3)``:
 from __future__ import annotations
 
 import numpy as np
-from skimage import color as skcolor
 
-COLOR_SPACES = ("rgb", "lab", "oklab")
+from .errors import UsageError
+from .options import COLOR_SPACES
 
 # Linear sRGB -> LMS and LMS' -> OKLab, from https://bottosson.github.io/posts/oklab/
 _OKLAB_M1 = np.array(
@@ -106,6 +106,8 @@ def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     >>> rgb_to_lab(np.array([[255, 0, 0]], dtype=np.uint8)).round(1)
     array([[53.2, 80.1, 67.2]], dtype=float32)
     """
+    from skimage import color as skcolor  # loaded when used: readers of a dataset seldom need it
+
     unit = np.asarray(rgb, dtype=np.float64).reshape(-1, 1, 3) / 255.0
     return skcolor.rgb2lab(unit, illuminant="D65").reshape(-1, 3).astype(np.float32)
 
@@ -118,6 +120,8 @@ def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     >>> lab_to_rgb(np.array([[53.24, 80.09, 67.2]]))
     array([[255,   0,   0]], dtype=uint8)
     """
+    from skimage import color as skcolor
+
     coords = np.asarray(lab, dtype=np.float64).reshape(-1, 1, 3)
     return _to_uint8(skcolor.lab2rgb(coords, illuminant="D65").reshape(-1, 3))
 
@@ -166,7 +170,7 @@ def _converters(color_space: str):
     elif color_space == "oklab":
         return rgb_to_oklab, oklab_to_rgb
     else:
-        raise ValueError(f"`color_space` must be one of {COLOR_SPACES}, got {color_space!r}")
+        raise UsageError(f"`color_space` must be one of {COLOR_SPACES}, got {color_space!r}")
 
 
 def rgb_to_hex(rgb: np.ndarray) -> list[str]:
@@ -190,7 +194,7 @@ def hex_to_rgb(code: str) -> np.ndarray:
     """
     digits = code.strip().removeprefix("#")
     if len(digits) != 6 or any(c not in "0123456789abcdefABCDEF" for c in digits):
-        raise ValueError(f"colour must be a hex code like '#1565a1', got {code!r}")
+        raise UsageError(f"colour must be a hex code like '#1565a1', got {code!r}")
     return np.array([int(digits[i : i + 2], 16) for i in (0, 2, 4)], dtype=np.uint8)
 
 

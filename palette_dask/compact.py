@@ -40,7 +40,6 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .state import read_job_file
 from .storage import AtomicFile, filesystem, fresh, is_local, join, write_atomic
 from .tables import (
     COMPACTION_FILE,
@@ -50,6 +49,7 @@ from .tables import (
     SHARDS_METADATA_KEY,
     parquet_footer,
     parquet_options,
+    read_job_file,
     span_name,
     table_files,
     visible_files,

@@ -35,7 +35,7 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import ImageError, file_too_large, reason
+from .errors import ImageError, UsageError, file_too_large, reason
 
 # Compressed shards are read as one stream too (gzip, bzip2, xz).
 TAR_EXTENSIONS = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -356,7 +356,7 @@ def image_column(schema: pa.Schema, requested: str | None = None) -> str | None:
     images = [field.name for field in schema if _holds_images(field.type)]
     if requested is not None:
         if requested not in images:
-            raise ValueError(
+            raise UsageError(
                 f"image_column {requested!r} is not a column of images "
                 f"(binary, or a struct with binary 'bytes'); image columns: {images}"
             )
@@ -364,7 +364,7 @@ def image_column(schema: pa.Schema, requested: str | None = None) -> str | None:
     if DEFAULT_IMAGE_COLUMN in images:
         return DEFAULT_IMAGE_COLUMN
     if len(images) > 1:
-        raise ValueError(f"several image columns {images}: choose one with image_column")
+        raise UsageError(f"several image columns {images}: choose one with image_column")
     return images[0] if images else None
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -12,10 +11,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from .palette import TRANSPARENT_LABEL
+from .errors import UsageError, UsageTypeError
+from .options import TRANSPARENT_LABEL
 from .sources import normalize_uri
 from .storage import filesystem, fresh, join
-from .tables import INDEX_FOLDER, JOB_FILE, SCHEMAS, listed_visible_files
+from .tables import INDEX_FOLDER, JOB_FILE, SCHEMAS, listed_visible_files, read_job_file
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class PaletteDataset:
 
     def __init__(self, path: str, storage_options: Mapping | None = None):
         if not isinstance(path, str) or not path:
-            raise TypeError(f"`path` must be a non-empty string, got {path!r}")
+            raise UsageTypeError(f"`path` must be a non-empty string, got {path!r}")
         self.path = path
         self.storage_options = dict(storage_options or {})
         self.fs, self.root = filesystem(path, self.storage_options)
@@ -110,7 +110,7 @@ class PaletteDataset:
     def arrow_dataset(self, name: str) -> pads.Dataset:
         """One table as a lazy :class:`pyarrow.dataset.Dataset` (for filters and projections)."""
         if name not in SCHEMAS:
-            raise ValueError(f"table must be one of {tuple(SCHEMAS)}, got {name!r}")
+            raise UsageError(f"table must be one of {tuple(SCHEMAS)}, got {name!r}")
         folder = join(self.root, name)
         # Only the files readers take: not those a compaction has replaced (see compact).
         files = [join(folder, file) for file in listed_visible_files(self.fs, folder)]
@@ -167,6 +167,33 @@ class PaletteDataset:
         if missing:
             raise KeyError(f"not in {self.path}: {', '.join(missing)}")
         return ids
+
+    def listing(self, kind: str, limit: int = 0) -> list[dict]:
+        """The images in URI order (the first ``limit``; 0: all): ``image_id``, ``uri``,
+        ``status``, ``error`` and ``colors``, the palette of ``kind`` as
+        ``(hex, (r, g, b), proportion)``, largest share first."""
+        images = self.arrow_dataset("images").to_table(
+            columns=["image_id", "uri", "status", "error"]
+        )
+        images = images.sort_by("uri")
+        if limit:
+            images = images.slice(0, limit)
+        wanted = pc.field("image_id").isin(images.column("image_id"))
+        colors = (
+            self.arrow_dataset("palettes")
+            .to_table(
+                columns=["image_id", "rank", "hex", "r", "g", "b", "proportion"],
+                filter=wanted & (pc.field("palette_kind") == kind),
+            )
+            .sort_by([("image_id", "ascending"), ("rank", "ascending")])
+            .to_pylist()
+        )
+        by_image: dict[str, list] = {}
+        for c in colors:
+            by_image.setdefault(c["image_id"], []).append(
+                (c["hex"], (c["r"], c["g"], c["b"]), c["proportion"])
+            )
+        return [{**row, "colors": by_image.get(row["image_id"], [])} for row in images.to_pylist()]
 
     def uris(self, image_ids: Iterable[str]) -> dict[str, str]:
         """``image_id -> uri`` for these images."""
@@ -235,9 +262,10 @@ class PaletteDataset:
     @property
     def job(self) -> dict:
         """The job record (``_job.json``): spec, versions, times and counts."""
-        # Rewritten by each job that grows the dataset: its size is not taken from a listing.
-        with self.fs.open(fresh(self.fs, join(self.root, JOB_FILE)), "r") as f:
-            return json.load(f)
+        record = read_job_file(self.path, self.storage_options)
+        if record is None:
+            raise FileNotFoundError(f"{self.path} has no {JOB_FILE}: not a finished dataset")
+        return record
 
     def __repr__(self) -> str:
         return f"PaletteDataset({self.path!r})"
@@ -257,3 +285,12 @@ def as_dataset(dataset, storage_options: Mapping | None = None) -> PaletteDatase
     if isinstance(dataset, PaletteDataset):
         return dataset
     return PaletteDataset(dataset, storage_options)
+
+
+def dataset_and_kind(
+    dataset, kind: str | None, storage_options: Mapping | None = None
+) -> tuple[PaletteDataset, str]:
+    """The dataset (see :func:`as_dataset`) and the palette kind to read: ``kind``, or by
+    default the dataset's own (:meth:`PaletteDataset.default_kind`)."""
+    ds = as_dataset(dataset, storage_options)
+    return ds, kind or ds.default_kind()

@@ -1,9 +1,27 @@
-"""Errors an input can cause: the text of the ``error`` column."""
+"""The library's errors: those an input can cause (the text of the ``error`` column),
+and those that stop a job.
+
+Every error palette-dask raises on purpose derives from :class:`PaletteDaskError`;
+the command line shows its message as one line. Anything else is a defect.
+"""
 
 from __future__ import annotations
 
 
-class ImageError(ValueError):
+class PaletteDaskError(Exception):
+    """An error palette-dask raises on purpose, its message written for the user."""
+
+
+class UsageError(PaletteDaskError, ValueError):
+    """A setting, input or argument palette-dask cannot take; the message says which
+    and what it takes instead."""
+
+
+class UsageTypeError(UsageError, TypeError):
+    """A setting, input or argument of the wrong type."""
+
+
+class ImageError(PaletteDaskError, ValueError):
     """An input that cannot be turned into a palette; its message ends up in the ``error`` column.
 
     ``format`` is the encoded format when it was recognised before the failure.
@@ -40,3 +58,7 @@ def file_too_large(limit: int, size: int | None = None) -> ImageError:
     """
     what = "file is" if size is None else f"file is {size:,} bytes,"
     return ImageError(f"{what} over max_file_bytes={limit:,}")
+
+
+class VersionMismatchError(PaletteDaskError, RuntimeError):
+    """The workers run other versions of the packages that decide the results."""

@@ -31,8 +31,6 @@ from . import _loops
 # scikit-learn is imported where its engines run: it takes a second to import,
 # which every process would pay, while the default engine never needs it.
 
-ENGINES = ("histogram", "sklearn", "dask-ml")
-
 # Restarts of the in-memory engine. On the sample photographs two seeded k-means++
 # starts reach scikit-learn's n_init=10 error within 0.1 % (one start: 0.3 %, with
 # a worst image at 2.4 %), at a fifth of the cost (tests/test_quality.py).

@@ -15,10 +15,8 @@ from functools import cached_property
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from ._checks import check_int
 from ._loops import squared_error_sum
 from .color import (
-    COLOR_SPACES,
     pack_rgb,
     rgb_to_hex,
     rgb_to_lab,
@@ -26,14 +24,11 @@ from .color import (
     space_to_rgb,
     unpack_rgb,
 )
+from .errors import UsageTypeError
 from .imaging import ImageError, Sample, array_to_sample, decode_sample
-from .kmeans import ENGINES, dask_ml_centers, histogram_kmeans, nearest_center, weighted_kmeans
-from .reads import DEFAULT_MAX_FILE_BYTES, ReadOptions, read_bytes
-
-# 255 marks a pixel left out of clustering, so a palette holds at most 254 colours.
-TRANSPARENT_LABEL = 255
-MAX_K = 254
-DEFAULT_MAX_IMAGE_PIXELS = 250_000_000
+from .kmeans import dask_ml_centers, histogram_kmeans, nearest_center, weighted_kmeans
+from .options import TRANSPARENT_LABEL, PaletteOptions, ReadOptions
+from .reads import read_bytes
 
 
 @functools.cache
@@ -108,6 +103,20 @@ class Palette:
         lut[: len(self.colors)] = self.colors
         return lut[self.labels]
 
+    def to_dict(self) -> dict:
+        """The palette as plain values (``palette-dask show --json``): each colour's hex
+        code, RGB, share and pixel count, the error, and where its colours came from."""
+        colors = zip(self.hex, self.colors.tolist(), self.proportions, self.counts, strict=True)
+        return {
+            "colors": [
+                {"hex": h, "rgb": rgb, "proportion": round(float(p), 6), "pixel_count": int(n)}
+                for h, rgb, p, n in colors
+            ],
+            "mse_rgb": self.mse_rgb,
+            "icc_profile": self.sample.icc_profile,
+            "warning": self.sample.warning,
+        }
+
     def __repr__(self) -> str:
         shares = ", ".join(f"{h} {p:.1%}" for h, p in zip(self.hex, self.proportions, strict=True))
         return f"Palette({shares})"
@@ -116,14 +125,14 @@ class Palette:
 def extract_palette(
     image,
     *,
-    k: int = 5,
-    color_space: str = "rgb",
-    engine: str = "histogram",
-    max_pixels: int = 40_000,
-    alpha_threshold: int = 128,
-    random_state: int = 0,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    k: int = PaletteOptions.k,
+    color_space: str = PaletteOptions.color_space,
+    engine: str = PaletteOptions.engine,
+    max_pixels: int = PaletteOptions.max_pixels,
+    alpha_threshold: int = PaletteOptions.alpha_threshold,
+    random_state: int = PaletteOptions.random_state,
+    max_image_pixels: int = PaletteOptions.max_image_pixels,
+    max_file_bytes: int = PaletteOptions.max_file_bytes,
 ) -> Palette:
     """Extract the ``k``-colour palette of one image, without Dask.
 
@@ -178,47 +187,6 @@ def extract_palette(
         return palette_from_sample(sample, options)
 
 
-@dataclass(frozen=True)
-class PaletteOptions:
-    """How one image becomes a palette; validated on creation.
-
-    The fields are those of :func:`extract_palette`; a job's are in its
-    :class:`~palette_dask.JobSpec`.
-
-    Examples
-    --------
-    >>> PaletteOptions(k=8, color_space="lab").k
-    8
-    >>> PaletteOptions(k=0)
-    Traceback (most recent call last):
-    ...
-    ValueError: `k` must be between 1 and 254, got 0
-    """
-
-    k: int = 5
-    color_space: str = "rgb"
-    engine: str = "histogram"
-    max_pixels: int = 40_000
-    alpha_threshold: int = 128
-    random_state: int = 0
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
-
-    def __post_init__(self):
-        check_int("k", self.k, 1, MAX_K)
-        if self.color_space not in COLOR_SPACES:
-            raise ValueError(
-                f"`color_space` must be one of {COLOR_SPACES}, got {self.color_space!r}"
-            )
-        if self.engine not in ENGINES:
-            raise ValueError(f"`engine` must be one of {ENGINES}, got {self.engine!r}")
-        check_int("max_pixels", self.max_pixels, 1)
-        check_int("alpha_threshold", self.alpha_threshold, 0, 255)
-        check_int("random_state", self.random_state, 0, 2**32 - 1)
-        check_int("max_image_pixels", self.max_image_pixels, 1)
-        check_int("max_file_bytes", self.max_file_bytes, 1)
-
-
 def load_sample(image, options: PaletteOptions, read_options: ReadOptions | None = None) -> Sample:
     """The resized :class:`Sample` of a path, URL, encoded bytes or pixel array.
 
@@ -236,7 +204,9 @@ def load_sample(image, options: PaletteOptions, read_options: ReadOptions | None
         return decode_sample(
             bytes(image), max_pixels=options.max_pixels, max_image_pixels=options.max_image_pixels
         )
-    raise TypeError(f"`image` must be a path, URL, bytes or ndarray, got {type(image).__name__}")
+    raise UsageTypeError(
+        f"`image` must be a path, URL, bytes or ndarray, got {type(image).__name__}"
+    )
 
 
 def palette_from_sample(sample: Sample, options: PaletteOptions) -> Palette:

@@ -20,17 +20,16 @@ Jobs resume and grow datasets as :mod:`palette_dask.state` describes.
 
 from __future__ import annotations
 
+import json
 import logging
 import operator
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 
 import dask
 import dask.array as da
@@ -41,12 +40,20 @@ from distributed import Client, Future, as_completed, performance_report
 from distributed.scheduler import KilledWorker
 from tqdm import tqdm
 
-from .cluster import check_versions, job_client
+from .cluster import (
+    check_versions,
+    default_workers,
+    describe_cluster,
+    job_client,
+    package_versions,
+    scheduler_address,
+    threads_per_worker,
+)
 from .corpus import CorpusPalette, fit_corpus_palette, merge_fit_samples
 from .plan import InputPlan, Partitioning
 from .sources import check_inputs, chunked, describe_skipped
 from .spec import JobSpec
-from .state import load_state
+from .state import DatasetState, prepare_output
 from .storage import filesystem, fresh, join, write_atomic
 from .tables import (
     CACHE_FOLDER,
@@ -71,23 +78,6 @@ from .tasks import (
 
 logger = logging.getLogger(__name__)
 
-_VERSIONED_PACKAGES = (
-    "palette-dask",
-    "dask",
-    "distributed",
-    "dask-ml",
-    "scikit-learn",
-    "scikit-image",
-    "numpy",
-    "pyarrow",
-    "pillow",
-    "pillow-heif",
-    "pillow-jxl-plugin",
-    "pyspng",
-    "tifffile",
-    "imagecodecs",
-    "imageio",
-)
 # Fit-sample parts merged by one task: bounds the data any one merge receives.
 MERGE_FAN_IN = 8
 # A crashing tar shard is redone at most this many members per task.
@@ -104,6 +94,9 @@ class JobReport:
     """What a finished job did.
 
     ``images``, ``ok`` and ``errors`` count the images this job processed;
+    ``internal_errors`` counts those of its errors that were defects of
+    palette-dask rather than of the image (logged by the workers with their
+    traceback; their ``error`` starts with ``"internal error: "``);
     ``skipped_partitions`` were already written by the interrupted job it
     resumed, ``skipped_images`` were already in the dataset, and
     ``duplicates`` were inputs listed more than once. ``not_images`` counts the
@@ -129,6 +122,37 @@ class JobReport:
     process_seconds: float = 0.0
     write_seconds: float = 0.0
     corpus: dict | None = None
+    internal_errors: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.images} images ({self.ok} ok, {self.errors} failed) in "
+            f"{self.partitions} partitions, {self.elapsed_s:.1f} s -> {self.output}"
+        )
+
+    def record(self) -> dict:
+        """What ``_job.json`` says of the finished job."""
+        record = {
+            "elapsed_s": round(self.elapsed_s, 3),
+            "counts": {
+                "images": self.images,
+                "ok": self.ok,
+                "errors": self.errors,
+                "internal_errors": self.internal_errors,
+                "partitions": self.partitions,
+                "skipped_partitions": self.skipped_partitions,
+                "skipped_images": self.skipped_images,
+                "duplicates": self.duplicates,
+                "not_images": self.not_images,
+            },
+            "worker_seconds": {
+                "process": round(self.process_seconds, 3),
+                "write": round(self.write_seconds, 3),
+            },
+        }
+        if self.corpus is not None:
+            record["corpus"] = self.corpus
+        return record
 
 
 def run_waves(
@@ -217,14 +241,14 @@ def first_pass_result(
     runs on becomes an error row.
     """
     try:
-        return outputs[0].result(), (outputs[1] if spec.mode != "image" else None)
+        return outputs[0].result(), (outputs[1] if spec.fits_corpus else None)
     except KilledWorker:
         logger.warning(
             "partition %d kept killing workers; retrying its images in smaller pieces", part[0]
         )
     result = recover_partition(client, part, spec, segment, partition_size)
     summary = client.submit(operator.itemgetter(0), result).result()
-    fit = client.submit(operator.itemgetter(1), result) if spec.mode != "image" else None
+    fit = client.submit(operator.itemgetter(1), result) if spec.fits_corpus else None
     return summary, fit
 
 
@@ -313,14 +337,41 @@ def _performance_report(spec: JobSpec) -> Iterator[None]:
     logger.info("performance report: %s", join(spec.output, PERFORMANCE_REPORT))
 
 
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in _VERSIONED_PACKAGES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+def dry_run(spec: JobSpec) -> str:
+    """What a job would do, without running it: its spec, its inputs and partitions,
+    its cluster (the embedded one's size; a running cluster's is known once a job
+    connects)."""
+    check_inputs(spec.input, spec.storage_options)
+    external = scheduler_address(spec) or spec.scheduler_file
+    workers = 1 if external else spec.workers or default_workers()
+    plan = InputPlan(
+        spec, DatasetState(), workers=workers, threads=workers * threads_per_worker(spec)
+    )
+    partitions = shards = distinct = 0
+    for _, items in plan.partitions():
+        partitions += 1
+        if is_shard_partition(items):
+            shards += 1
+        else:
+            distinct += len(items)
+    lines = [
+        json.dumps(spec.to_dict(), indent=2),
+        f"inputs: {distinct + plan.duplicates:,} listed, {distinct:,} distinct",
+    ]
+    if shards:
+        lines.append(f"tar shards: {shards:,}, a partition each (their images are counted as read)")
+    if plan.not_images:
+        lines.append(describe_skipped(plan.not_images))
+    sized = plan.partitioning
+    for_workers = f", sized for {workers} worker(s)" if spec.partition_size == "auto" else ""
+    lines += [
+        f"partitions: {partitions:,} of up to {sized.size:,} images{for_workers} "
+        f"(tar shards whole, Parquet row groups unsplit), in waves of {sized.per_wave:,} "
+        "partitions",
+        f"cluster: {describe_cluster(spec)}",
+        "dry run: nothing was computed or written",
+    ]
+    return "\n".join(lines)
 
 
 def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = False) -> JobReport:
@@ -344,29 +395,21 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
     check_inputs(spec.input, spec.storage_options)
     started = datetime.now(timezone.utc)
     clock = time.perf_counter()
-    counts = {
-        "images": 0,
-        "errors": 0,
-        "partitions": 0,
-        "duplicates": 0,
-        "process_seconds": 0.0,
-        "write_seconds": 0.0,
-    }
+    totals = Totals()
     corpus_record = None
     with job_client(spec, client) as active:
         # Both checks come before anything is written, or removed by `overwrite`.
         check_versions(active)
-        state = load_state(spec)
+        state = prepare_output(spec)
         if state.resumed:
             logger.info("resuming the interrupted job of segment %d", state.segment)
         nthreads = active.nthreads()
         plan = InputPlan(spec, state, workers=len(nthreads), threads=sum(nthreads.values()))
-        partitioning = plan.partitioning
         record = {
             "status": "running",
             "segment": state.segment,
             "spec": spec.to_dict(),
-            "partitioning": partitioning.to_dict(),
+            "partitioning": plan.partitioning.to_dict(),
             "versions": package_versions(),
             "started": started.isoformat(),
         }
@@ -374,91 +417,96 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
         if active.dashboard_link:
             logger.info("Dask dashboard: %s", active.dashboard_link)
         with _performance_report(spec):
-            logger.info(
-                "first pass: %s mode, partitions of %d images, waves of %d partitions",
-                spec.mode,
-                partitioning.size,
-                partitioning.per_wave,
-            )
-            fit_sample, written = _first_pass(active, spec, state, plan, counts, progress=progress)
-            logger.info(
-                "first pass: %d images (%d failed) in %d partitions, %.1f s",
-                counts["images"],
-                counts["errors"],
-                counts["partitions"],
-                time.perf_counter() - clock,
-            )
-            if plan.skipped_partitions:
-                logger.info("skipped %d partitions already written", plan.skipped_partitions)
-            if plan.skipped_images:
-                logger.info("skipped %d images already in the dataset", plan.skipped_images)
-            if plan.not_images:
-                logger.info("%s", describe_skipped(plan.not_images))
+            fit_sample, written = _first_pass(active, spec, state, plan, totals, progress=progress)
+            _log_first_pass(plan, totals, time.perf_counter() - clock)
             if fit_sample is not None:
                 corpus_record = _corpus_passes(
-                    active, spec, state, partitioning, written, fit_sample, progress=progress
+                    active, spec, state, plan.partitioning, written, fit_sample, progress=progress
                 )
     report = JobReport(
         output=spec.output,
-        images=counts["images"],
-        ok=counts["images"] - counts["errors"],
-        errors=counts["errors"],
-        partitions=counts["partitions"],
+        images=totals.images,
+        ok=totals.images - totals.errors,
+        errors=totals.errors,
+        internal_errors=totals.internal_errors,
+        partitions=totals.partitions,
         elapsed_s=time.perf_counter() - clock,
         segment=state.segment,
         resumed=state.resumed,
         skipped_partitions=plan.skipped_partitions,
         skipped_images=plan.skipped_images,
-        duplicates=plan.duplicates + counts["duplicates"],
+        duplicates=plan.duplicates + totals.duplicates,
         not_images=dict(sorted(plan.not_images.items())),
-        process_seconds=counts["process_seconds"],
-        write_seconds=counts["write_seconds"],
+        process_seconds=totals.process_seconds,
+        write_seconds=totals.write_seconds,
         corpus=corpus_record,
     )
     record.update(
-        status="complete",
-        finished=datetime.now(timezone.utc).isoformat(),
-        elapsed_s=round(report.elapsed_s, 3),
-        counts={
-            "images": report.images,
-            "ok": report.ok,
-            "errors": report.errors,
-            "partitions": report.partitions,
-            "skipped_partitions": report.skipped_partitions,
-            "skipped_images": report.skipped_images,
-            "duplicates": report.duplicates,
-            "not_images": report.not_images,
-        },
-        worker_seconds={
-            "process": round(report.process_seconds, 3),
-            "write": round(report.write_seconds, 3),
-        },
+        report.record(), status="complete", finished=datetime.now(timezone.utc).isoformat()
     )
-    if corpus_record is not None:
-        record["corpus"] = corpus_record
     write_job_file(spec.output, record, spec.storage_options)
-    logger.info(
-        "%d images (%d ok, %d failed) in %d partitions, %.1f s -> %s",
-        report.images,
-        report.ok,
-        report.errors,
-        report.partitions,
-        report.elapsed_s,
-        spec.output,
-    )
+    logger.info("%s", report)
     return report
 
 
-def _first_pass(client, spec, state, plan, counts, *, progress):
+@dataclass
+class Totals:
+    """What the partitions of a job's first pass add up to (see their summaries)."""
+
+    images: int = 0
+    errors: int = 0
+    internal_errors: int = 0
+    duplicates: int = 0
+    partitions: int = 0
+    process_seconds: float = 0.0
+    write_seconds: float = 0.0
+
+    def add(self, summary: dict) -> None:
+        """Count one partition's summary (:func:`palette_dask.tasks.process_partition`)."""
+        for name in ("images", "errors", "internal_errors", "duplicates"):
+            setattr(self, name, getattr(self, name) + summary[name])
+        self.process_seconds += summary["process_seconds"]
+        self.write_seconds += summary["write_seconds"]
+        self.partitions += 1
+
+
+def _log_first_pass(plan: InputPlan, totals: Totals, seconds: float) -> None:
+    logger.info(
+        "first pass: %d images (%d failed) in %d partitions, %.1f s",
+        totals.images,
+        totals.errors,
+        totals.partitions,
+        seconds,
+    )
+    if plan.skipped_partitions:
+        logger.info("skipped %d partitions already written", plan.skipped_partitions)
+    if plan.skipped_images:
+        logger.info("skipped %d images already in the dataset", plan.skipped_images)
+    if plan.not_images:
+        logger.info("%s", describe_skipped(plan.not_images))
+    if totals.internal_errors:
+        logger.error(
+            "%d images met an internal error of palette-dask (see the workers' tracebacks)",
+            totals.internal_errors,
+        )
+
+
+def _first_pass(client, spec, state, plan, totals: Totals, *, progress):
     """Run the first pass; returns the partitions written and, when the corpus palette
     must be (re)fitted, the future of the merged fit sample (else ``None``)."""
-    corpus = spec.mode != "image"
+    partitioning = plan.partitioning
+    logger.info(
+        "first pass: %s mode, partitions of %d images, waves of %d partitions",
+        spec.mode,
+        partitioning.size,
+        partitioning.per_wave,
+    )
+    corpus = spec.fits_corpus
     fit_parts: list[Future] = []
     written: list[PartRef] = []
     make_outputs = one_task_per_element(
         process_partition, items=(0, 1) if corpus else (0,), spec=spec, segment=state.segment
     )
-    partitioning = plan.partitioning
     refill = max(1, partitioning.per_wave // 2)
     with _progress(progress, "images") as bar:
         for outputs, part in run_waves(client, plan.waves(), make_outputs, refill):
@@ -466,9 +514,7 @@ def _first_pass(client, spec, state, plan, counts, *, progress):
                 client, outputs, part, spec, state.segment, partitioning.size
             )
             outputs[0].release()
-            for key in ("images", "errors", "duplicates", "process_seconds", "write_seconds"):
-                counts[key] += summary[key]
-            counts["partitions"] += 1
+            totals.add(summary)
             written.append((state.segment, part[0]))
             bar.update(summary["images"])
             if fit is not None:

@@ -51,7 +51,6 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
@@ -63,21 +62,16 @@ from fsspec.implementations.http import HTTPFileSystem
 
 from .containers import Member, is_parquet, read_members, read_shard, split_member_uri
 from .errors import ImageError, file_too_large
+from .options import ReadOptions
 from .sources import IMAGE_EXTENSIONS
 from .storage import filesystem, is_local, local_path
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_FILE_BYTES = 256 * 2**20
 # Remote containers are read in blocks of this size; a tar shard's next blocks
 # are on their way while one is used.
 CONTAINER_BLOCK_BYTES = 8 * 2**20
 CONTAINER_READ_AHEAD = 2
-DEFAULT_READ_CONCURRENCY = 64
-DEFAULT_READ_PER_HOST = 32
-DEFAULT_READ_TIMEOUT = 30.0
-DEFAULT_READ_RETRIES = 2
-DEFAULT_READ_BUFFER_BYTES = 32 * 2**20
 # Backoff before the first retry (doubled for each further one, at most the
 # maximum), jittered down to half of it so that workers do not retry in step.
 BACKOFF_SECONDS = 0.5
@@ -96,46 +90,6 @@ _PASSING_ERRNOS = frozenset(
 # First guess of an image's size, until this process has read some.
 _INITIAL_SIZE_GUESS = 2 * 2**20
 _CHUNK_BYTES = 256 * 2**10
-
-
-@dataclass(frozen=True)
-class ReadOptions:
-    """How a task reads its images' bytes; a job's come from its :class:`~palette_dask.JobSpec`.
-
-    Attributes
-    ----------
-    concurrency : int
-        Reads in flight at once.
-    per_host : int
-        Reads in flight to one host (``netloc`` of the URI: a bucket, for object
-        stores) when a task reads from several.
-    timeout : float
-        Seconds one try may take, from the request to the last byte.
-    retries : int
-        Further tries after a passing failure.
-    buffer_bytes : int
-        Bytes read ahead of decoding, at most (roughly: sizes are known only once read).
-    max_file_bytes : int
-        Files larger than this are refused, without reading more than this.
-    storage_options : dict
-        fsspec options of remote URIs (see :mod:`palette_dask.storage`).
-    image_column : str or None
-        The image column of Parquet containers (see :func:`palette_dask.containers.image_column`).
-
-    Examples
-    --------
-    >>> ReadOptions(timeout=5).retries
-    2
-    """
-
-    concurrency: int = DEFAULT_READ_CONCURRENCY
-    per_host: int = DEFAULT_READ_PER_HOST
-    timeout: float = DEFAULT_READ_TIMEOUT
-    retries: int = DEFAULT_READ_RETRIES
-    buffer_bytes: int = DEFAULT_READ_BUFFER_BYTES
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
-    storage_options: dict = field(default_factory=dict)
-    image_column: str | None = None
 
 
 class ReadError(ImageError):

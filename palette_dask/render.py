@@ -3,18 +3,21 @@
 Pure functions from palette data (colours, shares, label images) to 8-bit
 arrays and PNG bytes, drawn with Pillow. They serve ``palette-dask show``,
 ``render`` and ``report`` alike, so a picture made from a finished dataset is
-the same as one made from the image itself.
+the same as one made from the image itself; :func:`write_pictures` writes an
+image's two pictures as PNG files.
 """
 
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .color import rgb_to_hex
-from .palette import TRANSPARENT_LABEL
+from .options import TRANSPARENT_LABEL
+from .storage import write_atomic
 
 SWATCH_SIZE = (600, 120)
 # Fraction of a swatch block's height kept free of text, from the top.
@@ -168,3 +171,29 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
+
+
+def write_pictures(
+    folder: str,
+    name: str,
+    palette: tuple[np.ndarray, np.ndarray, np.ndarray],
+    image_size: tuple[int, int],
+    longest: int,
+) -> list[str]:
+    """Write ``NAME.swatches.png`` and ``NAME.redrawn.png`` into ``folder``; their paths.
+
+    ``palette`` is ``(colors, proportions, labels)``; the redrawn picture has the
+    image's aspect ratio, its longer side ``longest`` pixels (0: the image's size).
+    """
+    colors, proportions, labels = palette
+    size = display_size(*image_size, longest) if longest else image_size
+    pictures = {
+        "swatches": swatches(colors, proportions),
+        "redrawn": redraw(labels, colors, size=size),
+    }
+    paths = []
+    for suffix, pixels in pictures.items():
+        path = os.path.join(os.path.abspath(folder), f"{name}.{suffix}.png")
+        write_atomic(path, png_bytes(pixels))
+        paths.append(path)
+    return paths

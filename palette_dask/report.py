@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from .color import rgb_to_hex, rgb_to_lab
-from .dataset import PaletteDataset, StoredPalette, as_dataset
+from .dataset import PaletteDataset, StoredPalette, dataset_and_kind
 from .render import display_size, png_bytes, redraw, text_color
 
 THUMBNAIL_SIDE = 192
@@ -208,8 +208,7 @@ def report_html(
     -------
     str
     """
-    ds = as_dataset(dataset, storage_options)
-    kind = kind or ds.default_kind()
+    ds, kind = dataset_and_kind(dataset, kind, storage_options)
     images = ds.arrow_dataset("images").to_table(
         columns=["image_id", "uri", "status", "error", "mse_rgb"]
     )

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from . import containers
 from .containers import TAR_EXTENSIONS, is_parquet, is_tar_shard
+from .errors import UsageError, UsageTypeError
 from .storage import filesystem, is_local, local_path
 
 # Every extension the decoder reads (see `imaging`); lower-case, matched case-insensitively.
@@ -116,10 +117,10 @@ def check_inputs(inputs: Sequence[str], storage_options: Mapping | None = None) 
     together, :data:`CHECKS_IN_FLIGHT` at a time: each check is a round trip.
     """
     if not inputs:
-        raise ValueError("no input given: pass at least one file, folder, glob or manifest")
+        raise UsageError("no input given: pass at least one file, folder, glob or manifest")
     for spec in inputs:
         if not isinstance(spec, str) or not spec:
-            raise TypeError(f"each input must be a non-empty string, got {spec!r}")
+            raise UsageTypeError(f"each input must be a non-empty string, got {spec!r}")
     # A glob may legitimately match nothing.
     named = [spec for spec in inputs if not _is_glob(spec)]
 
@@ -312,7 +313,7 @@ def _manifest_entries(manifest: str, storage_options: Mapping | None) -> Iterato
         with fs.open(path, "rb") as f:
             reader = pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=1 << 22))
             if MANIFEST_COLUMN not in reader.schema.names:
-                raise ValueError(
+                raise UsageError(
                     f"manifest {manifest!r} has no {MANIFEST_COLUMN!r} column "
                     f"(columns: {reader.schema.names})"
                 )
@@ -322,14 +323,14 @@ def _manifest_entries(manifest: str, storage_options: Mapping | None) -> Iterato
         with fs.open(path, "rb") as f:
             parquet = pq.ParquetFile(f)
             if MANIFEST_COLUMN not in parquet.schema_arrow.names:
-                raise ValueError(
+                raise UsageError(
                     f"manifest {manifest!r} has no {MANIFEST_COLUMN!r} column "
                     f"(columns: {parquet.schema_arrow.names})"
                 )
             for batch in parquet.iter_batches(MANIFEST_BATCH_ROWS, columns=[MANIFEST_COLUMN]):
                 yield from (u for u in batch.column(0).to_pylist() if u)
     else:
-        raise ValueError(f"manifest {manifest!r} must end in one of {MANIFEST_EXTENSIONS}")
+        raise UsageError(f"manifest {manifest!r} must end in one of {MANIFEST_EXTENSIONS}")
 
 
 def _walk(fs, root: str, skipped: Counter[str] | None, image_column: str | None) -> Iterator[str]:

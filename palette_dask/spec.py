@@ -24,15 +24,8 @@ from dataclasses import dataclass, field
 import tomllib
 
 from ._checks import check_int
-from .palette import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, MAX_K, PaletteOptions
-from .reads import (
-    DEFAULT_READ_BUFFER_BYTES,
-    DEFAULT_READ_CONCURRENCY,
-    DEFAULT_READ_PER_HOST,
-    DEFAULT_READ_RETRIES,
-    DEFAULT_READ_TIMEOUT,
-    ReadOptions,
-)
+from .errors import UsageError, UsageTypeError
+from .options import MAX_K, PaletteOptions, ReadOptions
 
 MODES = ("image", "corpus", "both")
 CORPUS_ASSIGN_SOURCES = ("cache", "reread")
@@ -139,14 +132,14 @@ class JobSpec:
 
     input: tuple[str, ...]
     output: str
-    k: int = 5
-    color_space: str = "rgb"
-    engine: str = "histogram"
-    random_state: int = 0
-    max_pixels: int = 40_000
-    alpha_threshold: int = 128
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    k: int = PaletteOptions.k
+    color_space: str = PaletteOptions.color_space
+    engine: str = PaletteOptions.engine
+    random_state: int = PaletteOptions.random_state
+    max_pixels: int = PaletteOptions.max_pixels
+    alpha_threshold: int = PaletteOptions.alpha_threshold
+    max_image_pixels: int = PaletteOptions.max_image_pixels
+    max_file_bytes: int = PaletteOptions.max_file_bytes
     mode: str = "image"
     corpus_k: int = 16
     sample_per_image: int = 2_000
@@ -163,11 +156,11 @@ class JobSpec:
     overwrite: bool = field(default=False, compare=False)
     performance_report: bool = field(default=False, compare=False)
     storage_options: dict = field(default_factory=dict)
-    read_concurrency: int = DEFAULT_READ_CONCURRENCY
-    read_per_host: int = DEFAULT_READ_PER_HOST
-    read_timeout: float = DEFAULT_READ_TIMEOUT
-    read_retries: int = DEFAULT_READ_RETRIES
-    read_buffer_bytes: int = DEFAULT_READ_BUFFER_BYTES
+    read_concurrency: int = ReadOptions.concurrency
+    read_per_host: int = ReadOptions.per_host
+    read_timeout: float = ReadOptions.timeout
+    read_retries: int = ReadOptions.retries
+    read_buffer_bytes: int = ReadOptions.buffer_bytes
     image_column: str | None = None
 
     def __post_init__(self):
@@ -186,7 +179,7 @@ class JobSpec:
             try:
                 values = tomllib.load(f)
             except tomllib.TOMLDecodeError as exc:
-                raise ValueError(f"job spec {os.fspath(path)!r} is not valid TOML: {exc}") from None
+                raise UsageError(f"job spec {os.fspath(path)!r} is not valid TOML: {exc}") from None
         return cls.from_dict(values, source=os.fspath(path), **overrides)
 
     @classmethod
@@ -195,7 +188,7 @@ class JobSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(
+            raise UsageError(
                 f"unknown key(s) {', '.join(unknown)} in {source}; "
                 f"known keys: {', '.join(sorted(known))}"
             )
@@ -207,7 +200,7 @@ class JobSpec:
             )
         missing = [name for name in ("input", "output") if not merged.get(name)]
         if missing:
-            raise ValueError(f"{source} needs {' and '.join(missing)}")
+            raise UsageError(f"{source} needs {' and '.join(missing)}")
         return cls(**merged)
 
     def to_dict(self) -> dict:
@@ -220,6 +213,21 @@ class JobSpec:
     def replace(self, **changes) -> JobSpec:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def own_palettes(self) -> bool:
+        """Whether the job writes each image's own palette (``image`` and ``both`` modes)."""
+        return self.mode in ("image", "both")
+
+    @property
+    def fits_corpus(self) -> bool:
+        """Whether the job fits the corpus palette (``corpus`` and ``both`` modes)."""
+        return self.mode in ("corpus", "both")
+
+    @property
+    def caches_samples(self) -> bool:
+        """Whether the first pass caches the samples for the corpus assignment."""
+        return self.fits_corpus and self.corpus_assign == "cache"
 
     @property
     def palette_options(self) -> PaletteOptions:
@@ -303,7 +311,7 @@ def parse_storage_options(pairs: Iterable[str]) -> dict:
     for pair in pairs:
         name, equals, text = pair.partition("=")
         if not equals or not name or any(not part for part in name.split(".")):
-            raise ValueError(f"a storage option must look like KEY=VALUE, got {pair!r}")
+            raise UsageError(f"a storage option must look like KEY=VALUE, got {pair!r}")
         try:
             value = json.loads(text)
         except ValueError:
@@ -318,22 +326,22 @@ def parse_storage_options(pairs: Iterable[str]) -> dict:
 
 def _check_spec(spec: JobSpec) -> None:
     if not spec.input or not all(isinstance(i, str) and i for i in spec.input):
-        raise ValueError(f"`input` must be one or more non-empty strings, got {spec.input!r}")
+        raise UsageError(f"`input` must be one or more non-empty strings, got {spec.input!r}")
     if not isinstance(spec.output, str) or not spec.output:
-        raise ValueError(f"`output` must be a non-empty path, got {spec.output!r}")
+        raise UsageError(f"`output` must be a non-empty path, got {spec.output!r}")
     _ = spec.palette_options  # building it validates the clustering options
     if spec.mode not in MODES:
-        raise ValueError(f"`mode` must be one of {MODES}, got {spec.mode!r}")
+        raise UsageError(f"`mode` must be one of {MODES}, got {spec.mode!r}")
     check_int("corpus_k", spec.corpus_k, 1, MAX_K)
     check_int("sample_per_image", spec.sample_per_image, 1)
     check_int("corpus_fit_pixels", spec.corpus_fit_pixels, spec.corpus_k)
     if spec.corpus_assign not in CORPUS_ASSIGN_SOURCES:
-        raise ValueError(
+        raise UsageError(
             f"`corpus_assign` must be one of {CORPUS_ASSIGN_SOURCES}, got {spec.corpus_assign!r}"
         )
     if spec.partition_size != AUTO:
         if isinstance(spec.partition_size, str):
-            raise ValueError(
+            raise UsageError(
                 f"`partition_size` must be {AUTO!r} or a number of images, "
                 f"got {spec.partition_size!r}"
             )
@@ -343,13 +351,13 @@ def _check_spec(spec: JobSpec) -> None:
         check_int("workers", spec.workers, 1)
     tls = (spec.tls_ca_file, spec.tls_cert, spec.tls_key)
     if any(tls) and not all(tls):
-        raise ValueError("TLS needs all of `tls_ca_file`, `tls_cert` and `tls_key`")
+        raise UsageError("TLS needs all of `tls_ca_file`, `tls_cert` and `tls_key`")
     if spec.scheduler and spec.scheduler_file:
-        raise ValueError("give either `scheduler` or `scheduler_file`, not both")
+        raise UsageError("give either `scheduler` or `scheduler_file`, not both")
     if not isinstance(spec.storage_options, Mapping) or not all(
         isinstance(name, str) for name in spec.storage_options
     ):
-        raise TypeError(
+        raise UsageTypeError(
             f"`storage_options` must be a table of named options, got {spec.storage_options!r}"
         )
     check_int("read_concurrency", spec.read_concurrency, 1)
@@ -358,6 +366,6 @@ def _check_spec(spec: JobSpec) -> None:
     check_int("read_buffer_bytes", spec.read_buffer_bytes, 1)
     timeout = spec.read_timeout
     if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
-        raise TypeError(f"`read_timeout` must be a number of seconds, got {timeout!r}")
+        raise UsageTypeError(f"`read_timeout` must be a number of seconds, got {timeout!r}")
     if not timeout > 0:
-        raise ValueError(f"`read_timeout` must be more than 0 seconds, got {timeout}")
+        raise UsageError(f"`read_timeout` must be more than 0 seconds, got {timeout}")

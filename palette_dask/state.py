@@ -38,6 +38,7 @@ from .tables import (
     SCHEMAS,
     SHARD_METADATA_KEY,
     SHARDS_METADATA_KEY,
+    read_job_file,
     table_files,
 )
 
@@ -177,16 +178,6 @@ class DatasetState:
     partition_size: int | None = None
 
 
-def read_job_file(output: str, storage_options: Mapping | None = None) -> dict | None:
-    """The job record (``_job.json``) of the dataset at ``output``, or ``None``."""
-    fs, root = filesystem(output, storage_options)
-    path = fresh(fs, f"{root}/{JOB_FILE}")
-    if not fs.exists(path):
-        return None
-    with fs.open(path, "r") as f:
-        return json.load(f)
-
-
 def committed_partitions(
     output: str, storage_options: Mapping | None = None
 ) -> list[tuple[int, int]]:
@@ -227,8 +218,12 @@ def _known(output, parts, storage_options) -> dict:
     return {"known": IdSet(ids), "known_shards": shards}
 
 
-def load_state(spec: JobSpec) -> DatasetState:
-    """Inspect ``spec.output`` and decide how this job relates to what is there.
+def prepare_output(spec: JobSpec) -> DatasetState:
+    """Make ``spec.output`` ready for this job, and say how the job relates to what is there.
+
+    A new output is created; with ``spec.overwrite`` the dataset there is
+    removed; temporary files an interrupted job left are removed. Otherwise
+    the dataset is read: a job to resume, or a complete dataset to grow.
 
     Raises
     ------

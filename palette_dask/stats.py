@@ -7,6 +7,7 @@ to 1 whatever the images' sizes.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from .color import lab_to_rgb, rgb_to_hex
-from .dataset import PaletteDataset, as_dataset
+from .dataset import PaletteDataset, dataset_and_kind
+from .storage import write_atomic
 
 MERGE_DISTANCE = 10.0
 # Hue is left out below this chroma: greys have none worth counting.
@@ -111,8 +113,7 @@ def collection_stats(
 
     ``storage_options`` open a dataset given by URL (see :func:`palette_dask.open_dataset`).
     """
-    ds = as_dataset(dataset, storage_options)
-    kind = kind or ds.default_kind()
+    ds, kind = dataset_and_kind(dataset, kind, storage_options)
     images = ds.arrow_dataset("images").to_table(columns=["status", "error"]).to_pandas()
     failed = images[images.status != "ok"]
     errors = failed.error.fillna("").map(error_kind).value_counts()
@@ -196,3 +197,23 @@ def chart_colors(stats: CollectionStats) -> dict[str, list[str]]:
         "chroma": rgb_to_hex(lab_to_rgb(chroma)),
         "hue": rgb_to_hex(lab_to_rgb(hue)),
     }
+
+
+def write_charts(stats: CollectionStats, folder: str) -> list[str]:
+    """Write the bar charts of ``stats`` as PNG files into ``folder``: the dominant
+    colours, lightness, chroma and hue. Returns their paths."""
+    from .render import png_bytes  # Pillow, as bar_chart
+
+    colors = chart_colors(stats)
+    charts = {
+        "dominant": stats.dominant.set_index("hex")["share"],
+        "lightness": stats.lightness,
+        "chroma": stats.chroma,
+        "hue": stats.hue,
+    }
+    paths = []
+    for name, values in charts.items():
+        path = os.path.join(os.path.abspath(folder), f"{name}.png")
+        write_atomic(path, png_bytes(bar_chart(values, colors[name], name)))
+        paths.append(path)
+    return paths

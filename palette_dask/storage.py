@@ -24,6 +24,8 @@ import fsspec
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from .errors import UsageError
+
 
 def is_local(uri: str) -> bool:
     """Whether a URI names a file on the local file system (a plain path or ``file://``)."""
@@ -59,8 +61,12 @@ def filesystem(
     """
     if is_local(url):
         return LocalFileSystem(), local_path(url)
-    # fsspec pops the protocol's own table out of what it is given: hand it a copy.
-    return fsspec.core.url_to_fs(url, **copy.deepcopy(dict(storage_options or {})))
+    try:
+        # fsspec pops the protocol's own table out of what it is given: hand it a copy.
+        return fsspec.core.url_to_fs(url, **copy.deepcopy(dict(storage_options or {})))
+    except (ValueError, TypeError, ImportError) as exc:
+        # An unknown protocol, its package missing, or options it does not take.
+        raise UsageError(f"cannot open {url!r}: {exc}") from exc
 
 
 def join(base: str, *parts: str) -> str:

@@ -14,15 +14,19 @@ import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .color import rgb_to_hex, rgb_to_lab
-from .imaging import Sample
-from .palette import TRANSPARENT_LABEL, Palette, PaletteOptions
+from .options import TRANSPARENT_LABEL, PaletteOptions
 from .storage import AtomicFile, filesystem, fresh, join, read_parquet_rows, write_atomic
+
+if TYPE_CHECKING:  # the writing side's types: readers of the tables do not load the decoders
+    from .imaging import Sample
+    from .palette import Palette
 
 IMAGES_SCHEMA = pa.schema(
     [
@@ -402,6 +406,8 @@ def _kind(palette: Palette) -> str:
 
 def sample_from_row(row: dict) -> Sample:
     """The :class:`Sample` kept in a row of the ``samples`` cache."""
+    from .imaging import Sample
+
     shape = (row["sample_height"], row["sample_width"])
     rgb = np.frombuffer(row["rgb"], dtype=np.uint8).reshape(*shape, 3)
     alpha = None if row["alpha"] is None else np.frombuffer(row["alpha"], np.uint8).reshape(shape)
@@ -594,6 +600,19 @@ def write_partition(
 def cache_path(output: str, part: tuple[int, int]) -> str:
     """Where a partition's ``samples`` cache lives."""
     return join(output, CACHE_FOLDER, "samples", part_name(*part))
+
+
+def read_job_file(output: str, storage_options: Mapping | None = None) -> dict | None:
+    """The job record (``_job.json``) of the dataset at ``output``, or ``None``.
+
+    Each job rewrites it: the file system's cached listing is not trusted.
+    """
+    fs, root = filesystem(output, storage_options)
+    path = fresh(fs, join(root, JOB_FILE))
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "r") as f:
+        return json.load(f)
 
 
 def write_job_file(output: str, record: dict, storage_options: Mapping | None = None) -> None:

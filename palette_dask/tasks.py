@@ -62,11 +62,6 @@ logger = logging.getLogger(__name__)
 Part = tuple[int, list[tuple[int, str]]]
 PartRef = tuple[int, int]
 
-# Test-only switch: a process decoding an image whose URI contains this text exits
-# at once, as a crashing decoder would (see README, "Failure handling").
-CRASH_SWITCH = "palette-dask.testing.crash-on"
-CRASH_EXIT_CODE = 70
-
 # Config key: set to False to leave the worker's memory allocator as it is.
 TUNE_MALLOC = "palette-dask.tune-malloc"
 # glibc's mallopt parameters, and the values the task bodies set.
@@ -125,9 +120,9 @@ def _ms_since(t0: float) -> float:
 def _table_names(spec: JobSpec) -> list[str]:
     """The tables the first pass writes for each partition, ``images`` included."""
     names = ["images"]
-    if spec.mode in ("image", "both"):
+    if spec.own_palettes:
         names += ["palettes", "assignments"]
-    if spec.mode in ("corpus", "both") and spec.corpus_assign == "cache":
+    if spec.caches_samples:
         names.append("samples")
     return names
 
@@ -203,13 +198,12 @@ class _ShardImages:
 def _image_row(uri: str, source_path: str | None, data, spec: JobSpec) -> dict:
     """One image's keywords for :meth:`TableBuilder.add_image`, and its ``fit`` sample.
 
-    ``data`` is the image's bytes or the exception its read ended with; any
-    failure becomes the row's ``error``.
+    ``data`` is the image's bytes or the exception its read ended with. A failed
+    read and a bad image become the row's ``error``; any other exception is a
+    defect of palette-dask, not of the image: logged with its traceback, its
+    row's ``error`` starts with :data:`INTERNAL_ERROR` and ``internal`` is set.
     """
     options = spec.palette_options
-    crash_on = dask.config.get(CRASH_SWITCH, None)
-    if crash_on and crash_on in uri:
-        os._exit(CRASH_EXIT_CODE)
     t0 = time.perf_counter()
     try:
         if isinstance(data, BaseException):
@@ -219,17 +213,26 @@ def _image_row(uri: str, source_path: str | None, data, spec: JobSpec) -> dict:
         row = {
             "sample": sample,
             "n_pixels": len(pixels),
-            "palette": (
-                palette_from_sample(sample, options) if spec.mode in ("image", "both") else None
-            ),
+            "palette": (palette_from_sample(sample, options) if spec.own_palettes else None),
         }
-        if spec.mode in ("corpus", "both"):
+        if spec.fits_corpus:
             row["fit"] = fit_sample(sample, image_id(uri), options, size=spec.sample_per_image)
-    except Exception as exc:  # one bad image is data, not a failed job
-        row = {"error": describe_failure(exc), "format": getattr(exc, "format", None)}
+    except Exception as exc:
+        if exc is data or isinstance(exc, IMAGE_FAILURES):  # one bad image is data
+            row = {"error": describe_failure(exc), "format": getattr(exc, "format", None)}
+        else:
+            logger.exception("internal error while processing %s", uri)
+            row = {"error": f"{INTERNAL_ERROR}{type(exc).__name__}: {exc}", "internal": True}
     row["source_path"] = source_path
     row["elapsed_ms"] = _ms_since(t0)
     return row
+
+
+# What a bad image or a failed read raises: the row's error, and the job goes on.
+# A read's own failure is data whatever its type (it comes from the storage's library).
+IMAGE_FAILURES = (ImageError, OSError, MemoryError)
+# The start of the `error` of an image that met a defect of palette-dask.
+INTERNAL_ERROR = "internal error: "
 
 
 # Images whose rows are written together, as one row group of each table: a
@@ -249,7 +252,7 @@ class _PartitionRows:
         self._spec = spec
         self._write = write
         self._names = _table_names(spec)
-        self._cache = spec.mode in ("corpus", "both") and spec.corpus_assign == "cache"
+        self._cache = spec.caches_samples
         self._builder = TableBuilder(spec.palette_options)
         self._waiting: dict[int, tuple[str, dict]] = {}
         self._next = 0
@@ -257,6 +260,7 @@ class _PartitionRows:
         self._batches = 0
         self.images = 0
         self.errors = 0
+        self.internal_errors = 0
         self.write_seconds = 0.0
 
     def add(self, index: int, uri: str, row: dict) -> None:
@@ -270,6 +274,8 @@ class _PartitionRows:
         key = image_id(uri)
         if "fit" in row:
             self._fit_parts.append(row.pop("fit"))
+        if row.pop("internal", False):
+            self.internal_errors += 1
         if "error" in row:
             self.errors += 1
         elif self._cache:
@@ -327,20 +333,21 @@ def process_partition(part: Part, spec: JobSpec, segment: int) -> tuple[dict, Fi
         "partition": index,
         "images": rows.images,
         "errors": rows.errors,
+        "internal_errors": rows.internal_errors,
         "duplicates": duplicates,
         "process_seconds": processed - started - rows.write_seconds,
         "write_seconds": time.perf_counter() - processed + rows.write_seconds,
     }
-    if spec.mode == "image":
+    if not spec.fits_corpus:
         return summary, None
     return summary, merge_fit_samples(*fit_parts, limit=spec.corpus_fit_pixels)
 
 
-def process_images(items, spec: JobSpec) -> tuple[dict, list[FitSample], int]:
+def process_images(items, spec: JobSpec) -> tuple[dict, list[FitSample], int, int]:
     """Some images of a partition on their own, for a partition that keeps crashing workers.
 
-    Returns their tables, fit samples and error count, for
-    :func:`write_recovered_partition`.
+    Returns their tables, fit samples, error count and internal error count,
+    for :func:`write_recovered_partition`.
     """
     written: list[dict[str, pa.Table]] = []
     rows = _PartitionRows(spec, written.append)
@@ -349,7 +356,7 @@ def process_images(items, spec: JobSpec) -> tuple[dict, list[FitSample], int]:
             rows.add(i, uri, _image_row(uri, source_path, data, spec))
     fit_parts = rows.finish()
     tables = {name: pa.concat_tables([t[name] for t in written]) for name in written[0]}
-    return tables, fit_parts, rows.errors
+    return tables, fit_parts, rows.errors, rows.internal_errors
 
 
 def process_images_apart(items, spec: JobSpec) -> tuple | None:
@@ -437,7 +444,7 @@ def write_recovered_partition(
     names = _table_names(spec)
     metadata = {SHARD_METADATA_KEY: items[0][1]} if is_shard_partition(items) else None
     fit_parts: list[FitSample] = []
-    n_images = errors = 0
+    n_images = errors = internal_errors = 0
     with PartitionWriter(
         spec.output,
         (segment, index),
@@ -450,23 +457,25 @@ def write_recovered_partition(
                 uri, error = piece
                 failed = TableBuilder(spec.palette_options)
                 failed.add_image(image_id(uri), uri, error=error, elapsed_ms=0.0)
-                piece = (failed.tables(names), [], 1)
-            tables, parts, failures = piece
+                piece = (failed.tables(names), [], 1, 0)
+            tables, parts, failures, internal = piece
             writer.write(tables)
             fit_parts.extend(parts)
             n_images += tables["images"].num_rows
             errors += failures
+            internal_errors += internal
         processed = time.perf_counter()
         writer.commit()
     summary = {
         "partition": index,
         "images": n_images,
         "errors": errors,
+        "internal_errors": internal_errors,
         "duplicates": 0,
         "process_seconds": processed - started,
         "write_seconds": time.perf_counter() - processed,
     }
-    if spec.mode == "image":
+    if not spec.fits_corpus:
         return summary, None
     return summary, merge_fit_samples(*fit_parts, limit=spec.corpus_fit_pixels)
 

@@ -32,6 +32,29 @@ def test_every_command_has_help_with_an_example_and_is_in_the_readme():
         assert f"palette-dask {name}" in readme, f"README does not show `palette-dask {name}`"
 
 
+def test_run_takes_the_files_a_shell_glob_expands_to(sample_dir, tmp_path, client1):
+    """`palette-dask run photos/*.jpg -o out`: every path is an input, a .toml among
+    them is the job spec, whatever their order or -i before the first."""
+    photos = sorted(str(p) for p in sample_dir.glob("*.jpg"))
+    spec = tmp_path / "job.toml"
+    spec.write_text(f'input = ["{sample_dir}"]\nk = 3\npartition_size = 2\n')
+    runner = CliRunner()
+    on_cluster = ["--scheduler", client1.scheduler.address, "--no-progress"]
+    for out, arguments in [
+        (tmp_path / "plain", [*photos]),
+        (tmp_path / "with-spec", ["-i", photos[0], *photos[1:3], str(spec), *photos[3:]]),
+    ]:
+        result = runner.invoke(main, ["run", *arguments, "-o", str(out), *on_cluster])
+        assert result.exit_code == 0, result.output
+        images = read_table(out, "images").to_pandas()
+        assert sorted(images["uri"]) == photos
+        assert set(images["k"]) == ({3} if "with-spec" in str(out) else {5})
+    two_specs = runner.invoke(main, ["run", str(spec), str(spec), *photos, "-o", str(out)])
+    assert two_specs.exit_code == 2 and "one job spec at most, got 2" in two_specs.output
+    missing = runner.invoke(main, ["run", str(tmp_path / "absent.toml"), "-o", str(out)])
+    assert missing.exit_code == 2 and "absent.toml" in missing.output
+
+
 def test_version():
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0 and __version__ in result.output
@@ -103,11 +126,15 @@ def test_palettes_lists_either_kind(sample_dir, tmp_path, client2):
     run_job(
         JobSpec(input=[str(sample_dir)], output=str(out), mode="both", corpus_k=7), client=client2
     )
+    n = len(list(sample_dir.iterdir()))
     own = CliRunner().invoke(main, ["palettes", str(out)]).output.strip().splitlines()
     shared = CliRunner().invoke(main, ["palettes", str(out), "--kind", "corpus"]).output
+    assert len(own) == n
     assert all(len(re.findall(r"#[0-9a-f]{6}", line)) == 5 for line in own)
     corpus_colors = set(read_table(out, "corpus_palette").column("hex").to_pylist())
+    assert len(shared.strip().splitlines()) == n
     assert set(re.findall(r"#[0-9a-f]{6}", shared)) <= corpus_colors
+    assert len(re.findall(r"#[0-9a-f]{6}", shared)) >= n  # at least one corpus colour each
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "jobs").glob("*.toml")), ids=lambda p: p.name)
@@ -180,7 +207,9 @@ def test_show_json_matches_the_library(sample_dir):
     assert [c["hex"] for c in shown["colors"]] == expected.hex
 
 
-def test_samples_writes_the_photographs(tmp_path):
+def test_samples_writes_the_photographs(tmp_path, sample_dir):
     result = CliRunner().invoke(main, ["samples", str(tmp_path / "s")])
     assert result.exit_code == 0
-    assert len(list((tmp_path / "s").iterdir())) >= 9
+    written = sorted(p.name for p in (tmp_path / "s").iterdir())
+    assert written == sorted(p.name for p in sample_dir.iterdir())
+    assert "9 sample images in" in result.output

@@ -4,6 +4,7 @@ import io
 import tarfile
 from collections import Counter
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -137,7 +138,8 @@ def test_members_over_the_size_limit_are_passed_over_not_read():
 
 @pytest.mark.parametrize("compression", ["gz", "bz2", "xz"])
 def test_compressed_shards_are_read_as_streams(compression):
-    members = [(f"{i}.jpg", bytes([i]) * 3000) for i in range(3)]
+    # Bodies that do not compress, so that half the stream holds a whole member.
+    members = [(f"{i}.jpg", np.random.default_rng(i).bytes(3000)) for i in range(3)]
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode=f"w:{compression}") as tar:
         for name, body in members:
@@ -149,6 +151,8 @@ def test_compressed_shards_are_read_as_streams(compression):
     assert [(m.source_path, m.data) for m in read] == members
     cut = list(iter_tar(io.BytesIO(whole[: len(whole) // 2]), "s.tar", IMAGE_EXTENSIONS))
     assert cut[-1].uri == "s.tar" and cut[-1].error.startswith("truncated or unreadable")
+    if compression != "bz2":  # bzip2 gives nothing of a block until its end
+        assert len(cut) > 1
     assert all(m.data == body for m, (_, body) in zip(cut[:-1], members, strict=False))
 
 

@@ -2,13 +2,12 @@
 
 Schemas come from the packages that publish them: the Compose specification's
 JSON schema as docker-compose ships it, the DaskCluster and DaskJob CRDs as
-dask-kubernetes ships them (both wheels fetched from the package index into a
-cache, not installed), and distributed's own configuration schema.
+dask-kubernetes ships them (both wheels fetched by `make install`, pinned in
+tests/schema-wheels.txt, not installed), and distributed's own configuration schema.
 """
 
 import copy
 import re
-import subprocess
 import sys
 import zipfile
 from importlib.metadata import version
@@ -27,33 +26,20 @@ from palette_dask import JobSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
-CACHE = Path.home() / ".cache" / "palette-dask-tests"
-# Packages whose wheels carry the schemas, pinned so the validation is repeatable.
-COMPOSE_SCHEMA = ("docker-compose", "1.29.2", "compose/config/compose_spec.json")
+# The wheels `make install` fetched (tests/schema-wheels.txt): nothing is downloaded here.
+WHEELS = Path(sys.prefix) / "schema-wheels"
+COMPOSE_SCHEMA = ("docker-compose", "compose/config/compose_spec.json")
 CRD_FOLDER = "dask_kubernetes/operator/deployment/helm/dask-kubernetes-operator/crds"
-DASK_KUBERNETES = ("dask-kubernetes", "2026.3.0")
 
 
-def wheel_member(package: str, release: str, member: str) -> bytes:
-    """A file from a package's wheel, downloaded once into the cache (not installed)."""
-    folder = CACHE / f"{package}-{release}"
-    wheels = list(folder.glob("*.whl"))
+def wheel_member(package: str, member: str) -> bytes:
+    """A file from a package's wheel, as ``make install`` fetched it (not installed)."""
+    pinned = (ROOT / "tests" / "schema-wheels.txt").read_text()
+    (release,) = re.findall(rf"^{re.escape(package)}==(\S+)$", pinned, flags=re.M)
+    name = package.replace("-", "_")
+    wheels = list(WHEELS.glob(f"{name}-{release}-*.whl"))
     if not wheels:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--dest",
-                str(folder),
-                f"{package}=={release}",
-            ],
-            check=True,
-        )
-        wheels = list(folder.glob("*.whl"))
+        pytest.fail(f"no {package} {release} wheel in {WHEELS}: run `make install`")
     with zipfile.ZipFile(wheels[0]) as wheel:
         return wheel.read(member)
 
@@ -63,7 +49,7 @@ def crd_schemas():
     schemas = {}
     for kind in ("DaskCluster", "DaskJob"):
         member = f"{CRD_FOLDER}/{kind.lower()}.yaml"
-        crd = yaml.safe_load(wheel_member(*DASK_KUBERNETES, member))
+        crd = yaml.safe_load(wheel_member("dask-kubernetes", member))
         (served,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
         schemas[kind] = served["schema"]["openAPIV3Schema"]
     return schemas

@@ -203,11 +203,11 @@ def test_non_dataset_folder_is_refused(corpus, tmp_path):
 def test_waves_are_drawn_lazily_and_stay_bounded(corpus, client2, tmp_path, n_inputs):
     from palette_dask.pipeline import one_task_per_element, run_waves
     from palette_dask.plan import InputPlan
-    from palette_dask.state import load_state
+    from palette_dask.state import prepare_output
     from palette_dask.tasks import process_partition
 
     spec = JobSpec(input=[str(corpus)], output=str(tmp_path / "out"), partition_size=1, wave_size=4)
-    plan = InputPlan(spec, load_state(spec))
+    plan = InputPlan(spec, prepare_output(spec))
     wave_images = plan.partitioning.per_wave * plan.partitioning.size
     drawn = []
 

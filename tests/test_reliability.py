@@ -101,7 +101,10 @@ def test_killing_a_worker_mid_job_loses_nothing(many_images, undisturbed, tmp_pa
         wait_for_files(out / "images", 5)
         victim = sorted(pids.values())[0]
         os.kill(victim, signal.SIGKILL)
+        # The kill landed mid-job: partitions were still to be written.
+        assert len(list((out / "images").glob("part-*"))) < 240 // 4
         job.join(timeout=300)
+        assert victim not in client.run(os.getpid).values()
     assert not job.is_alive() and "report" in outcome
     assert outcome["report"].images == 240 and outcome["report"].errors == 0
     assert_same_dataset(out, undisturbed)
@@ -141,15 +144,15 @@ def test_killed_job_resumes_to_the_same_tables(many_images, undisturbed, tmp_pat
 
 
 def test_an_interrupted_job_resumes_only_with_the_same_partitions(sample_dir, tmp_path):
-    from palette_dask.state import load_state
+    from palette_dask.state import prepare_output
     from palette_dask.tables import write_job_file
 
     spec = JobSpec(input=[str(sample_dir)], output=str(tmp_path / "out"), partition_size=2)
-    load_state(spec)
+    prepare_output(spec)
     write_job_file(spec.output, {"status": "running", "segment": 0, "spec": spec.to_dict()})
-    assert load_state(spec).resumed
+    assert prepare_output(spec).resumed
     with pytest.raises(FileExistsError, match="interrupted job with another partition_size"):
-        load_state(spec.replace(partition_size=3))
+        prepare_output(spec.replace(partition_size=3))
 
 
 @pytest.mark.parametrize("mode", ["image", "both"])
@@ -193,6 +196,57 @@ def test_an_image_that_crashes_workers_becomes_an_error_row(sample_dir, tmp_path
     assert "the process decoding this image died" in crashed["error"]
     assert (images.drop(str(folder / "crash-me.jpg"))["status"] == "ok").all()
     assert read_table(out, "palettes").num_rows == 4 * 5
+
+
+# A worker preload (it may run more than once in a worker: it keeps the first original).
+BROKEN_DECODER = """
+import palette_dask.tasks as tasks
+
+if not hasattr(tasks, "working_palette_from_sample"):
+    tasks.working_palette_from_sample = tasks.palette_from_sample
+
+
+def broken_on_png(sample, options):
+    if sample.format == "PNG":
+        raise TypeError("a defect injected by the test")
+    return tasks.working_palette_from_sample(sample, options)
+
+
+tasks.palette_from_sample = broken_on_png
+"""
+
+
+def test_an_internal_error_is_logged_counted_and_fails_the_run_while_bad_images_do_not(
+    sample_dir, tmp_path
+):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name in ("coffee.jpg", "rocket.jpg", "chelsea.png"):
+        shutil.copy(sample_dir / name, inputs / name)
+    (inputs / "broken.jpg").write_bytes(b"not an image at all")
+    preload = tmp_path / "broken_decoder.py"
+    preload.write_text(BROKEN_DECODER)
+    run = ["run", "-i", inputs, "--workers", 1, "--partition-size", 2, "--no-progress"]
+
+    healthy = cli(*run, "-o", tmp_path / "healthy")
+    assert healthy.returncode == 0, healthy.stderr
+    assert "4 images (3 ok, 1 failed)" in healthy.stdout
+
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([str(preload)])}
+    broken = cli(*run, "-o", tmp_path / "broken", env=env)
+    assert broken.returncode == 3, broken.stderr
+    assert "4 images (2 ok, 2 failed)" in broken.stdout
+    assert "1 of the failures are internal errors of palette-dask" in broken.stderr
+    # The worker logged the defect with its traceback.
+    assert "internal error while processing" in broken.stderr
+    assert "Traceback" in broken.stderr and "a defect injected by the test" in broken.stderr
+    images = read_table(tmp_path / "broken", "images").to_pandas().set_index("uri")
+    errors = images["error"].rename(lambda uri: Path(uri).name)
+    assert errors["chelsea.png"] == "internal error: TypeError: a defect injected by the test"
+    assert errors["broken.jpg"] and not errors["broken.jpg"].startswith("internal error")
+    assert errors[["coffee.jpg", "rocket.jpg"]].isna().all()
+    record = json.loads((tmp_path / "broken" / "_job.json").read_text())
+    assert record["counts"]["errors"] == 2 and record["counts"]["internal_errors"] == 1
 
 
 def test_other_options_are_refused_without_overwrite(client2, tmp_path, sample_dir):

@@ -9,7 +9,7 @@ from jobtools import cli
 from PIL import Image
 
 from palette_dask import JobSpec, open_dataset, run_job
-from palette_dask.search import (
+from palette_dask.query import (
     PaletteArrays,
     _like_ranking,
     earth_movers_distance,
@@ -90,7 +90,7 @@ def test_index_gives_the_same_results_and_goes_stale(dataset, tmp_path):
     ds, folder = dataset
     before = search(ds, colors=["#1565a1", "#df8c18"], top=10)
     assert cli("index", ds.path).returncode == 0
-    from palette_dask.search import load_index
+    from palette_dask.query import load_index
 
     assert load_index(ds, "image") is not None
     after = search(ds, colors=["#1565a1", "#df8c18"], top=10)

@@ -40,7 +40,8 @@ from scipy import sparse
 from scipy.optimize import linprog
 
 from .color import hex_to_rgb, rgb_to_hex, rgb_to_lab
-from .dataset import PaletteDataset, as_dataset
+from .dataset import PaletteDataset, dataset_and_kind
+from .errors import UsageError
 from .storage import filesystem, fresh, join
 from .tables import INDEX_FOLDER
 
@@ -109,8 +110,7 @@ def build_index(
     ``storage_options`` open a dataset given by path (see
     :func:`palette_dask.open_dataset`).
     """
-    ds = as_dataset(dataset, storage_options)
-    kind = kind or ds.default_kind()
+    ds, kind = dataset_and_kind(dataset, kind, storage_options)
     folder = _index_folder(ds, kind)
     save_index(
         folder,
@@ -266,7 +266,7 @@ def color_ranking(arrays: PaletteArrays, colors, weights=None, top: int = 20, ra
     else:
         weights = np.asarray(weights, dtype=np.float64)
         if len(weights) != len(codes) or (weights <= 0).any():
-            raise ValueError("give one positive weight per colour, or none")
+            raise UsageError("give one positive weight per colour, or none")
         weights = weights / weights.sum()
     covered = coverage(arrays, query_lab, radius)
     score = np.minimum(covered, weights).sum(axis=1)
@@ -367,20 +367,19 @@ def search(
         (query colours held; colour queries only) and ``colors`` (the hex codes
         of the image's palette colours that matched).
     """
-    ds = as_dataset(dataset, storage_options)
     if (colors is None) == (like is None):
-        raise ValueError("search by `colors` or by `like`, one of the two")
-    kind = kind or ds.default_kind()
+        raise UsageError("search by `colors` or by `like`, one of the two")
+    ds, kind = dataset_and_kind(dataset, kind, storage_options)
     arrays = palette_arrays(ds, kind)
     if colors is not None:
         if not colors:
-            raise ValueError("give at least one colour")
+            raise UsageError("give at least one colour")
         order, score, matched, matching = color_ranking(arrays, colors, weights, top, radius)
     else:
         (reference,) = ds.find_images([like])
         where = np.flatnonzero(arrays.image_id == reference.encode("ascii"))
         if not len(where):
-            raise ValueError(f"{like} has no {kind} palette in {ds.path}")
+            raise UsageError(f"{like} has no {kind} palette in {ds.path}")
         order, score, matching = _like_ranking(arrays, int(where[0]), top)
         matched = None
     ids = [image_id.decode("ascii") for image_id in arrays.image_id[order].tolist()]
