@@ -29,8 +29,10 @@ run: install
 	$(BIN)/palette-dask run jobs/sample.toml --overwrite
 	$(BIN)/palette-dask palettes out/sample
 
+# Test files run in parallel, one process per core (pytest-xdist); a file's tests
+# stay together, so its module fixtures are made once.
 test: install browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 lint: install
 	$(BIN)/ruff check palette_dask tests benchmarks

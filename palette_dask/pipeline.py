@@ -54,13 +54,12 @@ from .plan import InputPlan, Partitioning
 from .sources import check_inputs, chunked, describe_skipped
 from .spec import JobSpec
 from .state import DatasetState, prepare_output
-from .storage import filesystem, fresh, join, write_atomic
+from .storage import join, write_atomic
 from .tables import (
-    CACHE_FOLDER,
     PERFORMANCE_REPORT,
     corpus_palette_table,
-    parquet_bytes,
-    part_name,
+    remove_cache,
+    write_corpus_palette,
     write_job_file,
 )
 from .tasks import (
@@ -568,16 +567,8 @@ def _corpus_passes(
                 totals[key] = totals[key] + result[key]
             bar.update(result["images"])
     table = corpus_palette_table(corpus.colors, totals["pixel_counts"], totals["image_counts"])
-    write_atomic(
-        join(spec.output, "corpus_palette", part_name(0, 0)),
-        parquet_bytes(table),
-        spec.storage_options,
-    )
-    fs, root = filesystem(spec.output, spec.storage_options)
-    cache = join(root, CACHE_FOLDER)
-    fresh(fs, join(cache, "samples"))  # written by the workers: forget older listings
-    if fs.exists(cache):
-        fs.rm(cache, recursive=True)
+    write_corpus_palette(spec.output, table, spec.storage_options)
+    remove_cache(spec.output, spec.storage_options)
     n_pixels = int(totals["pixel_counts"].sum())
     return {
         "k": spec.corpus_k,

@@ -602,6 +602,23 @@ def cache_path(output: str, part: tuple[int, int]) -> str:
     return join(output, CACHE_FOLDER, "samples", part_name(*part))
 
 
+def write_corpus_palette(
+    output: str, table: pa.Table, storage_options: Mapping | None = None
+) -> None:
+    """Write the ``corpus_palette`` table (one file, replaced whole by each fit)."""
+    path = join(output, "corpus_palette", part_name(0, 0))
+    write_atomic(path, parquet_bytes(table), storage_options)
+
+
+def remove_cache(output: str, storage_options: Mapping | None = None) -> None:
+    """Remove the first pass's cache of samples (``OUTPUT/_cache``), once assigned."""
+    fs, root = filesystem(output, storage_options)
+    cache = join(root, CACHE_FOLDER)
+    fresh(fs, join(cache, "samples"))  # written by the workers: forget older listings
+    if fs.exists(cache):
+        fs.rm(cache, recursive=True)
+
+
 def read_job_file(output: str, storage_options: Mapping | None = None) -> dict | None:
     """The job record (``_job.json``) of the dataset at ``output``, or ``None``.
 
