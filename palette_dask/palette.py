@@ -27,7 +27,7 @@ from .color import (
 from .errors import UsageTypeError
 from .imaging import ImageError, Sample, array_to_sample, decode_sample
 from .kmeans import dask_ml_centers, histogram_kmeans, nearest_center, weighted_kmeans
-from .options import TRANSPARENT_LABEL, PaletteOptions, ReadOptions
+from .options import COLOR_SPACES, TRANSPARENT_LABEL, PaletteOptions, ReadOptions
 from .reads import read_bytes
 
 
@@ -185,6 +185,18 @@ def extract_palette(
     sample = load_sample(image, options)
     with single_threaded():
         return palette_from_sample(sample, options)
+
+
+def warm_up() -> None:
+    """Compile the clustering stage's loops into numba's on-disk cache.
+
+    A process would otherwise compile them at its first image, about ten
+    seconds of CPU; ``make install`` runs this once, and every process after
+    it (the job's workers included) loads the compiled code.
+    """
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for color_space in COLOR_SPACES:
+        extract_palette(pixels, color_space=color_space)
 
 
 def load_sample(image, options: PaletteOptions, read_options: ReadOptions | None = None) -> Sample:
