@@ -20,14 +20,17 @@ nearest corpus colour.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import dask.array as da
 import numpy as np
 
 from .color import pack_rgb, rgb_to_space, space_to_rgb, unpack_rgb
 from .imaging import Sample
 from .kmeans import DaskKMeans, nearest_center
 from .palette import Palette, PaletteOptions, opaque_pixels, ranked_palette
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 # Rows per chunk of the gathered sample; fixed so the fit never depends on the cluster.
 FIT_CHUNK_ROWS = 65_536

@@ -20,13 +20,15 @@ Three engines; all but ``dask-ml`` run inside the image's own task:
 from __future__ import annotations
 
 import warnings
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import dask
-import dask.array as da
 import numpy as np
 
 from . import _loops
+
+if TYPE_CHECKING:  # dask.array is imported where it runs: the default engine never needs it
+    import dask.array as da
 
 # scikit-learn is imported where its engines run: it takes a second to import,
 # which every process would pay, while the default engine never needs it.
@@ -156,6 +158,7 @@ class DaskKMeans:
 
     Examples
     --------
+    >>> import dask.array as da
     >>> points = np.array([[0, 0, 0], [0, 1, 0], [9, 9, 9], [9, 8, 9]], np.float32)
     >>> model = DaskKMeans(2, random_state=0).fit(da.from_array(points, chunks=(2, 3)))
     >>> sorted(model.cluster_centers_.tolist())
@@ -235,6 +238,8 @@ class DaskKMeans:
     @classmethod
     def _counts_and_inertia(cls, X: da.Array, centers: np.ndarray) -> tuple[np.ndarray, float]:
         """Points per centre and the sum of squared distances, in one pass over ``X``."""
+        import dask.array as da
+
         labels, d2 = cls._assign(X, centers)
         counts = da.bincount(labels, minlength=len(centers))
         counts, inertia = dask.compute(counts, d2.sum())
@@ -255,6 +260,8 @@ def dask_ml_centers(points: np.ndarray, *, k: int, random_state: int) -> np.ndar
 
     Runs on the calling thread; assumes more than ``k`` points.
     """
+    import dask.array as da
+
     X = da.from_array(np.asarray(points, dtype=np.float32), chunks=(PIXEL_CHUNK_ROWS, -1))
     # Inside a worker task, nested computations must not go back to the cluster.
     with dask.config.set(scheduler="synchronous"):

@@ -78,15 +78,28 @@ def test_architecture_names_every_module_in_its_layer():
         assert {m for m in members if f"`{m}`" in line} == members, line
 
 
-@pytest.mark.parametrize(
-    "module", ["palette_dask.dataset", "palette_dask.query", "palette_dask.cli"]
-)
-def test_reading_a_dataset_does_not_load_the_compute_stack(module):
-    loaded = subprocess.run(
+def loaded_by(module: str) -> list[str]:
+    """The modules a fresh Python process holds after importing ``module``."""
+    return subprocess.run(
         [sys.executable, "-c", f"import sys, {module}; print(' '.join(sys.modules))"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
+
+
+@pytest.mark.parametrize(
+    "module", ["palette_dask.dataset", "palette_dask.query", "palette_dask.cli"]
+)
+def test_reading_a_dataset_does_not_load_the_compute_stack(module):
+    loaded = loaded_by(module)
     assert module in loaded
     assert not [m for m in loaded if m.split(".")[0] in COMPUTE_STACK]
+
+
+def test_a_worker_loads_only_the_engines_its_tasks_use():
+    """Every worker imports the tasks at its first task: scikit-learn and dask.array,
+    needed only by the other engines and the corpus fit, are left until they are used."""
+    loaded = loaded_by("palette_dask.tasks")
+    assert "palette_dask.tasks" in loaded and "numba" in loaded
+    assert "sklearn" not in loaded and "dask.array" not in loaded
