@@ -105,7 +105,7 @@ def _flags(declared, defaults):
 clustering_options = _flags(CLUSTERING_FLAGS, PaletteOptions)
 
 
-_PEM_FILE = click.Path(exists=True, dir_okay=False)
+_EXISTING_FILE = click.Path(exists=True, dir_okay=False)
 # `run`'s flags that set the JobSpec field of their name, with their help; the
 # default the help shows is the JobSpec's. (The clustering flags are shared
 # with `show`: see clustering_options.)
@@ -138,10 +138,14 @@ JOB_FLAGS = (
         str,
         "Submit to the Dask scheduler at this address (or set DASK_SCHEDULER_ADDRESS).",
     ),
-    ("--scheduler-file", _PEM_FILE, "Submit to the Dask cluster described by this scheduler file."),
-    ("--tls-ca-file", _PEM_FILE, "CA certificate (PEM) of a TLS-secured scheduler."),
-    ("--tls-cert", _PEM_FILE, "Client certificate (PEM) for a TLS-secured scheduler."),
-    ("--tls-key", _PEM_FILE, "Client private key (PEM) for a TLS-secured scheduler."),
+    (
+        "--scheduler-file",
+        _EXISTING_FILE,
+        "Submit to the Dask cluster described by this scheduler file.",
+    ),
+    ("--tls-ca-file", _EXISTING_FILE, "CA certificate (PEM) of a TLS-secured scheduler."),
+    ("--tls-cert", _EXISTING_FILE, "Client certificate (PEM) for a TLS-secured scheduler."),
+    ("--tls-key", _EXISTING_FILE, "Client private key (PEM) for a TLS-secured scheduler."),
     ("--read-concurrency", int, "Image reads in flight per task."),
     (
         "--read-per-host",
