@@ -4,7 +4,7 @@ Pure functions from palette data (colours, shares, label images) to 8-bit
 arrays and PNG bytes, drawn with Pillow. They serve ``palette-dask show``,
 ``render`` and ``report`` alike, so a picture made from a finished dataset is
 the same as one made from the image itself; :func:`write_pictures` writes an
-image's two pictures as PNG files.
+image's two pictures as PNG files (:func:`write_pngs`).
 """
 
 from __future__ import annotations
@@ -187,13 +187,20 @@ def write_pictures(
     """
     colors, proportions, labels = palette
     size = display_size(*image_size, longest) if longest else image_size
-    pictures = {
-        "swatches": swatches(colors, proportions),
-        "redrawn": redraw(labels, colors, size=size),
-    }
+    return write_pngs(
+        folder,
+        {
+            f"{name}.swatches": swatches(colors, proportions),
+            f"{name}.redrawn": redraw(labels, colors, size=size),
+        },
+    )
+
+
+def write_pngs(folder: str, pictures: dict[str, np.ndarray]) -> list[str]:
+    """Write each picture as ``folder/NAME.png``, atomically; their paths."""
     paths = []
-    for suffix, pixels in pictures.items():
-        path = os.path.join(os.path.abspath(folder), f"{name}.{suffix}.png")
+    for name, pixels in pictures.items():
+        path = os.path.join(os.path.abspath(folder), f"{name}.png")
         write_atomic(path, png_bytes(pixels))
         paths.append(path)
     return paths

@@ -7,7 +7,6 @@ to 1 whatever the images' sizes.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ import pyarrow.compute as pc
 
 from .color import lab_to_rgb, rgb_to_hex
 from .dataset import PaletteDataset, dataset_and_kind
-from .storage import write_atomic
 
 MERGE_DISTANCE = 10.0
 # Hue is left out below this chroma: greys have none worth counting.
@@ -202,7 +200,7 @@ def chart_colors(stats: CollectionStats) -> dict[str, list[str]]:
 def write_charts(stats: CollectionStats, folder: str) -> list[str]:
     """Write the bar charts of ``stats`` as PNG files into ``folder``: the dominant
     colours, lightness, chroma and hue. Returns their paths."""
-    from .render import png_bytes  # Pillow, as bar_chart
+    from .render import write_pngs  # Pillow, as bar_chart
 
     colors = chart_colors(stats)
     charts = {
@@ -211,9 +209,6 @@ def write_charts(stats: CollectionStats, folder: str) -> list[str]:
         "chroma": stats.chroma,
         "hue": stats.hue,
     }
-    paths = []
-    for name, values in charts.items():
-        path = os.path.join(os.path.abspath(folder), f"{name}.png")
-        write_atomic(path, png_bytes(bar_chart(values, colors[name], name)))
-        paths.append(path)
-    return paths
+    return write_pngs(
+        folder, {name: bar_chart(values, colors[name], name) for name, values in charts.items()}
+    )

@@ -625,11 +625,11 @@ def read_job_file(output: str, storage_options: Mapping | None = None) -> dict |
     Each job rewrites it: the file system's cached listing is not trusted.
     """
     fs, root = filesystem(output, storage_options)
-    path = fresh(fs, join(root, JOB_FILE))
-    if not fs.exists(path):
+    try:  # one request: opening answers whether it exists
+        with fs.open(fresh(fs, join(root, JOB_FILE)), "r") as f:
+            return json.load(f)
+    except FileNotFoundError:
         return None
-    with fs.open(path, "r") as f:
-        return json.load(f)
 
 
 def write_job_file(output: str, record: dict, storage_options: Mapping | None = None) -> None:
