@@ -236,6 +236,16 @@ def _input_kind(spec: str, storage_options, image_column) -> tuple:
         return fs, path, "glob", None
     if _named_file(fs, path):
         return fs, path, "file", None
+    if not _is_local_fs(fs) and is_parquet(path):
+        # Its footer first: an HTTP server asked whether a URL is a folder sends the
+        # whole file. A folder named like a Parquet file (a Spark or Dask table) is
+        # no file, and is asked about next.
+        try:
+            rows = _image_rows(fs, path, image_column)
+        except (OSError, pa.ArrowException):
+            pass
+        else:
+            return fs, path, ("manifest", "rows")[rows is not None], rows
     if fs.isdir(path):
         return fs, path, "folder", None
     if (rows := _image_rows(fs, path, image_column)) is not None:

@@ -58,6 +58,8 @@ class FaultServer:
         self.active = 0
         self.max_active = 0
         self.closed_hanging: list[float] = []
+        # Bytes of the answers' bodies, for the tests of what is read.
+        self.body_bytes = 0
         self._seen: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -141,6 +143,7 @@ class FaultServer:
                 writer, 429, "Too Many Requests", b"slow down\n", {"Retry-After": RETRY_AFTER}
             )
         elif kind == "cut":
+            self.body_bytes += CUT_AT
             writer.write(self._head(200, "OK", len(data)) + data[:CUT_AT])
             await writer.drain()
         elif head:
@@ -162,6 +165,7 @@ class FaultServer:
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
     async def _send(self, writer, status: int, reason: str, body: bytes, headers=None) -> None:
+        self.body_bytes += len(body)
         writer.write(self._head(status, reason, len(body), headers) + body)
         await writer.drain()
 

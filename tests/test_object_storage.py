@@ -431,6 +431,11 @@ def test_members_of_containers_in_the_bucket_are_read_as_local_ones(s3, options,
     assert [outcomes[i] for i in range(len(uris))] == expected
     listed = list(iter_uris([f"s3://{BUCKET}/shards/*.parquet"], options))
     assert listed == [f"s3://{BUCKET}/shards/t.parquet#{row}" for row in range(4)]
+    assert list(iter_uris([f"s3://{BUCKET}/shards/t.parquet"], options)) == listed
+    # A folder named like a Parquet file, as Spark and Dask write tables, is walked.
+    s3.pipe(f"{BUCKET}/table.parquet/part-0.parquet", table.getvalue())
+    walked = list(iter_uris([f"s3://{BUCKET}/table.parquet"], options))
+    assert walked == [f"s3://{BUCKET}/table.parquet/part-0.parquet#{row}" for row in range(4)]
 
 
 def test_a_job_over_shards_in_the_bucket_matches_the_job_over_local_shards(

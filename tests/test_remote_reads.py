@@ -10,6 +10,8 @@ import threading
 import time
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from faultserver import CUT_AT, FLAKY_FAILURES, RETRY_AFTER, STALL_AT, FaultServer
 from imagegen import blocks, encode
@@ -292,3 +294,20 @@ def test_named_remote_inputs_are_checked_together_and_listed_without_a_request(s
     assert checked == len(urls)
     assert overlapping > 1
     assert listed == 0
+
+
+def test_a_parquet_file_named_by_its_url_is_listed_from_its_footer(served, tmp_path):
+    """Its rows are listed from a read of its footer, not a download of the file (which is
+    what asking an HTTP server whether a URL is a folder costs)."""
+    from palette_dask.sources import iter_uris
+
+    blobs = sorted(served.glob("blob*.bin"))
+    pq.write_table(pa.table({"image": [p.read_bytes() for p in blobs]}), tmp_path / "t.parquet")
+    size = (tmp_path / "t.parquet").stat().st_size
+    with FaultServer(tmp_path) as server:
+        url = server.url("ok", "t.parquet")
+        assert list(iter_uris([url])) == [f"{url}#{row}" for row in range(len(blobs))]
+        asked, sent = server.count("/ok/"), server.body_bytes
+    assert size > 1_000_000
+    assert asked <= 2
+    assert sent < size / 10
