@@ -26,13 +26,16 @@ Parquet rows, a tar shard), the same images in each, so that the
 configurations differ only in how the images are read.
 
 Each configuration's wall time, its processing time per image (in the
-task's turn to decode, reads included) and its workers' CPU time per image
-are compared with the loose files read the same way in the same round (the
+task's turn to decode, reads included), the part of that spent reading (or
+waiting for bytes on their way) and its workers' CPU time per image are
+compared with the loose files read the same way in the same round (the
 median of the rounds' ratios counts; each round takes the inputs of a read
 mode in another order). At a few thousand images the wall time also depends
 on how the last partitions fall on the two workers and on what else the
-machine runs, while the processing and CPU times are what a read path costs
-however large the job; CPU time hardly moves when other programs share the
+machine runs, while the processing, read and CPU times are what a read path
+costs however large the job. The read time is the one measure of the read
+path alone: the others are mostly decoding, the same in every configuration,
+and move by a few per cent between runs when other programs share the
 machine. Each configuration's palettes are compared with the local loose
 files', image by image (matched by file name: a tar member's name, a Parquet
 row's ``path``). Last, two shards of about
@@ -75,10 +78,12 @@ ROW_GROUP_ROWS = 100
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 PALETTE_COLUMNS = ("palette_kind", "rank", "hex", "proportion", "pixel_count")
 # The measures compared with the loose files': the job's wall time, the time in
-# the tasks' turn to decode (reads included), and the CPU the workers spent.
+# the tasks' turn to decode (reads included), the part of it spent reading, and
+# the CPU the workers spent.
 RATIOS = {
     "wall": "wall_s",
     "processing": "process_ms_per_image",
+    "reads": "read_ms_per_image",
     "cpu": "worker_cpu_ms_per_image",
 }
 
@@ -160,6 +165,7 @@ def run(inputs: list, out: Path, **spec_options) -> dict:
         "wall_s": report.elapsed_s,
         "images_per_second": report.images / report.elapsed_s,
         "process_ms_per_image": report.process_seconds * 1000 / report.images,
+        "read_ms_per_image": report.read_seconds * 1000 / report.images,
         "write_ms_per_image": report.write_seconds * 1000 / report.images,
         "worker_cpu_ms_per_image": worker_cpu_s * 1000 / report.images,
         "peak_worker_mb": peak_mb,
@@ -307,14 +313,16 @@ def main(argv=None) -> int:
         f"{args.partition_size} images, {args.runs} rounds",
         "",
         "The fastest run of each input (wall time, and per image: the time in the tasks' "
-        "turn to decode, reads included, and the workers' CPU). Ratios to the loose files "
+        "turn to decode, reads included, the part of it spent reading or waiting for "
+        "bytes, and the workers' CPU). Ratios to the loose files "
         "read the same way: the median over the rounds of each round's ratio (the rounds' "
         "ratios in brackets). CPU time hardly changes when other programs share the "
         "machine; wall time does.",
         "",
         "| input | partitions | wall s | over loose | processing ms/image | over loose "
-        "| worker CPU ms/image | over loose | requests per image | identical palettes |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| reads ms/image | over loose | worker CPU ms/image | over loose "
+        "| requests per image | identical palettes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in best.items():
         requests = f"{r['requests_per_image']:.3f}" if "requests_per_image" in r else "–"

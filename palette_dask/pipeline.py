@@ -103,7 +103,10 @@ class JobReport:
     by lower-case extension (``"(none)"`` for files without one), sorted by
     extension: ``{".md": 2, ".txt": 1}``. ``process_seconds`` and
     ``write_seconds`` add up the workers' time decoding and clustering the
-    images (building their rows included) and writing the first pass's files.
+    images (building their rows included) and writing the first pass's files;
+    ``read_seconds`` is the part of ``process_seconds`` spent reading images,
+    or waiting for reads on their way: a job whose reads take much of its
+    time is bound by its storage or network, not by its workers' cores.
     """
 
     output: str
@@ -119,6 +122,7 @@ class JobReport:
     duplicates: int = 0
     not_images: dict[str, int] = field(default_factory=dict)
     process_seconds: float = 0.0
+    read_seconds: float = 0.0
     write_seconds: float = 0.0
     corpus: dict | None = None
     internal_errors: int = 0
@@ -146,6 +150,7 @@ class JobReport:
             },
             "worker_seconds": {
                 "process": round(self.process_seconds, 3),
+                "read": round(self.read_seconds, 3),
                 "write": round(self.write_seconds, 3),
             },
         }
@@ -437,6 +442,7 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
         duplicates=plan.duplicates + totals.duplicates,
         not_images=dict(sorted(plan.not_images.items())),
         process_seconds=totals.process_seconds,
+        read_seconds=totals.read_seconds,
         write_seconds=totals.write_seconds,
         corpus=corpus_record,
     )
@@ -458,14 +464,15 @@ class Totals:
     duplicates: int = 0
     partitions: int = 0
     process_seconds: float = 0.0
+    read_seconds: float = 0.0
     write_seconds: float = 0.0
 
     def add(self, summary: dict) -> None:
         """Count one partition's summary (:func:`palette_dask.tasks.process_partition`)."""
         for name in ("images", "errors", "internal_errors", "duplicates"):
             setattr(self, name, getattr(self, name) + summary[name])
-        self.process_seconds += summary["process_seconds"]
-        self.write_seconds += summary["write_seconds"]
+        for name in ("process_seconds", "read_seconds", "write_seconds"):
+            setattr(self, name, getattr(self, name) + summary[name])
         self.partitions += 1
 
 

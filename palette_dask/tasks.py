@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import dask
@@ -323,7 +323,8 @@ def process_partition(part: Part, spec: JobSpec, segment: int) -> tuple[dict, Fi
         # The reads start before this task's turn to decode comes.
         with _outcomes(items, spec) as outcomes, decoding_turn():
             started = time.perf_counter()
-            for i, uri, source_path, data in outcomes:
+            reads = _Timed(outcomes)
+            for i, uri, source_path, data in reads:
                 rows.add(i, uri, _image_row(uri, source_path, data, spec))
             duplicates = getattr(outcomes, "duplicates", 0)
         fit_parts = rows.finish()
@@ -336,6 +337,7 @@ def process_partition(part: Part, spec: JobSpec, segment: int) -> tuple[dict, Fi
         "internal_errors": rows.internal_errors,
         "duplicates": duplicates,
         "process_seconds": processed - started - rows.write_seconds,
+        "read_seconds": reads.seconds,
         "write_seconds": time.perf_counter() - processed + rows.write_seconds,
     }
     if not spec.fits_corpus:
@@ -343,20 +345,43 @@ def process_partition(part: Part, spec: JobSpec, segment: int) -> tuple[dict, Fi
     return summary, merge_fit_samples(*fit_parts, limit=spec.corpus_fit_pixels)
 
 
-def process_images(items, spec: JobSpec) -> tuple[dict, list[FitSample], int, int]:
+def process_images(items, spec: JobSpec) -> tuple[dict, list[FitSample], int, int, float]:
     """Some images of a partition on their own, for a partition that keeps crashing workers.
 
-    Returns their tables, fit samples, error count and internal error count,
-    for :func:`write_recovered_partition`.
+    Returns their tables, fit samples, error count, internal error count and
+    seconds waiting for their bytes, for :func:`write_recovered_partition`.
     """
     written: list[dict[str, pa.Table]] = []
     rows = _PartitionRows(spec, written.append)
     with _outcomes(items, spec) as outcomes, decoding_turn():
-        for i, uri, source_path, data in outcomes:
+        reads = _Timed(outcomes)
+        for i, uri, source_path, data in reads:
             rows.add(i, uri, _image_row(uri, source_path, data, spec))
     fit_parts = rows.finish()
     tables = {name: pa.concat_tables([t[name] for t in written]) for name in written[0]}
-    return tables, fit_parts, rows.errors, rows.internal_errors
+    return tables, fit_parts, rows.errors, rows.internal_errors, reads.seconds
+
+
+class _Timed:
+    """The items of an iterator, and the seconds spent waiting for them (``seconds``).
+
+    A partition's outcomes are its images' bytes: the wait is the time its
+    decoding turn spent reading, or waiting for reads still on their way.
+    """
+
+    def __init__(self, items: Iterable):
+        self._items = iter(items)
+        self.seconds = 0.0
+
+    def __iter__(self) -> _Timed:
+        return self
+
+    def __next__(self):
+        t0 = time.perf_counter()
+        try:
+            return next(self._items)
+        finally:
+            self.seconds += time.perf_counter() - t0
 
 
 def process_images_apart(items, spec: JobSpec) -> tuple | None:
@@ -445,6 +470,7 @@ def write_recovered_partition(
     metadata = {SHARD_METADATA_KEY: items[0][1]} if is_shard_partition(items) else None
     fit_parts: list[FitSample] = []
     n_images = errors = internal_errors = 0
+    read_seconds = 0.0
     with PartitionWriter(
         spec.output,
         (segment, index),
@@ -457,13 +483,14 @@ def write_recovered_partition(
                 uri, error = piece
                 failed = TableBuilder(spec.palette_options)
                 failed.add_image(image_id(uri), uri, error=error, elapsed_ms=0.0)
-                piece = (failed.tables(names), [], 1, 0)
-            tables, parts, failures, internal = piece
+                piece = (failed.tables(names), [], 1, 0, 0.0)
+            tables, parts, failures, internal, reading = piece
             writer.write(tables)
             fit_parts.extend(parts)
             n_images += tables["images"].num_rows
             errors += failures
             internal_errors += internal
+            read_seconds += reading
         processed = time.perf_counter()
         writer.commit()
     summary = {
@@ -473,6 +500,7 @@ def write_recovered_partition(
         "internal_errors": internal_errors,
         "duplicates": 0,
         "process_seconds": processed - started,
+        "read_seconds": read_seconds,
         "write_seconds": time.perf_counter() - processed,
     }
     if not spec.fits_corpus:

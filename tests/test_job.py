@@ -39,14 +39,16 @@ def test_every_input_gives_exactly_one_images_row(dataset, n_inputs):
 def test_report_and_job_file_split_the_workers_time(dataset):
     out, report = dataset
     images = read_table(out, "images").to_pandas()
-    # Decoding and clustering take at least the images' own time, and the two
-    # workers cannot have worked longer than twice the job.
-    assert report.process_seconds >= images["elapsed_ms"].sum() / 1000
+    # Decoding and clustering take at least the images' own time and their reads,
+    # and the two workers cannot have worked longer than twice the job.
+    assert report.read_seconds > 0
+    assert report.process_seconds >= images["elapsed_ms"].sum() / 1000 + report.read_seconds
     assert report.write_seconds > 0
     assert report.process_seconds + report.write_seconds < 2 * report.elapsed_s
     recorded = json.loads((out / "_job.json").read_text())["worker_seconds"]
     assert recorded == {
         "process": round(report.process_seconds, 3),
+        "read": round(report.read_seconds, 3),
         "write": round(report.write_seconds, 3),
     }
 
