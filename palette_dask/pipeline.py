@@ -51,7 +51,7 @@ from .cluster import (
 )
 from .corpus import CorpusPalette, fit_corpus_palette, merge_fit_samples
 from .plan import InputPlan, Partitioning
-from .sources import check_inputs, chunked, describe_skipped
+from .sources import check_inputs, chunked, describe_skipped, normalize_uri
 from .spec import JobSpec
 from .state import DatasetState, prepare_output
 from .storage import join, write_atomic
@@ -397,6 +397,10 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
     JobReport
     """
     check_inputs(spec.input, spec.storage_options)
+    # The workers write the tables: a relative output path names a folder of the
+    # caller's working folder, not of each worker's.
+    shown_output = spec.output
+    spec = spec.replace(output=normalize_uri(spec.output))
     started = datetime.now(timezone.utc)
     clock = time.perf_counter()
     totals = Totals()
@@ -428,7 +432,7 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
                     active, spec, state, plan.partitioning, written, fit_sample, progress=progress
                 )
     report = JobReport(
-        output=spec.output,
+        output=shown_output,
         images=totals.images,
         ok=totals.images - totals.errors,
         errors=totals.errors,

@@ -76,7 +76,10 @@ def external_cluster(
             address = client.scheduler.address
         yield address, scheduler_file
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
+        # Workers first, while their scheduler still answers their goodbye: a worker
+        # whose scheduler is gone waits to reconnect before it gives up.
+        for group in (processes[1:], processes[:1]):
+            for process in group:
+                process.terminate()
+            for process in group:
+                process.wait(timeout=30)

@@ -34,11 +34,16 @@ def test_job_by_scheduler_address_matches_embedded_run(external, corpus, embedde
     assert_same_dataset(out, embedded_run)
 
 
-def test_job_by_scheduler_file_matches_embedded_run(external, corpus, embedded_run, tmp_path):
+def test_job_by_scheduler_file_matches_embedded_run(
+    external, corpus, embedded_run, tmp_path, monkeypatch
+):
+    """With a relative output path: the folder is the caller's, though the workers run
+    in a working folder of their own."""
     _, scheduler_file = external
-    out = tmp_path / "out"
-    run_job(JobSpec(input=[str(corpus)], output=str(out), scheduler_file=str(scheduler_file)))
-    assert_same_dataset(out, embedded_run)
+    monkeypatch.chdir(tmp_path)
+    report = run_job(JobSpec(input=[str(corpus)], output="out", scheduler_file=str(scheduler_file)))
+    assert report.output == "out"
+    assert_same_dataset(tmp_path / "out", embedded_run)
 
 
 def test_job_by_environment_variable_via_cli(external, corpus, embedded_run, tmp_path):

@@ -3,6 +3,7 @@
 import json
 import os
 
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from jobtools import assert_same_dataset, read_table
@@ -44,8 +45,9 @@ def test_the_sample_photographs_still_run_as_two_partitions_per_worker(photos, c
     assert (record["partitioning"]["workers"], record["partitioning"]["threads"]) == (2, 2)
 
 
-def test_sixty_thousand_tiny_images_make_a_few_large_files(tmp_path, client2):
-    """Every URI a distinct image (hard links of a few small pictures, as a big corpus has)."""
+def test_many_tiny_images_make_partitions_of_the_largest_size(tmp_path, client1):
+    """Every URI a distinct image (hard links of a few small pictures, as a big corpus has):
+    on one worker, more images than two partitions of the largest size hold."""
     folder = tmp_path / "tiny"
     folder.mkdir()
     colours = [(200, 30, 40), (40, 160, 70), (30, 60, 200), (240, 220, 60)]
@@ -54,19 +56,21 @@ def test_sixty_thousand_tiny_images_make_a_few_large_files(tmp_path, client2):
         path = tmp_path / f"tiny-{i}.png"
         Image.new("RGB", (4, 4), colour).save(path)
         originals.append(path)
-    n_images = 60_000
+    n_images = 2 * AUTO_PARTITION_IMAGES + AUTO_PARTITION_IMAGES // 4
     for i in range(n_images):
         os.link(originals[i % len(originals)], folder / f"{i:06d}.png")
     out = tmp_path / "out"
-    report = run_job(JobSpec(input=[str(folder)], output=str(out)), client=client2)
+    report = run_job(JobSpec(input=[str(folder)], output=str(out)), client=client1)
     assert (report.images, report.errors) == (n_images, 0)
-    files = files_per_table(out)
-    assert max(files.values()) <= 10, files
-    assert files == dict.fromkeys(TABLES, report.partitions)
+    # Partitions of AUTO_PARTITION_IMAGES, the last one smaller: one file each per table.
+    assert report.partitions == 3
+    assert files_per_table(out) == dict.fromkeys(TABLES, 3)
     images = read_table(out, "images")
     assert images.num_rows == n_images and len(set(images.column("image_id").to_pylist())) == (
         n_images
     )
+    rows_per_file = sorted(pq.read_metadata(f).num_rows for f in (out / "images").iterdir())
+    assert rows_per_file == [n_images - 2 * AUTO_PARTITION_IMAGES, *[AUTO_PARTITION_IMAGES] * 2]
 
 
 def test_auto_partitions_follow_the_new_images_and_the_workers(tmp_path):
