@@ -75,6 +75,23 @@ def cli(*args, env=None, prefix=(), timeout=300) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def invoke(*args) -> subprocess.CompletedProcess:
+    """Run ``palette-dask ARGS`` in this process with click's test runner: what :func:`cli`
+    gives for commands that need no process of their own, without starting an interpreter.
+
+    An exception the command does not turn into an exit code is raised here: a defect
+    fails the test rather than hiding in an exit code.
+    """
+    from click.testing import CliRunner
+
+    from palette_dask.cli import main
+
+    result = CliRunner().invoke(main, [str(arg) for arg in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
 def wait_for_files(folder: Path, count: int, timeout: float = 120) -> None:
     """Wait until ``folder`` holds ``count`` partition files (``part-*``), within ``timeout``."""
     deadline = time.monotonic() + timeout

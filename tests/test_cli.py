@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from imagegen import encode
-from jobtools import cli, read_table
+from jobtools import cli, invoke, read_table
 
 from palette_dask import __version__
 from palette_dask.cli import main
@@ -97,7 +97,7 @@ def test_run_spec_with_overrides_end_to_end(sample_dir, tmp_path):
     assert record["spec"]["workers"] == 1
     assert record["counts"]["not_images"] == {".txt": 1}
 
-    listing = cli("palettes", out)
+    listing = invoke("palettes", out)
     assert listing.returncode == 0
     lines = listing.stdout.strip().splitlines()
     assert len(lines) == n

@@ -5,7 +5,7 @@ import shutil
 
 import duckdb
 import pytest
-from jobtools import assert_same_dataset, cli, read_table
+from jobtools import assert_same_dataset, invoke, read_table
 from test_reliability import write_images
 
 from palette_dask import JobSpec, open_dataset, run_job
@@ -39,7 +39,7 @@ def small_files(sample_dir, client2, tmp_path):
 def test_compaction_keeps_every_row_in_one_file_per_table(small_files):
     out, reference = small_files
     assert table_names(out)["palettes"] == [part_name(0, i) for i in range(5)]
-    result = cli("compact", out)
+    result = invoke("compact", out)
     assert result.returncode == 0, result.stderr
     assert "compacted 15 files into 3 (1 runs of partitions)" in result.stdout
     assert table_names(out) == {key: [span_name((0, 0), (0, 4))] for key in TABLES}

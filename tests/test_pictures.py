@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from browser import Chromium, find_chromium
-from jobtools import BAD_INPUTS, cli
+from jobtools import BAD_INPUTS, invoke
 from PIL import Image
 
 from palette_dask import JobSpec, open_dataset, run_job
@@ -50,7 +50,7 @@ def palette_rows(ds, uri, kind="image"):
 
 
 def render(ds, uri, out, *args):
-    done = cli("render", ds.path, "--image", uri, "--out", out, *args)
+    done = invoke("render", ds.path, "--image", uri, "--out", out, *args)
     assert done.returncode == 0, done.stderr
     name = Path(uri).name
     return out / f"{name}.swatches.png", out / f"{name}.redrawn.png"
@@ -131,7 +131,7 @@ def test_redrawn_image_matches_the_assignments(dataset, corpus, tmp_path, kind):
 def test_show_draws_the_same_pictures_as_render_from_the_tables(dataset, corpus, tmp_path):
     uri = str(corpus / "coffee.jpg")
     from_tables = render(dataset, uri, tmp_path / "render")
-    shown = cli("show", uri, "--out", tmp_path / "show")
+    shown = invoke("show", uri, "--out", tmp_path / "show")
     assert shown.returncode == 0, shown.stderr
     for drawn in from_tables:
         assert (tmp_path / "show" / drawn.name).read_bytes() == drawn.read_bytes()
@@ -143,21 +143,21 @@ def test_left_out_pixels_are_transparent_in_the_redrawn_image(tmp_path):
     rgba[:, :40, 3] = 255  # left half opaque red, right half transparent
     path = tmp_path / "half.png"
     Image.fromarray(rgba).save(path)
-    assert cli("show", path, "--out", tmp_path, "--size", "0").returncode == 0
+    assert invoke("show", path, "--out", tmp_path, "--size", "0").returncode == 0
     redrawn = read_png(tmp_path / "half.png.redrawn.png")
     assert redrawn.shape == (60, 80, 4)
     assert (redrawn[:, :40] == [200, 0, 0, 255]).all() and (redrawn[:, 40:, 3] == 0).all()
 
 
 def test_render_names_unknown_images(dataset, tmp_path):
-    done = cli("render", dataset.path, "--image", "no/such.jpg", "--out", tmp_path)
+    done = invoke("render", dataset.path, "--image", "no/such.jpg", "--out", tmp_path)
     assert done.returncode == 1
     assert "no/such.jpg" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_report_limit_keeps_the_best_represented_images(dataset, tmp_path):
     out = tmp_path / "report.html"
-    done = cli("report", dataset.path, "--out", out, "--limit", "3", "--kind", "image")
+    done = invoke("report", dataset.path, "--out", out, "--limit", "3", "--kind", "image")
     assert done.returncode == 0, done.stderr
     page = out.read_text()
     ok = dataset.images.query("status == 'ok'").sort_values(["mse_rgb", "uri"])
@@ -174,7 +174,7 @@ def test_report_limit_keeps_the_best_represented_images(dataset, tmp_path):
 )
 def test_report_in_a_real_browser(dataset, tmp_path):
     out = tmp_path / "report.html"
-    assert cli("report", dataset.path, "--out", out, "--limit", "0").returncode == 0
+    assert invoke("report", dataset.path, "--out", out, "--limit", "0").returncode == 0
     images = dataset.images
     ok = images[images.status == "ok"]
     palettes = dataset.palettes.query("palette_kind == 'image'")
@@ -232,7 +232,7 @@ def test_readme_pictures_come_from_the_readme_command(sample_dir, tmp_path):
         str(sample_dir / a.split("/")[-1]) if a.startswith("data/samples/") else a for a in args
     ]
     args[args.index("--out") + 1] = str(tmp_path)
-    assert cli(*args).returncode == 0
+    assert invoke(*args).returncode == 0
     pictures = [line for line in readme.splitlines() if line.startswith("![")]
     assert len(pictures) == 2
     for line in pictures:

@@ -19,6 +19,7 @@ from imagegen import blocks, encode
 from jobtools import (
     assert_same_dataset,
     cli,
+    invoke,
     kill_when_written,
     read_table,
     run_with_crashing_decoder,
@@ -252,17 +253,16 @@ def test_an_internal_error_is_logged_counted_and_fails_the_run_while_bad_images_
 def test_other_options_are_refused_without_overwrite(client2, tmp_path, sample_dir):
     out = tmp_path / "out"
     run_job(JobSpec(input=[str(sample_dir / "coffee.jpg")], output=str(out)), client=client2)
-    result = cli(
+    result = invoke(
         "run",
         "-i",
-        str(sample_dir),
+        sample_dir,
         "-o",
-        str(out),
+        out,
         "--color-space",
         "lab",
-        "--workers",
-        "1",
-        timeout=120,
+        "--scheduler",
+        client2.scheduler.address,
     )
     assert result.returncode == 1
     assert "made with other options (color_space='rgb' -> 'lab')" in result.stderr

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 from imagegen import blocks, encode
-from jobtools import cli
+from jobtools import invoke
 from PIL import Image
 
 from palette_dask import JobSpec, open_dataset, run_job
@@ -89,7 +89,7 @@ def test_like_finds_the_image_then_its_copies(dataset):
 def test_index_gives_the_same_results_and_goes_stale(dataset, tmp_path):
     ds, folder = dataset
     before = search(ds, colors=["#1565a1", "#df8c18"], top=10)
-    assert cli("index", ds.path).returncode == 0
+    assert invoke("index", ds.path).returncode == 0
     from palette_dask.query import load_index
 
     assert load_index(ds, "image") is not None
@@ -102,12 +102,12 @@ def test_index_gives_the_same_results_and_goes_stale(dataset, tmp_path):
 
 def test_search_cli_prints_json(dataset):
     ds, _ = dataset
-    done = cli("search", ds.path, "--color", "#df8c18", "--top", "3", "--json")
+    done = invoke("search", ds.path, "--color", "#df8c18", "--top", "3", "--json")
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert rows[0]["uri"].rsplit("/", 1)[-1] == "orange60.png"
     assert {"image_id", "uri", "score", "matched", "colors"} <= set(rows[0])
-    bad = cli("search", ds.path)
+    bad = invoke("search", ds.path)
     assert bad.returncode == 1 and "colors" in bad.stderr
 
 
@@ -151,7 +151,7 @@ def test_stats_on_the_sample_photographs(corpus, client1, tmp_path):
     for series in (found.lightness, found.chroma, found.hue):
         assert series.sum() == pytest.approx(1.0)
     # The CLI prints the same and draws the charts.
-    done = cli("stats", out, "--plots", tmp_path / "charts")
+    done = invoke("stats", out, "--plots", tmp_path / "charts")
     assert done.returncode == 0, done.stderr
     assert found.dominant.hex[0] in done.stdout and f"{len(images)} (" in done.stdout
     for name in ("dominant", "lightness", "chroma", "hue"):
