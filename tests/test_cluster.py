@@ -5,7 +5,7 @@ import os
 
 import pytest
 from clusters import external_cluster
-from jobtools import BAD_INPUTS, assert_same_dataset, cli, read_table
+from jobtools import BAD_INPUTS, assert_same_dataset, cli, invoke, read_table
 
 from palette_dask import JobSpec, run_job
 
@@ -80,7 +80,7 @@ def test_both_modes_on_the_external_cluster_match_the_embedded_cluster(external,
 def test_dry_run_prints_the_plan_and_runs_nothing(external, corpus, tmp_path):
     address, _ = external
     out = tmp_path / "out"
-    result = cli("run", "-i", corpus, "-o", out, "--scheduler", address, "--dry-run")
+    result = invoke("run", "-i", corpus, "-o", out, "--scheduler", address, "--dry-run")
     assert result.returncode == 0, result.stderr
     spec = json.loads(result.stdout[: result.stdout.index("\ninputs:")])
     assert spec["scheduler"] == address and spec["input"] == [str(corpus)]
@@ -93,7 +93,7 @@ def test_dry_run_prints_the_plan_and_runs_nothing(external, corpus, tmp_path):
     )
     assert f"cluster: the Dask scheduler at {address} (job spec)" in result.stdout
     assert not out.exists()
-    embedded = cli("run", "-i", corpus, "-o", out, "--workers", "3", "--dry-run")
+    embedded = invoke("run", "-i", corpus, "-o", out, "--workers", "3", "--dry-run")
     assert "an embedded LocalCluster of 3 single-threaded worker process(es)" in embedded.stdout
 
 
