@@ -63,12 +63,12 @@ def test_job_by_environment_variable_via_cli(external, corpus, embedded_run, tmp
     assert_same_dataset(out, embedded_run)
 
 
-def test_both_modes_on_the_external_cluster_match_the_embedded_cluster(external, corpus, tmp_path):
+def test_both_modes_on_the_external_cluster_match_a_local_cluster(
+    external, corpus, client1, tmp_path
+):
     address, _ = external
-    spec = JobSpec(
-        input=[str(corpus)], output=str(tmp_path / "embedded"), mode="both", corpus_k=8, workers=1
-    )
-    run_job(spec)  # the embedded LocalCluster the job starts itself
+    spec = JobSpec(input=[str(corpus)], output=str(tmp_path / "embedded"), mode="both", corpus_k=8)
+    run_job(spec, client=client1)
     external_out = tmp_path / "external"
     run_job(spec.replace(output=str(external_out), scheduler=address, partition_size=5))
     assert_same_dataset(external_out, tmp_path / "embedded")
