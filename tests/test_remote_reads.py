@@ -83,7 +83,7 @@ def test_every_fault_gives_its_row_and_the_job_ends(served, client2, tmp_path):
             "hang/coffee.jpg",
         ]
         urls = [f"http://127.0.0.1:{server.port}/{name}" for name in names]
-        spec = manifest_job(tmp_path, urls, partition_size=3, read_timeout=2, read_retries=2)
+        spec = manifest_job(tmp_path, urls, partition_size=3, read_timeout=1, read_retries=2)
         report = run_bounded(spec, client2)
         out = spec.output
         rows = rows_by_name(out)
@@ -107,7 +107,7 @@ def test_every_fault_gives_its_row_and_the_job_ends(served, client2, tmp_path):
         assert rows["missing/nothing.jpg"]["error"] == "HTTP 404 Not Found"
         assert server.count("/missing/nothing.jpg") == 1
         # A server that never answers: each try ends at the deadline.
-        assert rows["hang/coffee.jpg"]["error"] == "timed out after 2 s (3 tries)"
+        assert rows["hang/coffee.jpg"]["error"] == "timed out after 1 s (3 tries)"
         assert server.count("/hang/coffee.jpg") == 3
 
     # The bytes are the same wherever they came from, and so are the palettes.
