@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as pads
 import pytest
-from clusters import external_cluster
 from distributed import Client, LocalCluster
 from imagegen import blocks, encode
 from jobtools import (
@@ -269,89 +268,3 @@ def test_other_options_are_refused_without_overwrite(client2, tmp_path, sample_d
     assert result.returncode == 1
     assert "made with other options (color_space='rgb' -> 'lab')" in result.stderr
     assert "pass --overwrite" in result.stderr
-
-
-def _write_certificates(folder: Path) -> dict[str, Path]:
-    from distributed.security import Security
-
-    temporary = Security.temporary()
-    paths = {"ca": folder / "ca.pem", "cert": folder / "cert.pem", "key": folder / "key.pem"}
-    paths["ca"].write_text(temporary.tls_ca_file)
-    paths["cert"].write_text(temporary.tls_client_cert)
-    paths["key"].write_text(temporary.tls_client_key)
-    return paths
-
-
-def test_job_on_a_tls_secured_scheduler(tmp_path, sample_dir):
-    from distributed.security import Security
-
-    certs = _write_certificates(tmp_path)
-    tls = [
-        "--tls-ca-file",
-        str(certs["ca"]),
-        "--tls-cert",
-        str(certs["cert"]),
-        "--tls-key",
-        str(certs["key"]),
-    ]
-    security = Security(
-        tls_ca_file=str(certs["ca"]),
-        tls_client_cert=str(certs["cert"]),
-        tls_client_key=str(certs["key"]),
-        require_encryption=True,
-    )
-    with external_cluster(
-        tmp_path, scheduler_args=["--protocol", "tls", *tls], worker_args=tls, security=security
-    ) as (address, _):
-        assert address.startswith("tls://")
-        out = tmp_path / "out"
-        result = cli(
-            "run",
-            "-i",
-            str(sample_dir),
-            "-o",
-            str(out),
-            "--scheduler",
-            address,
-            *tls,
-            "--no-progress",
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stderr
-        assert "9 images (9 ok, 0 failed)" in result.stdout
-        refused = cli(
-            "run",
-            "-i",
-            str(sample_dir),
-            "-o",
-            str(tmp_path / "x"),
-            "--scheduler",
-            address.replace("tls://", "tcp://"),
-            "--no-progress",
-            timeout=120,
-        )
-        assert refused.returncode != 0
-
-
-def test_workers_with_other_versions_are_refused(tmp_path, sample_dir):
-    preload = tmp_path / "other_version.py"
-    preload.write_text("import palette_dask\npalette_dask.__version__ = '0.0.0+other'\n")
-    with external_cluster(tmp_path, workers=1, worker_args=["--preload", str(preload)]) as (
-        address,
-        _,
-    ):
-        result = cli(
-            "run",
-            "-i",
-            str(sample_dir),
-            "-o",
-            str(tmp_path / "out"),
-            "--scheduler",
-            address,
-            "--no-progress",
-            timeout=120,
-        )
-    assert result.returncode == 1
-    assert "run other package versions than this client" in result.stderr
-    assert "palette-dask 0.0.0+other, client has" in result.stderr
-    assert "Traceback" not in result.stderr
