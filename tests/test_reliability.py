@@ -42,11 +42,14 @@ def write_images(folder: Path, indices, size=(300, 400)) -> None:
         (folder / f"img{i:04d}.png").write_bytes(encode(noisy_blocks(i, size), "PNG"))
 
 
+# Noisy photograph-like PNGs: enough partitions of 4 to interrupt a job mid-way.
+MANY = 160
+
+
 @pytest.fixture(scope="module")
 def many_images(tmp_path_factory):
-    """240 noisy photographs-like PNGs: enough work to interrupt mid-way."""
     folder = tmp_path_factory.mktemp("many") / "images"
-    write_images(folder, range(240))
+    write_images(folder, range(MANY), size=(240, 320))
     return folder
 
 
@@ -102,11 +105,11 @@ def test_killing_a_worker_mid_job_loses_nothing(many_images, undisturbed, tmp_pa
         victim = sorted(pids.values())[0]
         os.kill(victim, signal.SIGKILL)
         # The kill landed mid-job: partitions were still to be written.
-        assert len(list((out / "images").glob("part-*"))) < 240 // 4
+        assert len(list((out / "images").glob("part-*"))) < MANY // 4
         job.join(timeout=300)
         assert victim not in client.run(os.getpid).values()
     assert not job.is_alive() and "report" in outcome
-    assert outcome["report"].images == 240 and outcome["report"].errors == 0
+    assert outcome["report"].images == MANY and outcome["report"].errors == 0
     assert_same_dataset(out, undisturbed)
 
 
@@ -128,7 +131,7 @@ def test_killed_job_resumes_to_the_same_tables(many_images, undisturbed, tmp_pat
     reader = PollingReader(out)
     reader.start()
     written = kill_when_written(command, out / "images", 8)
-    assert written < 60, "the job finished before it could be killed"
+    assert written < MANY // 4, "the job finished before it could be killed"
     assert json.loads((out / "_job.json").read_text())["status"] == "running"
 
     second = subprocess.run(command, capture_output=True, text=True, timeout=300)
