@@ -30,6 +30,8 @@ DEPLOY = ROOT / "deploy"
 WHEELS = Path(sys.prefix) / "schema-wheels"
 COMPOSE_SCHEMA = ("docker-compose", "compose/config/compose_spec.json")
 CRD_FOLDER = "dask_kubernetes/operator/deployment/helm/dask-kubernetes-operator/crds"
+# libyaml's loader where PyYAML has it: the CRDs are large.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def wheel_member(package: str, member: str) -> bytes:
@@ -45,14 +47,18 @@ def wheel_member(package: str, member: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def crd_schemas():
-    schemas = {}
+def crd_validators():
+    """A validator per CRD kind, each schema checked once (the CRDs are large)."""
+    validators = {}
     for kind in ("DaskCluster", "DaskJob"):
         member = f"{CRD_FOLDER}/{kind.lower()}.yaml"
-        crd = yaml.safe_load(wheel_member("dask-kubernetes", member))
+        crd = yaml.load(wheel_member("dask-kubernetes", member), Loader=SAFE_LOADER)
         (served,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-        schemas[kind] = served["schema"]["openAPIV3Schema"]
-    return schemas
+        schema = served["schema"]["openAPIV3Schema"]
+        validator = jsonschema.validators.validator_for(schema)
+        validator.check_schema(schema)
+        validators[kind] = validator(schema)
+    return validators
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +67,9 @@ def compose_schema():
     return jsonschema.Draft7Validator(yaml.safe_load(wheel_member(*COMPOSE_SCHEMA)))
 
 
-def validate_k8s(document: dict, crd_schemas) -> None:
+def validate_k8s(document: dict, crd_validators) -> None:
     assert document["apiVersion"] == "kubernetes.dask.org/v1"
-    jsonschema.validate(document, crd_schemas[document["kind"]])
+    crd_validators[document["kind"]].validate(document)
 
 
 def documents(path: Path) -> list[dict]:
@@ -82,13 +88,13 @@ def test_every_yaml_file_passes_yamllint():
         assert not problems, f"{path}: {problems}"
 
 
-def test_kubernetes_manifests_match_the_operator_crds(crd_schemas):
+def test_kubernetes_manifests_match_the_operator_crds(crd_validators):
     cluster = documents(DEPLOY / "kubernetes" / "daskcluster.yaml")
     job = documents(DEPLOY / "kubernetes" / "daskjob.yaml")
     validated = [d for d in cluster + job if d["kind"] in ("DaskCluster", "DaskJob")]
     assert [d["kind"] for d in validated] == ["DaskCluster", "DaskJob"]
     for document in validated:
-        validate_k8s(document, crd_schemas)
+        validate_k8s(document, crd_validators)
     # The job's pod reads the job spec from the ConfigMap, which is a valid spec.
     (config_map,) = [d for d in job if d["kind"] == "ConfigMap"]
     spec = JobSpec.from_dict(tomllib.loads(config_map["data"]["job.toml"]))
@@ -103,16 +109,16 @@ def test_kubernetes_manifests_match_the_operator_crds(crd_schemas):
         assert args[args.index("--nthreads") + 1] == "2" and "--memory-limit" in args
 
 
-def test_validation_catches_a_broken_manifest(crd_schemas, compose_schema):
+def test_validation_catches_a_broken_manifest(crd_validators, compose_schema):
     (cluster,) = documents(DEPLOY / "kubernetes" / "daskcluster.yaml")
     without_service = copy.deepcopy(cluster)
     del without_service["spec"]["scheduler"]["service"]
     with pytest.raises(jsonschema.ValidationError, match="'service' is a required property"):
-        validate_k8s(without_service, crd_schemas)
+        validate_k8s(without_service, crd_validators)
     bad_replicas = copy.deepcopy(cluster)
     bad_replicas["spec"]["worker"]["replicas"] = "four"
     with pytest.raises(jsonschema.ValidationError):
-        validate_k8s(bad_replicas, crd_schemas)
+        validate_k8s(bad_replicas, crd_validators)
     (compose,) = documents(DEPLOY / "compose" / "docker-compose.yml")
     misspelt = copy.deepcopy(compose)
     misspelt["services"]["worker"]["comand"] = misspelt["services"]["worker"].pop("command")
