@@ -18,7 +18,7 @@ import copy
 import os
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import fsspec
 import pyarrow.parquet as pq
@@ -171,6 +171,22 @@ def read_parquet_rows(
     path: str, columns: list[str] | None = None, storage_options: Mapping | None = None
 ) -> list[dict]:
     """All rows of one Parquet file (local path or URL) as dictionaries."""
+    return list(iter_parquet_rows(path, columns, storage_options))
+
+
+# Rows of a Parquet file decoded at a time by `iter_parquet_rows`.
+PARQUET_ROWS_AT_ONCE = 64
+
+
+def iter_parquet_rows(
+    path: str,
+    columns: list[str] | None = None,
+    storage_options: Mapping | None = None,
+    batch_rows: int = PARQUET_ROWS_AT_ONCE,
+) -> Iterator[dict]:
+    """The rows of one Parquet file (local path or URL) as dictionaries, ``batch_rows``
+    decoded at a time: a file of large rows (resized samples) is never all in memory."""
     fs, where = filesystem(path, storage_options)
     with fs.open(where, "rb") as f:
-        return pq.read_table(f, columns=columns).to_pylist()
+        for batch in pq.ParquetFile(f).iter_batches(batch_rows, columns=columns):
+            yield from batch.to_pylist()

@@ -46,7 +46,7 @@ from .palette import load_sample, opaque_pixels, palette_from_sample, single_thr
 from .reads import Reads, read_many, read_tar_shard
 from .sources import image_id
 from .spec import JobSpec
-from .storage import filesystem, fresh, read_parquet_rows
+from .storage import filesystem, fresh, iter_parquet_rows
 from .tables import (
     SHARD_METADATA_KEY,
     PartitionWriter,
@@ -516,7 +516,7 @@ def partition_samples(spec: JobSpec, part: PartRef) -> Iterator[tuple[str, Sampl
     """
     cached = cache_path(spec.output, part)
     if spec.corpus_assign == "cache" and _exists(cached, spec.storage_options):
-        for row in read_parquet_rows(cached, storage_options=spec.storage_options):
+        for row in iter_parquet_rows(cached, storage_options=spec.storage_options):
             yield row["image_id"], sample_from_row(row)
         return
     options = spec.palette_options

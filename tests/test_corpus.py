@@ -269,3 +269,39 @@ def test_equal_priorities_are_broken_the_same_way_in_any_order():
     b = FitSample(np.array([0.2]), np.zeros((1, 3), np.float32))
     ab, ba = merge_fit_samples(a, b, limit=2), merge_fit_samples(b, a, limit=2)
     assert ab.coords.tolist() == ba.coords.tolist() == [[0.0] * 3, [1.0] * 3]
+
+
+def test_the_assignment_pass_reads_the_sample_cache_a_few_rows_at_a_time(tmp_path):
+    """A partition's cached samples (up to 10,000 resized images) never sit in memory at
+    once: Arrow holds a row group at most, however long the partition."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from palette_dask.imaging import array_to_sample
+    from palette_dask.tables import PartitionWriter, TableBuilder, cache_path
+    from palette_dask.tasks import ROWS_PER_WRITE, partition_samples
+
+    spec = JobSpec(input=[str(tmp_path)], output=str(tmp_path / "out"), mode="corpus")
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    n_rows = 6 * ROWS_PER_WRITE
+    with PartitionWriter(spec.output, (0, 0), ["samples"]) as writer:
+        # As the first pass writes them: a batch of rows at a time.
+        for start in range(0, n_rows, ROWS_PER_WRITE):
+            builder = TableBuilder(spec.palette_options)
+            for i in range(start, start + ROWS_PER_WRITE):
+                sample = array_to_sample(np.roll(pixels, i, axis=0), max_pixels=10_000)
+                builder.add_sample(f"{i:032x}", sample)
+            writer.write(builder.tables(["samples"]))
+        writer.commit()
+    cache = pq.ParquetFile(cache_path(spec.output, (0, 0)))
+    assert cache.metadata.num_row_groups == 6
+    whole = cache.metadata.row_group(0).total_byte_size * 6
+
+    before, peak, seen = pa.total_allocated_bytes(), 0, []
+    for key, sample in partition_samples(spec, (0, 0)):
+        peak = max(peak, pa.total_allocated_bytes() - before)
+        seen.append((key, sample.rgb[0, 0].tolist()))
+    assert [key for key, _ in seen] == [f"{i:032x}" for i in range(n_rows)]
+    assert seen[1][1] == np.roll(pixels, 1, axis=0)[0, 0].tolist()
+    assert 0 < peak < whole / 3
