@@ -473,11 +473,21 @@ class Totals:
 
     def add(self, summary: dict) -> None:
         """Count one partition's summary (:func:`palette_dask.tasks.process_partition`)."""
-        for name in ("images", "errors", "internal_errors", "duplicates"):
-            setattr(self, name, getattr(self, name) + summary[name])
-        for name in ("process_seconds", "read_seconds", "write_seconds"):
+        for name in _SUMMED:
             setattr(self, name, getattr(self, name) + summary[name])
         self.partitions += 1
+
+
+# What the partitions' summaries add up to, by name.
+_SUMMED = (
+    "images",
+    "errors",
+    "internal_errors",
+    "duplicates",
+    "process_seconds",
+    "read_seconds",
+    "write_seconds",
+)
 
 
 def _log_first_pass(plan: InputPlan, totals: Totals, seconds: float) -> None:
