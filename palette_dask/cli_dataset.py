@@ -68,10 +68,7 @@ def render(dataset, storage_options, keys, out, kind, size):
     from .render import write_pictures
 
     ds, kind = dataset_and_kind(dataset, kind, storage_options)
-    try:
-        ids = ds.find_images(keys)
-    except KeyError as exc:
-        raise click.ClickException(exc.args[0]) from None
+    ids = ds.find_images(keys)
     stored = ds.stored_palettes(ids, kind)
     drawn = {palette.image_id for palette in stored}
     for image_id, key in zip(ids, keys, strict=True):
@@ -163,19 +160,16 @@ def search(dataset, storage_options, colors, weights, like, top, radius, kind, a
     """
     from .query import search as run_search
 
-    try:
-        found = run_search(
-            dataset,
-            colors=list(colors) or None,
-            weights=list(weights) or None,
-            like=like,
-            top=top,
-            kind=kind,
-            radius=radius,
-            storage_options=storage_options,
-        )
-    except KeyError as exc:
-        raise click.ClickException(exc.args[0]) from None
+    found = run_search(
+        dataset,
+        colors=list(colors) or None,
+        weights=list(weights) or None,
+        like=like,
+        top=top,
+        kind=kind,
+        radius=radius,
+        storage_options=storage_options,
+    )
     if as_json:
         for row in found.to_dict(orient="records"):
             click.echo(json.dumps(row))

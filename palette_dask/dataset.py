@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from .errors import UsageError, UsageTypeError
+from .errors import UnknownImageError, UsageError, UsageTypeError
 from .options import TRANSPARENT_LABEL
 from .sources import normalize_uri
 from .storage import filesystem, fresh, join
@@ -145,8 +145,8 @@ class PaletteDataset:
 
         Raises
         ------
-        KeyError
-            Naming the keys the dataset does not hold.
+        UnknownImageError
+            Naming the keys the dataset does not hold (a ``KeyError``).
         """
         keys = list(keys)
         wanted = set(keys) | {normalize_uri(key) for key in keys}
@@ -165,7 +165,7 @@ class PaletteDataset:
             image = by_key.get(key) or by_key.get(normalize_uri(key))
             (ids if image else missing).append(image or key)
         if missing:
-            raise KeyError(f"not in {self.path}: {', '.join(missing)}")
+            raise UnknownImageError(f"not in {self.path}: {', '.join(missing)}")
         return ids
 
     def listing(self, kind: str, limit: int = 0) -> list[dict]:

@@ -62,3 +62,11 @@ def file_too_large(limit: int, size: int | None = None) -> ImageError:
 
 class VersionMismatchError(PaletteDaskError, RuntimeError):
     """The workers run other versions of the packages that decide the results."""
+
+
+class UnknownImageError(PaletteDaskError, KeyError):
+    """Images named by id or URI that a dataset does not hold; the message names them."""
+
+    def __str__(self) -> str:
+        # KeyError's own text is the quoted key, not a message.
+        return str(self.args[0])

@@ -109,6 +109,12 @@ def test_search_cli_prints_json(dataset):
     assert {"image_id", "uri", "score", "matched", "colors"} <= set(rows[0])
     bad = invoke("search", ds.path)
     assert bad.returncode == 1 and "colors" in bad.stderr
+    unknown = invoke("search", ds.path, "--like", "no/such.png")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == f"Error: not in {ds.path}: no/such.png"
+    # For the library it is a KeyError, as a missing key is.
+    with pytest.raises(KeyError, match="no/such.png"):
+        ds.find_images(["no/such.png"])
 
 
 def test_earth_movers_distance_is_a_metric_on_palettes():
