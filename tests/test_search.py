@@ -113,7 +113,7 @@ def test_search_cli_prints_json(dataset):
     assert unknown.returncode == 1
     assert unknown.stderr.strip() == f"Error: not in {ds.path}: no/such.png"
     # For the library it is a KeyError, as a missing key is.
-    with pytest.raises(KeyError, match="no/such.png"):
+    with pytest.raises(KeyError, match=r"no/such\.png"):
         ds.find_images(["no/such.png"])
 
 
