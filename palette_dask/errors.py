@@ -32,6 +32,20 @@ class ImageError(PaletteDaskError, ValueError):
         self.format = format
 
 
+class ReadError(ImageError):
+    """A failed read, whose message is the ``error`` column's text.
+
+    ``passing`` tells whether trying again may help (a time-out, HTTP 503) or
+    not (HTTP 404); ``retry_after`` is the wait the server asked for (HTTP
+    ``Retry-After``), if any.
+    """
+
+    def __init__(self, message: str, *, passing: bool, retry_after: float | None = None):
+        super().__init__(message)
+        self.passing = passing
+        self.retry_after = retry_after
+
+
 def reason(exc: BaseException) -> str:
     """A decoder's exception as one line for the ``error`` column.
 

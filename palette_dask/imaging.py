@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyspng
 from PIL import Image, ImageCms, UnidentifiedImageError
-from skimage.transform import resize_local_mean
 
 from . import profiles
 from .color import round_to_uint8
@@ -448,8 +447,12 @@ def _area_resize(image: np.ndarray, target: tuple[int, int]) -> np.ndarray:
 
     scikit-image's ``resize_local_mean`` weighs every source pixel by the area it
     shares with each output pixel: anti-aliased by construction, and several
-    times faster than Gaussian smoothing followed by interpolation.
+    times faster than Gaussian smoothing followed by interpolation. Imported
+    here: only images with alpha take this path, and scikit-image's transforms
+    load SciPy's image filters, which a worker need not load for the others.
     """
+    from skimage.transform import resize_local_mean
+
     return resize_local_mean(image, target, preserve_range=True).astype(np.float32, copy=False)
 
 

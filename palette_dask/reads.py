@@ -33,35 +33,27 @@ input, so the caller can put its rows back in input order.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
-import contextlib
-import email.utils
 import errno
 import functools
-import http
 import io
 import itertools
-import json
 import logging
 import os
 import queue
 import random
 import threading
-import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-import aiohttp
 import fsspec.asyn
 import pyarrow as pa
 from fsspec.asyn import AsyncFileSystem
-from fsspec.implementations.http import HTTPFileSystem
 
 from .containers import Member, is_parquet, read_members, read_shard, split_member_uri
-from .errors import ImageError, file_too_large
+from .errors import ImageError, ReadError, file_too_large
 from .options import ReadOptions
 from .sources import IMAGE_EXTENSIONS
 from .storage import filesystem, is_local, local_path
@@ -72,14 +64,14 @@ logger = logging.getLogger(__name__)
 # are on their way while one is used.
 CONTAINER_BLOCK_BYTES = 8 * 2**20
 CONTAINER_READ_AHEAD = 2
+# Read by one plain GET each (see :mod:`palette_dask.http_reads`).
+HTTP_SCHEMES = ("http", "https")
 # Backoff before the first retry (doubled for each further one, at most the
 # maximum), jittered down to half of it so that workers do not retry in step.
 BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
 # A server asking to wait longer than this (Retry-After) is given up on.
 MAX_RETRY_AFTER_SECONDS = 120.0
-# HTTP statuses that say "try again later"; every other 4xx or 5xx is final.
-PASSING_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 # Object-store errors fsspec reports as OSError with these codes are passing
 # (S3's InternalError, SlowDown and ServiceUnavailable among them).
 _PASSING_ERRNOS = frozenset(
@@ -89,21 +81,6 @@ _PASSING_ERRNOS = frozenset(
 )
 # First guess of an image's size, until this process has read some.
 _INITIAL_SIZE_GUESS = 2 * 2**20
-_CHUNK_BYTES = 256 * 2**10
-
-
-class ReadError(ImageError):
-    """A failed read, whose message is the ``error`` column's text.
-
-    ``passing`` tells whether trying again may help (a time-out, HTTP 503) or
-    not (HTTP 404); ``retry_after`` is the wait the server asked for (HTTP
-    ``Retry-After``), if any.
-    """
-
-    def __init__(self, message: str, *, passing: bool, retry_after: float | None = None):
-        super().__init__(message)
-        self.passing = passing
-        self.retry_after = retry_after
 
 
 def read_bytes(uri: str, options: ReadOptions | None = None) -> bytes:
@@ -619,16 +596,11 @@ def _as_failure(exc: Exception, uri: str, options: ReadOptions) -> BaseException
         return ReadError(f"timed out after {options.timeout:g} s", passing=True)
     if isinstance(exc, _DeadlineInside):
         return ReadError(f"timed out: {exc}", passing=True)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        cause = exc.os_error
-        reason = os.strerror(cause.errno) if cause.errno else str(cause)
-        return ReadError(f"cannot connect to {exc.host}:{exc.port}: {reason}", passing=True)
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return ReadError("the server closed the connection without answering", passing=True)
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return ReadError(f"connection closed before the end of the data: {exc}", passing=True)
-    if isinstance(exc, (aiohttp.ClientError, ConnectionError)):
-        return ReadError(f"connection error: {exc}", passing=True)
+    from .http_reads import connection_failure  # loaded by the first failure
+
+    connection = connection_failure(exc)
+    if connection is not None:
+        return connection
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, ImageError)):
         return exc
     if isinstance(exc, OSError) and exc.errno in _PASSING_ERRNOS:
@@ -641,8 +613,10 @@ async def _read_once(uri: str, options: ReadOptions) -> bytes:
     fs, path = filesystem(uri, options.storage_options)
     limit = options.max_file_bytes
     try:
-        if isinstance(fs, HTTPFileSystem):
-            return await _http_get(fs, uri, limit)
+        if urlsplit(uri).scheme in HTTP_SCHEMES:
+            from .http_reads import http_get  # aiohttp is loaded for HTTP inputs only
+
+            return await http_get(fs, uri, limit)
         if isinstance(fs, AsyncFileSystem) and fs.async_impl:
             data = await _ranged_read(fs, path, limit)
         else:
@@ -678,105 +652,3 @@ def _read_local(path: str, limit: int) -> bytes:
 def _check_size(size: int, limit: int) -> None:
     if size > limit:
         raise file_too_large(limit, size)
-
-
-async def _http_get(fs: HTTPFileSystem, uri: str, limit: int) -> bytes:
-    """One ``GET``: the status and the announced size checked before the body is read."""
-    session = await _http_session(fs.client_kwargs)
-    async with session.get(fs.encode_url(uri), **fs.kwargs) as response:
-        if response.status >= 400:
-            raise _status_error(response)
-        expected = response.content_length
-        if response.headers.get("Content-Encoding", "identity") != "identity":
-            expected = None  # the length counts compressed bytes
-        if expected is not None:
-            _check_size(expected, limit)
-        try:
-            if expected is not None:
-                data = await response.read()
-            else:  # no length announced: count the bytes as they come
-                data = await _read_within(response.content, limit)
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            raise _closed_early(response.content.total_bytes, expected) from exc
-    if expected is not None and len(data) < expected:
-        raise _closed_early(len(data), expected)
-    return data
-
-
-async def _read_within(content: aiohttp.StreamReader, limit: int) -> bytes:
-    chunks, received = [], 0
-    async for chunk in content.iter_chunked(_CHUNK_BYTES):
-        received += len(chunk)
-        if received > limit:
-            raise file_too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _closed_early(received: int, expected: int | None) -> ReadError:
-    of = f" of {expected:,}" if expected is not None else ""
-    return ReadError(f"connection closed after {received:,}{of} bytes", passing=True)
-
-
-def _status_error(response: aiohttp.ClientResponse) -> ReadError:
-    status = response.status
-    try:
-        reason = response.reason or http.HTTPStatus(status).phrase
-    except ValueError:
-        reason = ""
-    return ReadError(
-        f"HTTP {status} {reason}".rstrip(),
-        passing=status in PASSING_STATUSES,
-        retry_after=_retry_after(response.headers.get("Retry-After")),
-    )
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (a number, or an HTTP date).
-
-    Examples
-    --------
-    >>> _retry_after("2"), _retry_after(None), _retry_after("soon")
-    (2.0, None, None)
-    """
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-# One HTTP session per event loop and client options: connections are kept
-# alive across tasks. Our own semaphores bound the connections, not aiohttp's.
-_sessions: dict[str, tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]] = {}
-# A forked child starts a new event loop: its parent's sessions are not its own.
-os.register_at_fork(after_in_child=_sessions.clear)
-
-
-async def _http_session(client_kwargs: Mapping) -> aiohttp.ClientSession:
-    loop = asyncio.get_running_loop()
-    key = json.dumps(client_kwargs, sort_keys=True, default=repr)
-    owner, session = _sessions.get(key, (None, None))
-    if owner is not loop or session.closed:
-        options = {"timeout": aiohttp.ClientTimeout(total=None), **client_kwargs}
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), **options)
-        _sessions[key] = (loop, session)
-    return session
-
-
-@atexit.register
-def _close_sessions() -> None:
-    loop = fsspec.asyn.loop[0]
-    if loop is None or not loop.is_running():
-        return
-    for _, session in list(_sessions.values()):
-        if not session.closed:
-            # The process is ending: a session that will not close loses nothing.
-            with contextlib.suppress(Exception):
-                fsspec.asyn.sync(loop, session.close, timeout=1)
-    _sessions.clear()

@@ -29,6 +29,7 @@ LAYERS = {
         "containers",
         "sources",
         "reads",
+        "http_reads",
         "palette",
         "corpus",
     },
@@ -99,7 +100,17 @@ def test_reading_a_dataset_does_not_load_the_compute_stack(module):
 
 def test_a_worker_loads_only_the_engines_its_tasks_use():
     """Every worker imports the tasks at its first task: scikit-learn and dask.array,
-    needed only by the other engines and the corpus fit, are left until they are used."""
+    needed only by the other engines and the corpus fit, scikit-image and SciPy,
+    needed only for images with alpha and CIELAB, and aiohttp, needed only for
+    HTTP reads, are left until they are used."""
     loaded = loaded_by("palette_dask.tasks")
     assert "palette_dask.tasks" in loaded and "numba" in loaded
-    assert "sklearn" not in loaded and "dask.array" not in loaded
+    later = (
+        "sklearn",
+        "dask.array",
+        "skimage",
+        "scipy.ndimage",
+        "aiohttp",
+        "palette_dask.http_reads",
+    )
+    assert not [m for m in loaded if m.startswith(later)]
