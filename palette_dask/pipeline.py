@@ -79,13 +79,8 @@ logger = logging.getLogger(__name__)
 
 # Fit-sample parts merged by one task: bounds the data any one merge receives.
 MERGE_FAN_IN = 8
-# A crashing tar shard is redone at most this many members per task.
-SHARD_PIECE_IMAGES = 128
-# The error of an image that killed the process decoding it, alone.
-CRASH_MESSAGE = (
-    "the process decoding this image died, first in its worker, then alone; "
-    "the file is likely to crash the decoder"
-)
+# A crashing partition is redone at most this many images per task.
+RECOVERY_PIECE_IMAGES = 128
 
 
 @dataclass(frozen=True)
@@ -259,17 +254,15 @@ def first_pass_result(
 def recover_partition(
     client: Client, part: Part, spec: JobSpec, segment: int, partition_size: int
 ) -> Future:
-    """Redo a partition in pieces, each in a process of its own; the images that crash it
+    """Redo a partition in pieces, in processes of their own; the images that crash it
     become error rows.
 
-    Loose images are redone one per task. A tar shard is listed first (read
-    once, nothing decoded), then redone ``partition_size`` members per task (at
-    most :data:`SHARD_PIECE_IMAGES`),
-    each task reading the shard up to its last member; a piece whose process
-    dies is redone one image per task. Each task runs its images in a child
-    process (:func:`~palette_dask.tasks.process_images_apart`), so a crashing
-    image takes only that process with it, never a worker: an image is marked
-    as crashing when it kills the process that decodes it alone.
+    A tar shard is listed first (read once, nothing decoded). The images are
+    redone ``partition_size`` per task (at most :data:`RECOVERY_PIECE_IMAGES`),
+    each task reading a shard up to its last member, in child processes
+    (:func:`~palette_dask.tasks.process_images_apart`): a crashing image takes
+    only a child with it, never a worker, and is marked as crashing when it
+    kills the process that decodes it alone.
     """
     _, items = part
     shard_failure = None
@@ -277,27 +270,13 @@ def recover_partition(
         uris, shard_failure = client.submit(
             shard_image_uris, items[0][1], spec, pure=False
         ).result()
-        piece = min(partition_size, SHARD_PIECE_IMAGES)
-        groups = list(chunked(list(enumerate(uris)), piece))
-    else:
-        groups = [[item] for item in items]
-    pieces: list = []
-    firsts = client.gather(
+        items = list(enumerate(uris))
+    groups = chunked(items, min(partition_size, RECOVERY_PIECE_IMAGES))
+    pieces: list = client.gather(
         [client.submit(process_images_apart, group, spec, pure=False) for group in groups]
     )
-    for group, first in zip(groups, firsts, strict=True):
-        if first is not None:
-            pieces.append(first)
-            continue
-        singles = client.gather(
-            [client.submit(process_images_apart, [item], spec, pure=False) for item in group]
-            if len(group) > 1
-            else [None]
-        )
-        for item, single in zip(group, singles, strict=True):
-            pieces.append(single if single is not None else (item[1], CRASH_MESSAGE))
     if shard_failure is not None:
-        pieces.append((items[0][1], shard_failure))
+        pieces.append((part[1][0][1], shard_failure))
     return client.submit(write_recovered_partition, part, spec, segment, pieces, pure=False)
 
 

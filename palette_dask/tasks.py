@@ -345,23 +345,6 @@ def process_partition(part: Part, spec: JobSpec, segment: int) -> tuple[dict, Fi
     return summary, merge_fit_samples(*fit_parts, limit=spec.corpus_fit_pixels)
 
 
-def process_images(items, spec: JobSpec) -> tuple[dict, list[FitSample], int, int, float]:
-    """Some images of a partition on their own, for a partition that keeps crashing workers.
-
-    Returns their tables, fit samples, error count, internal error count and
-    seconds waiting for their bytes, for :func:`write_recovered_partition`.
-    """
-    written: list[dict[str, pa.Table]] = []
-    rows = _PartitionRows(spec, written.append)
-    with _outcomes(items, spec) as outcomes, decoding_turn():
-        reads = _Timed(outcomes)
-        for i, uri, source_path, data in reads:
-            rows.add(i, uri, _image_row(uri, source_path, data, spec))
-    fit_parts = rows.finish()
-    tables = {name: pa.concat_tables([t[name] for t in written]) for name in written[0]}
-    return tables, fit_parts, rows.errors, rows.internal_errors, reads.seconds
-
-
 class _Timed:
     """The items of an iterator, and the seconds spent waiting for them (``seconds``).
 
@@ -384,18 +367,66 @@ class _Timed:
             self.seconds += time.perf_counter() - t0
 
 
-def process_images_apart(items, spec: JobSpec) -> tuple | None:
-    """:func:`process_images` in a Python process of its own; ``None`` if that process dies.
+# The error of an image that killed the process decoding it, alone.
+CRASH_MESSAGE = (
+    "the process decoding this image died, first in its worker, then alone; "
+    "the file is likely to crash the decoder"
+)
 
-    A partition that kept killing workers is redone this way: an image that
-    crashes its decoder takes only the child process with it, never the
-    worker, so the cluster keeps its workers while the culprit is found (a
-    worker killed again and again can be lost for good if it dies while its
-    nanny is still starting it). The child gets this process's Dask config; an
-    exception in it is raised here, as if the images had been processed here.
+
+def process_images_apart(items, spec: JobSpec) -> tuple[dict, list[FitSample], int, int, float]:
+    """Some images of a partition that kept killing workers, decoded in child processes.
+
+    A child process decodes the images in turn and hands back each one's row
+    as it is done, so an image that crashes its decoder takes only the child
+    with it, never the worker (a worker killed again and again can be lost for
+    good if it dies while its nanny is still starting it). When a child dies,
+    a new one goes on with the images left, the one being decoded first. An
+    image that kills the child it is the first image of (it killed its worker,
+    then a process that decoded nothing else) becomes an error row
+    (:data:`CRASH_MESSAGE`). A piece with ``c`` crashing images takes at most
+    ``2c + 1`` children, whatever its size. Children get this process's Dask
+    config; an exception raised in one is raised here.
+
+    Returns the images' tables, fit samples, error count, internal error
+    count and seconds waiting for their bytes, for
+    :func:`write_recovered_partition`.
+    """
+    written: list[dict[str, pa.Table]] = []
+    rows = _PartitionRows(spec, written.append)
+    read_seconds = 0.0
+    pending = list(range(len(items)))
+    while pending:
+        batch, finished, first, unfinished = pending, set(), None, None
+        for position, uri, row, waited in _child_rows([items[p] for p in batch], spec):
+            if row is None:  # the child starts this image
+                unfinished = batch[position]
+                first = unfinished if first is None else first
+                continue
+            rows.add(batch[position], uri, row)
+            finished.add(batch[position])
+            read_seconds += waited
+            unfinished = None
+        # The image the child died on goes first to the next one.
+        pending = sorted((p for p in batch if p not in finished), key=lambda p: p != unfinished)
+        if pending and (not finished or unfinished == first):
+            # It died on its first image, or before any: that image is the culprit.
+            culprit = pending.pop(0)
+            rows.add(culprit, items[culprit][1], {"error": CRASH_MESSAGE, "elapsed_ms": 0.0})
+    fit_parts = rows.finish()
+    tables = {name: pa.concat_tables([t[name] for t in written]) for name in written[0]}
+    return tables, fit_parts, rows.errors, rows.internal_errors, read_seconds
+
+
+def _child_rows(items, spec: JobSpec) -> Iterator[tuple[int, str, dict | None, float]]:
+    """Run a child process over ``items``: ``(position, uri, row, seconds waited)`` of each
+    image it finished, and ``(position, uri, None, 0.0)`` when it starts one.
+
+    The entries come from a file the child appends to, read once it has
+    ended, whether it finished or died.
     """
     with tempfile.TemporaryDirectory(prefix="palette-dask-apart-") as folder:
-        job, result = os.path.join(folder, "job.pickle"), os.path.join(folder, "result.pickle")
+        job, result = os.path.join(folder, "job.pickle"), os.path.join(folder, "rows.pickle")
         with open(job, "wb") as f:
             pickle.dump((items, spec, dask.config.config), f)
         child = subprocess.run(
@@ -412,29 +443,43 @@ def process_images_apart(items, spec: JobSpec) -> tuple | None:
                 child.returncode,
                 child.stderr.decode(errors="replace")[-2000:],
             )
-            return None
+        if not os.path.exists(result):
+            return
         with open(result, "rb") as f:
-            outcome, failure = pickle.load(f)
-    if failure is not None:
-        raise failure
-    return outcome
+            while True:
+                try:
+                    entry = pickle.load(f)
+                except (EOFError, pickle.UnpicklingError):
+                    return  # the end, or an entry cut short by the child's death
+                if isinstance(entry, BaseException):
+                    raise entry
+                yield entry
 
 
 _CHILD_MAIN = "from palette_dask.tasks import _child_main; _child_main()"
 
 
 def _child_main() -> None:
-    """The child process of :func:`process_images_apart`: ``python -c … JOB RESULT``."""
+    """The child process of :func:`_child_rows`: ``python -c … JOB RESULT``."""
     job, result = sys.argv[1:3]
     with open(job, "rb") as f:
         items, spec, config = pickle.load(f)
     dask.config.update(dask.config.config, config)
-    try:
-        outcome, failure = process_images(items, spec), None
-    except Exception as exc:  # raised again in the parent
-        outcome, failure = None, exc
-    with open(result, "wb") as f:
-        pickle.dump((outcome, failure), f)
+    with open(result, "wb") as out:
+
+        def record(entry) -> None:
+            pickle.dump(entry, out)
+            out.flush()  # what is written survives the child's death
+
+        try:
+            with _outcomes(items, spec) as outcomes, decoding_turn():
+                reads = _Timed(outcomes)
+                for i, uri, source_path, data in reads:
+                    waited, reads.seconds = reads.seconds, 0.0
+                    record((i, uri, None, 0.0))
+                    record((i, uri, _image_row(uri, source_path, data, spec), waited))
+        except Exception as exc:  # raised again in the parent
+            record(exc)
 
 
 def shard_image_uris(shard: str, spec: JobSpec) -> tuple[list[str], str | None]:
@@ -460,9 +505,8 @@ def write_recovered_partition(
 ) -> tuple[dict, FitSample | None]:
     """Write a partition from the separate results of its images, in order.
 
-    Each piece is a result of :func:`process_images`, or a ``(uri, error)`` pair
-    for an image that crashed every worker it ran on (or a shard's own
-    failure), which becomes an error row.
+    Each piece is a result of :func:`process_images_apart`, or a ``(uri, error)``
+    pair for a shard's own failure, which becomes an error row.
     """
     started = time.perf_counter()
     index, items = part

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -112,32 +113,40 @@ def kill_when_written(command: list[str], folder: Path, count: int) -> int:
     return len(list(folder.glob("part-*")))
 
 
-def run_with_crashing_decoder(spec, crash_on: str):
-    """Run a job on a fresh 2-worker cluster whose workers die on images whose URI holds
-    ``crash_on`` (see crashing/sitecustomize.py), each task allowed one failure; the
-    job's report."""
-    import dask
-    from distributed import Client, LocalCluster
-
-    from palette_dask import run_job
-
+@contextlib.contextmanager
+def crashing_processes(crash_on: str):
+    """Within the block, every Python process started dies on images whose URI holds
+    ``crash_on`` (see crashing/sitecustomize.py); this one does not."""
     hook = str(Path(__file__).parent / "crashing")
     crashing = {
         "PALETTE_DASK_TEST_CRASH_ON": crash_on,
         "PYTHONPATH": os.pathsep.join(filter(None, [hook, os.environ.get("PYTHONPATH")])),
     }
     saved = {name: os.environ.get(name) for name in crashing}
-    os.environ.update(crashing)  # inherited by the workers and the processes they start
+    os.environ.update(crashing)  # inherited by the processes started, and theirs
     try:
-        with (
-            dask.config.set({"distributed.scheduler.allowed-failures": 1}),
-            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
-            Client(cluster) as client,
-        ):
-            return run_job(spec, client=client)
+        yield
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def run_with_crashing_decoder(spec, crash_on: str):
+    """Run a job on a fresh 2-worker cluster whose workers die on images whose URI holds
+    ``crash_on`` (see :func:`crashing_processes`), each task allowed no retry; the
+    job's report."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from palette_dask import run_job
+
+    with (
+        crashing_processes(crash_on),
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        return run_job(spec, client=client)

@@ -18,6 +18,7 @@ from imagegen import blocks, encode
 from jobtools import (
     assert_same_dataset,
     cli,
+    crashing_processes,
     invoke,
     kill_when_written,
     read_table,
@@ -199,6 +200,30 @@ def test_an_image_that_crashes_workers_becomes_an_error_row(sample_dir, tmp_path
     assert "the process decoding this image died" in crashed["error"]
     assert (images.drop(str(folder / "crash-me.jpg"))["status"] == "ok").all()
     assert read_table(out, "palettes").num_rows == 4 * 5
+
+
+def test_a_crashing_image_costs_two_child_processes_however_many_images_follow(tmp_path, caplog):
+    from palette_dask.tasks import CRASH_MESSAGE, process_images_apart
+
+    folder = tmp_path / "images"
+    write_images(folder, range(7), size=(60, 80))
+    (folder / "img0002.png").rename(folder / "img0002-crash-me.png")
+    uris = sorted(str(p) for p in folder.iterdir())
+    spec = JobSpec(input=[str(folder)], output=str(tmp_path / "out"))
+    with crashing_processes("crash-me"), caplog.at_level("WARNING", "palette_dask.tasks"):
+        tables, _, errors, internal, _ = process_images_apart(list(enumerate(uris)), spec)
+    # One child died on the image after decoding the ones before it; one died on it
+    # alone; a third did the rest.
+    deaths = [r.getMessage() for r in caplog.records if "died with exit code" in r.getMessage()]
+    assert [d.split(" images")[0] for d in deaths] == [
+        "a process redoing 7",
+        f"a process redoing {7 - uris.index(str(folder / 'img0002-crash-me.png'))}",
+    ]
+    images = tables["images"].to_pandas()
+    assert images["uri"].tolist() == uris and (errors, internal) == (1, 0)
+    crashed = images.set_index("uri").loc[str(folder / "img0002-crash-me.png")]
+    assert crashed["status"] == "error" and crashed["error"] == CRASH_MESSAGE
+    assert (images["status"] == "ok").sum() == 6
 
 
 # A worker preload (it may run more than once in a worker: it keeps the first original).
