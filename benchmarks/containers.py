@@ -4,8 +4,10 @@ Run with ``make bench`` (or ``python benchmarks/containers.py --images 768 --big
 for a quick run). A set of web-like JPEGs (``--distinct`` photographs of about
 1 MP made from scikit-image's samples, copied under as many names as
 ``--images`` asks) is processed by 2 workers, as ``palette-dask run --workers
-2`` makes them, each configuration on a fresh embedded cluster with its
-workers warmed up, every configuration in turn, ``--runs`` rounds:
+2`` makes them, each configuration on a fresh embedded cluster whose workers
+first process a few other images of the same kind, read the same way (as the
+workers of a long job have done for all but its first images), every
+configuration in turn, ``--runs`` rounds:
 
 - loose files (a folder of JPEGs);
 - the same files packed as WebDataset tar shards of ``--partition-size``
@@ -75,6 +77,10 @@ WORKERS = 2
 # Each HTTP request waits this long for its answer, as from a distant object store.
 LATENCY_S = 0.05
 ROW_GROUP_ROWS = 100
+# Images of each kind every job's workers process before the measured job: a
+# worker's first container read pays one-off costs (Arrow's buffers and threads)
+# that a long job pays once among millions of images.
+WARM_UP_IMAGES = 16
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 PALETTE_COLUMNS = ("palette_kind", "rank", "hex", "proportion", "pixel_count")
 # The measures compared with the loose files': the job's wall time, the time in
@@ -154,10 +160,22 @@ def rotated(items: list, turn: int) -> list:
     return items[turn:] + items[:turn]
 
 
-def run(inputs: list, out: Path, **spec_options) -> dict:
-    """One job on a fresh cluster of ``WORKERS`` workers: its time and memory."""
+def run(inputs: list, out: Path, warm_inputs: list | None = None, **spec_options) -> dict:
+    """One job on a fresh cluster of ``WORKERS`` workers: its time and memory.
+
+    ``warm_inputs``, a few images of the same kind, are processed first on the
+    same cluster (not measured), as by the workers of a long job.
+    """
     spec = JobSpec(input=[str(p) for p in inputs], output=str(out), overwrite=True, **spec_options)
-    report, peak_mb, worker_cpu_s = run_job_on_fresh_cluster(spec, WORKERS)
+    warm_up_spec = None
+    if warm_inputs:
+        warm_up_spec = JobSpec(
+            input=[str(p) for p in warm_inputs],
+            output=f"{out}-warm-up",
+            overwrite=True,
+            partition_size=WARM_UP_IMAGES // WORKERS,
+        )
+    report, peak_mb, worker_cpu_s = run_job_on_fresh_cluster(spec, WORKERS, warm_up_spec)
     return {
         "images": report.images,
         "errors": report.errors,
@@ -196,20 +214,34 @@ def drop_from_page_cache(paths: list[Path]) -> None:
                 os.close(fd)
 
 
-def run_over_http(paths: list[Path], work: Path, out: Path, **spec_options) -> dict:
-    """:func:`run` with the inputs served over HTTP by a :class:`LatencyServer`: the loose
-    files as a manifest of their URLs, the containers by their URLs."""
-    folder = paths[0] if paths[0].is_dir() else paths[0].parent
-    with LatencyServer(folder, latency=LATENCY_S) as server:
-        if paths[0].is_dir():
-            manifest = work / "urls.txt"
-            names = sorted(p.name for p in folder.iterdir())
-            manifest.write_text("".join(f"{server.url(name)}\n" for name in names))
-            inputs = [manifest]
-        else:
-            inputs = [server.url(p.name) for p in paths]
+def served_inputs(server: LatencyServer, paths: list[Path], work: Path) -> list[str]:
+    """The job inputs naming ``paths`` on ``server``: loose files (a folder) as a manifest
+    of their URLs, containers by their URLs."""
+    if not paths[0].is_dir():
+        return [server.url(p.name) for p in paths]
+    manifest = work / f"urls-{paths[0].name}.txt"
+    names = sorted(p.name for p in paths[0].iterdir())
+    manifest.write_text("".join(f"{server.url(name)}\n" for name in names))
+    return [str(manifest)]
+
+
+def run_over_http(
+    paths: list[Path], warm_paths: list[Path], work: Path, out: Path, **spec_options
+) -> dict:
+    """:func:`run` with the inputs (and the warm-up's) served over HTTP, each folder by a
+    :class:`LatencyServer`."""
+
+    def folder(paths: list[Path]) -> Path:
+        return paths[0] if paths[0].is_dir() else paths[0].parent
+
+    with (
+        LatencyServer(folder(paths), latency=LATENCY_S) as server,
+        LatencyServer(folder(warm_paths), latency=LATENCY_S) as warm_server,
+    ):
+        inputs = served_inputs(server, paths, work)
+        warm_inputs = served_inputs(warm_server, warm_paths, work / "warm-up")
         before = server.requests()
-        measured = run(inputs, out, **spec_options)
+        measured = run(inputs, out, warm_inputs, **spec_options)
         measured["requests_per_image"] = (server.requests() - before) / measured["images"]
     return measured
 
@@ -241,17 +273,26 @@ def main(argv=None) -> int:
         photos = make_photo_corpus(work / "photos", args.distinct, megapixels=1, seed=2)
         # Copies, not links: the loose files' bytes have their own pages, as a container's do.
         loose = linked_copies(photos, work / "loose", args.images, link=False)
+        loose_warm_up = linked_copies(
+            photos, work / "warm-up" / "loose", WARM_UP_IMAGES, link=False
+        )
+        per_container = WARM_UP_IMAGES // WORKERS
+        tar_name = f"tar shards of {args.partition_size}"
+        parquet_name = f"Parquet, {args.parquet_rows} rows a file, row groups of {ROW_GROUP_ROWS}"
         inputs = {
             "loose files": [work / "loose"],
-            f"tar shards of {args.partition_size}": pack_shards(
-                loose, work / "tar", args.partition_size
-            ),
-            f"Parquet, {args.parquet_rows} rows a file, row groups of {ROW_GROUP_ROWS}": (
-                pack_parquet(loose, work / "parquet", args.parquet_rows)
-            ),
+            tar_name: pack_shards(loose, work / "tar", args.partition_size),
+            parquet_name: pack_parquet(loose, work / "parquet", args.parquet_rows),
+        }
+        warm_up = {
+            "loose files": [work / "warm-up" / "loose"],
+            tar_name: pack_shards(loose_warm_up, work / "warm-up" / "tar", per_container),
+            parquet_name: pack_parquet(loose_warm_up, work / "warm-up" / "parquet", per_container),
         }
         cold = {from_disk(name): paths for name, paths in inputs.items()}
         served = {over_http(name): paths for name, paths in inputs.items()}
+        warm_up |= {from_disk(name): paths for name, paths in warm_up.items()}
+        warm_up |= {over_http(name): warm_up[name] for name in inputs}
         # Each configuration against the loose files read the same way.
         baseline = {name: "loose files" for name in inputs}
         baseline |= {name: from_disk("loose files") for name in cold}
@@ -272,9 +313,9 @@ def main(argv=None) -> int:
                 if name in cold:
                     drop_from_page_cache(paths)
                 measured = (
-                    run_over_http(paths, work, out, **options)
+                    run_over_http(paths, warm_up[name], work, out, **options)
                     if name in served
-                    else run(paths, out, **options)
+                    else run(paths, out, warm_up[name], **options)
                 )
                 palettes = palettes_by_name(out)
                 if reference is None:
