@@ -137,7 +137,7 @@ def crashing_processes(crash_on: str):
 def run_with_crashing_decoder(spec, crash_on: str):
     """Run a job on a fresh 2-worker cluster whose workers die on images whose URI holds
     ``crash_on`` (see :func:`crashing_processes`), each task allowed no retry; the
-    job's report."""
+    job's report. Its workers are new interpreters, which load the crashing decoder."""
     import dask
     from distributed import Client, LocalCluster
 
@@ -145,7 +145,12 @@ def run_with_crashing_decoder(spec, crash_on: str):
 
     with (
         crashing_processes(crash_on),
-        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        dask.config.set(
+            {
+                "distributed.scheduler.allowed-failures": 0,
+                "distributed.worker.multiprocessing-method": "spawn",
+            }
+        ),
         LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
