@@ -385,8 +385,10 @@ def process_images_apart(items, spec: JobSpec) -> tuple[dict, list[FitSample], i
     image that kills the child it is the first image of (it killed its worker,
     then a process that decoded nothing else) becomes an error row
     (:data:`CRASH_MESSAGE`). A piece with ``c`` crashing images takes at most
-    ``2c + 1`` children, whatever its size. Children get this process's Dask
-    config; an exception raised in one is raised here.
+    ``2c + 1`` children, whatever its size, when its images are read in order
+    (local files, containers); remote reads finish in any order, and each
+    child then does at least one image or finds a culprit. Children get this
+    process's Dask config; an exception raised in one is raised here.
 
     Returns the images' tables, fit samples, error count, internal error
     count and seconds waiting for their bytes, for
