@@ -188,7 +188,7 @@ def test_bad_file_argument_fails_cleanly(filename, content, command, message, tm
 
 
 def test_show_prints_the_palette(sample_dir):
-    result = cli("show", sample_dir / "coffee.jpg", "-k", 5)
+    result = invoke("show", sample_dir / "coffee.jpg", "-k", 5)
     assert result.returncode == 0, result.stderr
     shares = [float(s) for s in re.findall(r"(\d+\.\d)%", result.stdout)]
     assert len(re.findall(r"#[0-9a-f]{6}", result.stdout)) == 5
