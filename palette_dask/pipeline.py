@@ -267,16 +267,15 @@ def recover_partition(
     _, items = part
     shard_failure = None
     if is_shard_partition(items):
-        uris, shard_failure = client.submit(
-            shard_image_uris, items[0][1], spec, pure=False
-        ).result()
+        shard = items[0][1]
+        uris, shard_failure = client.submit(shard_image_uris, shard, spec, pure=False).result()
         items = list(enumerate(uris))
     groups = chunked(items, min(partition_size, RECOVERY_PIECE_IMAGES))
     pieces: list = client.gather(
         [client.submit(process_images_apart, group, spec, pure=False) for group in groups]
     )
     if shard_failure is not None:
-        pieces.append((part[1][0][1], shard_failure))
+        pieces.append((shard, shard_failure))
     return client.submit(write_recovered_partition, part, spec, segment, pieces, pure=False)
 
 
