@@ -157,7 +157,12 @@ def worker_pids(client) -> list[int]:
 
 
 def warm_up() -> None:
-    """Import palette-dask and load its compiled loops, as a long-running worker has."""
+    """Import palette-dask and load its compiled loops, as a long-running worker has.
+
+    The remote reads' module is imported too: a worker loads it with its first
+    remote read, once among the millions of a long job.
+    """
+    import palette_dask.http_reads  # noqa: F401
     from palette_dask import extract_palette
 
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
