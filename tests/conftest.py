@@ -1,13 +1,10 @@
 import os
 import sys
 
-import dask
 import pytest
-from distributed import Client, LocalCluster
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from palette_dask.cluster import WORKER_START_METHOD
 from palette_dask.samples import export_samples
 
 
@@ -28,15 +25,10 @@ def corpus(tmp_path_factory, sample_dir):
 
 
 def _cluster_client(n_workers):
-    # Worker processes started the way the embedded cluster starts them.
-    with dask.config.set({"distributed.worker.multiprocessing-method": WORKER_START_METHOD}):
-        cluster = LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-        )
-    client = Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
+    from jobtools import fresh_cluster
+
+    with fresh_cluster(n_workers) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

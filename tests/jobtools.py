@@ -134,24 +134,38 @@ def crashing_processes(crash_on: str):
                 os.environ[name] = value
 
 
+@contextlib.contextmanager
+def fresh_cluster(n_workers: int, **config):
+    """A client of a new cluster of ``n_workers`` single-threaded worker processes,
+    started as the embedded cluster starts them, with ``config`` set meanwhile."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from palette_dask.cluster import WORKER_START_METHOD
+
+    with (
+        dask.config.set({"distributed.worker.multiprocessing-method": WORKER_START_METHOD}),
+        dask.config.set(config),
+        LocalCluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
 def run_with_crashing_decoder(spec, crash_on: str):
     """Run a job on a fresh 2-worker cluster whose workers die on images whose URI holds
     ``crash_on`` (see :func:`crashing_processes`), each task allowed no retry; the
     job's report. Its workers are new interpreters, which load the crashing decoder."""
-    import dask
-    from distributed import Client, LocalCluster
-
     from palette_dask import run_job
 
     with (
         crashing_processes(crash_on),
-        dask.config.set(
-            {
+        fresh_cluster(
+            2,
+            **{
                 "distributed.scheduler.allowed-failures": 0,
                 "distributed.worker.multiprocessing-method": "spawn",
-            }
-        ),
-        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
+            },
+        ) as client,
     ):
         return run_job(spec, client=client)

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from jobtools import assert_same_dataset, read_table
 from PIL import Image
 
-from palette_dask import JobSpec, run_job
+from palette_dask import JobSpec, plan, run_job
 from palette_dask.cli import main
 from palette_dask.plan import (
     AUTO_PARTITION_IMAGES,
@@ -19,6 +19,7 @@ from palette_dask.plan import (
 )
 from palette_dask.state import DatasetState, IdSet
 from palette_dask.tables import part_name
+from palette_dask.tasks import ROWS_PER_WRITE
 
 TABLES = ("images", "palettes", "assignments")
 
@@ -45,9 +46,17 @@ def test_the_sample_photographs_still_run_as_two_partitions_per_worker(photos, c
     assert (record["partitioning"]["workers"], record["partitioning"]["threads"]) == (2, 2)
 
 
-def test_many_tiny_images_make_partitions_of_the_largest_size(tmp_path, client1):
+def test_many_tiny_images_make_partitions_of_the_largest_size(tmp_path, client1, monkeypatch):
     """Every URI a distinct image (hard links of a few small pictures, as a big corpus has):
-    on one worker, more images than two partitions of the largest size hold."""
+    on one worker, more images than two partitions of the largest size hold.
+
+    The largest size is lowered to 1,000 images here, each partition still
+    written in several batches; its default is checked on the plan alone
+    (:func:`test_auto_partitions_follow_the_new_images_and_the_workers`).
+    """
+    monkeypatch.setattr(plan, "AUTO_PARTITION_IMAGES", 1_000)
+    largest = plan.AUTO_PARTITION_IMAGES
+    assert largest > 2 * ROWS_PER_WRITE
     folder = tmp_path / "tiny"
     folder.mkdir()
     colours = [(200, 30, 40), (40, 160, 70), (30, 60, 200), (240, 220, 60)]
@@ -56,13 +65,13 @@ def test_many_tiny_images_make_partitions_of_the_largest_size(tmp_path, client1)
         path = tmp_path / f"tiny-{i}.png"
         Image.new("RGB", (4, 4), colour).save(path)
         originals.append(path)
-    n_images = 2 * AUTO_PARTITION_IMAGES + AUTO_PARTITION_IMAGES // 4
+    n_images = 2 * largest + largest // 4
     for i in range(n_images):
         os.link(originals[i % len(originals)], folder / f"{i:06d}.png")
     out = tmp_path / "out"
     report = run_job(JobSpec(input=[str(folder)], output=str(out)), client=client1)
     assert (report.images, report.errors) == (n_images, 0)
-    # Partitions of AUTO_PARTITION_IMAGES, the last one smaller: one file each per table.
+    # Partitions of the largest size, the last one smaller: one file each per table.
     assert report.partitions == 3
     assert files_per_table(out) == dict.fromkeys(TABLES, 3)
     images = read_table(out, "images")
@@ -70,7 +79,7 @@ def test_many_tiny_images_make_partitions_of_the_largest_size(tmp_path, client1)
         n_images
     )
     rows_per_file = sorted(pq.read_metadata(f).num_rows for f in (out / "images").iterdir())
-    assert rows_per_file == [n_images - 2 * AUTO_PARTITION_IMAGES, *[AUTO_PARTITION_IMAGES] * 2]
+    assert rows_per_file == [n_images - 2 * largest, *[largest] * 2]
 
 
 def test_auto_partitions_follow_the_new_images_and_the_workers(tmp_path):

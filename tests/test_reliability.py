@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as pads
 import pytest
-from distributed import Client, LocalCluster
 from imagegen import blocks, encode
 from jobtools import (
     assert_same_dataset,
     cli,
     crashing_processes,
+    fresh_cluster,
     invoke,
     kill_when_written,
     read_table,
@@ -86,10 +86,7 @@ class PollingReader(threading.Thread):
 
 def test_killing_a_worker_mid_job_loses_nothing(many_images, undisturbed, tmp_path):
     out = tmp_path / "out"
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
+    with fresh_cluster(2) as client:
         pids = client.run(os.getpid)
         outcome = {}
         job = threading.Thread(
