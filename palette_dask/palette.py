@@ -195,8 +195,13 @@ def warm_up() -> None:
     it (the job's workers included) loads the compiled code.
     """
     pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    for color_space in COLOR_SPACES:
-        extract_palette(pixels, color_space=color_space)
+    # Decoders hand some images over read-only, and numba compiles the loops once
+    # for each kind of array.
+    read_only = pixels.copy()
+    read_only.setflags(write=False)
+    for image in (pixels, read_only):
+        for color_space in COLOR_SPACES:
+            extract_palette(image, color_space=color_space)
 
 
 def load_sample(image, options: PaletteOptions, read_options: ReadOptions | None = None) -> Sample:

@@ -148,6 +148,8 @@ def test_dockerfile_base_image_has_our_dask_version():
     assert pinned["dask"] == dask.__version__
     # Installs happen at build time, with the pins, S3 support included.
     assert 'pip install --no-cache-dir -c constraints.txt ".[s3]"' in dockerfile
+    # The clustering loops are compiled into the image, not by each worker.
+    assert "warm_up()" in dockerfile
 
 
 def test_recommended_dask_config_matches_distributed_schema():

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from imagegen import blocks, encode, transparent_png
@@ -149,3 +152,45 @@ def test_bad_image_argument_is_refused():
         extract_palette(42)
     with pytest.raises(ValueError, match=r"\(H, W, 3\) or \(H, W, 4\) uint8, got \(4, 4\) uint8"):
         extract_palette(np.zeros((4, 4), np.uint8))
+
+
+# Run in a new interpreter: the loops this process has already used are loaded in it.
+COMPILED_BY_A_JOB = """
+import sys
+from pathlib import Path
+
+from palette_dask import _loops
+from palette_dask.corpus import fit_sample
+from palette_dask.sources import image_id
+from palette_dask.palette import load_sample, palette_from_sample, warm_up
+from palette_dask.options import PaletteOptions
+
+
+def loaded():
+    loops = [f for f in vars(_loops).values() if hasattr(f, "signatures")]
+    return {(f.__name__, str(signature)) for f in loops for signature in f.signatures}
+
+
+warm_up()
+after_warm_up = loaded()
+options = PaletteOptions()
+for path in sorted(Path(sys.argv[1]).iterdir()):
+    sample = load_sample(path.read_bytes(), options)
+    palette_from_sample(sample, options)
+    fit_sample(sample, image_id(str(path)), options, size=1000)
+print(sorted(loaded() - after_warm_up))
+"""
+
+
+def test_the_install_warm_up_compiles_every_loop_a_job_runs(sample_dir):
+    """``make install`` compiles the loops once (:func:`warm_up`); a job's images, decoded
+    the way its workers decode them, then need no loop that it left out (each worker would
+    compile it again at its first image, ten seconds of CPU)."""
+    result = subprocess.run(
+        [sys.executable, "-c", COMPILED_BY_A_JOB, str(sample_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
