@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 import dask
 from distributed import Client, LocalCluster
 from distributed.security import Security
+from distributed.utils import get_mp_context
 
 from .errors import VersionMismatchError
 from .sources import may_be_remote
@@ -52,12 +53,12 @@ def _security(spec: JobSpec) -> Security | None:
 # last partitions of a job spread over the workers instead of queueing two
 # deep behind one of them while the others idle (see README, "Performance").
 #
-# Its worker processes are forked from a server process that has imported Dask
-# once (multiprocessing's "forkserver", Python 3.14's default on Linux), rather
-# than each started as a new interpreter: a worker, and a worker restarted after
-# a crash, is ready in a fraction of the time and CPU, and the workers share the
-# pages of the modules they all load. The server starts clean, with no thread
-# and no event loop, so forking it is safe.
+# Its worker processes are forked from a server process that has imported
+# Dask and the task modules and loaded the compiled loops once
+# (multiprocessing's "forkserver", Python 3.14's default on Linux; see
+# `forked_workers`), rather than each started as a new interpreter: a worker,
+# and a worker restarted after a crash, is ready in a fraction of the time and
+# CPU, and the workers share the pages of the modules they all load.
 WORKER_START_METHOD = (
     "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 )
@@ -65,6 +66,8 @@ EMBEDDED_CLUSTER_CONFIG = {
     "distributed.scheduler.worker-saturation": 1.0,
     "distributed.worker.multiprocessing-method": WORKER_START_METHOD,
 }
+# Modules the fork server imports before it forks a worker.
+FORK_SERVER_MODULES = ["distributed", "palette_dask.forked_workers"]
 
 
 def threads_per_worker(spec: JobSpec) -> int:
@@ -85,6 +88,11 @@ def embedded_cluster(n_workers: int, threads: int = 1, **cluster_options) -> Ite
 
     ``cluster_options`` go to ``LocalCluster`` (``dashboard_address``, say).
     """
+    with dask.config.set(EMBEDDED_CLUSTER_CONFIG):
+        context = get_mp_context()  # sets Dask's own list of modules, once per process
+    if WORKER_START_METHOD == "forkserver":
+        # Read when the server starts: the process's first forked worker.
+        context.set_forkserver_preload(FORK_SERVER_MODULES)
     with (
         dask.config.set(EMBEDDED_CLUSTER_CONFIG),
         LocalCluster(

@@ -113,15 +113,23 @@ def kill_when_written(command: list[str], folder: Path, count: int) -> int:
     return len(list(folder.glob("part-*")))
 
 
+CRASHING = Path(__file__).parent / "crashing"
+
+
+def crashing_variables(crash_on: str) -> dict[str, str]:
+    """The environment variables under which a Python process started dies on images
+    whose URI holds ``crash_on`` (see crashing/crashswitch.py)."""
+    return {
+        "PALETTE_DASK_TEST_CRASH_ON": crash_on,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(CRASHING), os.environ.get("PYTHONPATH")])),
+    }
+
+
 @contextlib.contextmanager
 def crashing_processes(crash_on: str):
     """Within the block, every Python process started dies on images whose URI holds
-    ``crash_on`` (see crashing/sitecustomize.py); this one does not."""
-    hook = str(Path(__file__).parent / "crashing")
-    crashing = {
-        "PALETTE_DASK_TEST_CRASH_ON": crash_on,
-        "PYTHONPATH": os.pathsep.join(filter(None, [hook, os.environ.get("PYTHONPATH")])),
-    }
+    ``crash_on``; this one does not."""
+    crashing = crashing_variables(crash_on)
     saved = {name: os.environ.get(name) for name in crashing}
     os.environ.update(crashing)  # inherited by the processes started, and theirs
     try:
@@ -135,18 +143,18 @@ def crashing_processes(crash_on: str):
 
 
 @contextlib.contextmanager
-def fresh_cluster(n_workers: int, **config):
-    """A client of a new cluster of ``n_workers`` single-threaded worker processes,
-    started as the embedded cluster starts them, with ``config`` set meanwhile."""
+def fresh_cluster(n_workers: int, env=None, **config):
+    """A client of a new embedded cluster of ``n_workers`` single-threaded worker
+    processes, with the environment variables ``env`` set in the workers and ``config``
+    set meanwhile."""
     import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    from palette_dask.cluster import WORKER_START_METHOD
+    from palette_dask.cluster import embedded_cluster
 
     with (
-        dask.config.set({"distributed.worker.multiprocessing-method": WORKER_START_METHOD}),
         dask.config.set(config),
-        LocalCluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=":0") as cluster,
+        embedded_cluster(n_workers, dashboard_address=":0", env=env) as cluster,
         Client(cluster) as client,
     ):
         yield client
@@ -154,18 +162,19 @@ def fresh_cluster(n_workers: int, **config):
 
 def run_with_crashing_decoder(spec, crash_on: str):
     """Run a job on a fresh 2-worker cluster whose workers die on images whose URI holds
-    ``crash_on`` (see :func:`crashing_processes`), each task allowed no retry; the
-    job's report. Its workers are new interpreters, which load the crashing decoder."""
+    ``crash_on``, each task allowed no retry; the job's report.
+
+    The workers load the crashing decoder as a Dask preload, and the processes they
+    start load it through :func:`crashing_variables`, set in the workers' environment.
+    """
     from palette_dask import run_job
 
-    with (
-        crashing_processes(crash_on),
-        fresh_cluster(
-            2,
-            **{
-                "distributed.scheduler.allowed-failures": 0,
-                "distributed.worker.multiprocessing-method": "spawn",
-            },
-        ) as client,
-    ):
+    with fresh_cluster(
+        2,
+        env=crashing_variables(crash_on),
+        **{
+            "distributed.scheduler.allowed-failures": 0,
+            "distributed.worker.preload": [str(CRASHING / "crashswitch.py")],
+        },
+    ) as client:
         return run_job(spec, client=client)

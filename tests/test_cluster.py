@@ -148,7 +148,11 @@ def test_job_on_a_tls_secured_scheduler(tmp_path, sample_dir):
         require_encryption=True,
     )
     with external_cluster(
-        tmp_path, scheduler_args=["--protocol", "tls", *tls], worker_args=tls, security=security
+        tmp_path,
+        workers=1,
+        scheduler_args=["--protocol", "tls", *tls],
+        worker_args=tls,
+        security=security,
     ) as (address, _):
         assert address.startswith("tls://")
         out = tmp_path / "out"

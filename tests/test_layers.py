@@ -34,7 +34,7 @@ LAYERS = {
         "corpus",
     },
     "dataset": {"spec", "tables", "state", "dataset"},
-    "job": {"cluster", "plan", "tasks", "pipeline", "compact"},
+    "job": {"cluster", "forked_workers", "plan", "tasks", "pipeline", "compact"},
     "explore": {"render", "query", "stats", "report", "samples"},
     "cli": {"cli", "cli_options", "cli_dataset"},
 }

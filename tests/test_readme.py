@@ -15,15 +15,13 @@ PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.
 
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)), ids=lambda i: f"block{i}")
 def test_python_example_runs(index, sample_dir, client2, tmp_path):
-    """Each example as a script of its own. The first starts its embedded cluster;
-    the others find a running cluster in ``DASK_SCHEDULER_ADDRESS``, as a user's
-    scripts do once one is up (see "Running on a cluster")."""
+    """Each example as a script of its own, which finds a running cluster in
+    ``DASK_SCHEDULER_ADDRESS``, as a user's scripts do once one is up (see "Running on
+    a cluster"); the command-line tests run the embedded cluster in a new process."""
     shutil.copytree(sample_dir, tmp_path / "data" / "samples")
     script = tmp_path / "example.py"
     script.write_text(PYTHON_BLOCKS[index])
-    env = dict(os.environ)
-    if index > 0:
-        env["DASK_SCHEDULER_ADDRESS"] = client2.scheduler.address
+    env = {**os.environ, "DASK_SCHEDULER_ADDRESS": client2.scheduler.address}
     result = subprocess.run(
         [sys.executable, str(script)],
         cwd=tmp_path,

@@ -11,7 +11,7 @@ from distributed import Client, LocalCluster
 from jobtools import make_corpus
 
 from palette_dask import JobSpec, run_job
-from palette_dask.cluster import job_client
+from palette_dask.cluster import WORKER_START_METHOD, job_client
 
 # Counts the blocks glibc has mapped from the kernel, then allocates 1 MiB and
 # counts again; prints the difference before and after tune_malloc().
@@ -88,12 +88,28 @@ def test_tune_malloc_can_be_switched_off():
         assert tune_malloc() is False
 
 
-def test_embedded_cluster_hands_each_worker_one_partition_at_a_time(tmp_path):
+def test_embedded_cluster_workers_start_ready_and_take_one_partition_at_a_time(tmp_path):
+    def ready_for_a_first_image():
+        """Whether the task modules are imported, and the compiled loops not yet loaded."""
+        from numba.core.registry import CPUDispatcher
+
+        from palette_dask import _loops
+
+        unloaded = [
+            name
+            for name, loop in vars(_loops).items()
+            if isinstance(loop, CPUDispatcher) and not name.startswith("_") and not loop.signatures
+        ]
+        return "palette_dask.tasks" in sys.modules, unloaded
+
     spec = JobSpec(input=[str(tmp_path)], output=str(tmp_path / "out"), workers=1)
     with job_client(spec) as client:
         saturation = client.run_on_scheduler(
             lambda dask_scheduler: dask_scheduler.WORKER_SATURATION
         )
         nthreads = list(client.nthreads().values())
+        ready = list(client.run(ready_for_a_first_image).values())
     assert saturation == 1.0
     assert nthreads == [1]
+    if WORKER_START_METHOD == "forkserver":  # forked from a server that loaded them
+        assert ready == [(True, [])]
