@@ -20,15 +20,20 @@ Colour queries
 Similar images (``like``)
     Palettes are compared by the Earth Mover's distance with a CIELAB ground
     distance: the least ΔE-weighted share that must move to turn one palette
-    into the other. The relaxed distance (every colour's share moved to the
-    other palette's nearest colour, without capacities) is a lower bound of it
-    computed for all images at once; candidates are measured in order of that
-    bound and the search stops as soon as the bound of the next one exceeds the
-    ``top``-th distance found: the result is exact.
+    into the other. Two lower bounds of it prune the candidates: the distance
+    between the palettes' mean colours (the mass moves at least that far on
+    average), one subtraction per image, and the relaxed distance (every
+    colour's share moved to the other palette's nearest colour, without
+    capacities), computed for the images nearest by the first. Candidates are
+    measured in order of their bound, each by a small compiled transport
+    solver (:mod:`palette_dask._transport`), and the search stops as soon as
+    no unmeasured image can come closer than the ``top``-th distance found: the
+    result is exact.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,8 +52,13 @@ from .tables import INDEX_FOLDER
 
 RADIUS = 25.0
 PRESENT_SHARE = 0.02
-# Candidates measured per solve in a likeness search.
+# Candidates measured per solve in a likeness search, and those it measures
+# first, nearest by mean colour.
 LIKE_BATCH = 256
+LIKE_ROUND = 4096
+# Bounds are computed in float64 and distances rounded to 1e-9: a candidate is
+# dropped only when its bound passes the distance to beat by more than this.
+BOUND_TOLERANCE = 1e-6
 _INDEX_ARRAYS = ("image_id", "lab", "share")
 
 
@@ -84,6 +94,13 @@ class PaletteArrays:
 
     def __len__(self) -> int:
         return len(self.image_id)
+
+    @functools.cached_property
+    def mean_lab(self) -> np.ndarray:
+        """(N, 3) float64: each palette's share-weighted mean colour."""
+        share = self.share.astype(np.float64)
+        total = share.sum(axis=1, keepdims=True)
+        return np.einsum("nk,nkc->nc", share / np.where(total > 0, total, 1), self.lab)
 
 
 def _index_folder(ds: PaletteDataset, kind: str) -> str:
@@ -184,21 +201,24 @@ def coverage(arrays: PaletteArrays, query_lab: np.ndarray, radius: float = RADIU
     >>> print(coverage(arrays, np.array([[50.0, 0, 0], [60, 0, 0]]), radius=20).round(3))
     [[0.7  0.35]]
     """
-    distance = _distances(arrays, np.asarray(query_lab, dtype=np.float32))
+    distance = _distances(
+        arrays.lab.astype(np.float32, copy=False), np.asarray(query_lab, dtype=np.float32)
+    )
     credit = np.clip(1.0 - distance / np.float32(radius), 0.0, None)
     return np.einsum("nk,nkj->nj", arrays.share.astype(np.float32, copy=False), credit)
 
 
-def _distances(arrays: PaletteArrays, lab: np.ndarray) -> np.ndarray:
-    """(N, K, J) CIELAB distance of every palette colour to each of ``lab`` (J, 3)."""
-    colors = arrays.lab.astype(np.float32, copy=False).reshape(-1, 3)
+def _distances(lab: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """(N, K, J) CIELAB distance of every palette colour of ``lab`` (N, K, 3) to each of
+    ``query`` (J, 3), in their (common) float type."""
+    colors = lab.reshape(-1, 3)
     # |x - q|^2 expanded: one matrix product for all query colours.
     squared = (
         np.einsum("ij,ij->i", colors, colors)[:, None]
-        - 2 * colors @ lab.T
-        + np.einsum("ij,ij->i", lab, lab)[None, :]
+        - 2 * colors @ query.T
+        + np.einsum("ij,ij->i", query, query)[None, :]
     )
-    return np.sqrt(np.maximum(squared, 0)).reshape(*arrays.share.shape, len(lab))
+    return np.sqrt(np.maximum(squared, 0)).reshape(*lab.shape[:2], len(query))
 
 
 def earth_movers_distance(lab_a, share_a, lab_b, share_b) -> float:
@@ -216,15 +236,35 @@ def earth_movers_distance(lab_a, share_a, lab_b, share_b) -> float:
 
 
 def earth_movers_distances(lab_a, share_a, labs_b, shares_b) -> np.ndarray:
-    """(M,) Earth Mover's distances from one palette to each of ``M`` others, in one solve.
+    """(M,) Earth Mover's distances from one palette to each of ``M`` others.
 
     ``labs_b`` is (M, K, 3) and ``shares_b`` (M, K); colours with share 0 are
-    padding. The transport problems are independent blocks of one linear
-    program, so minimising their sum minimises each: one call to the HiGHS
-    solver instead of ``M``.
+    padding. Each pair is solved by the compiled transportation simplex
+    (:func:`palette_dask._transport.palette_distances`); a pair it leaves
+    unsolved (degenerate pivots up to its iteration cap) by the HiGHS linear
+    program solver. Rounded to 1e-9, so that equal distances compare equal
+    whichever solver measured them.
     """
-    lab_a, share_a = np.asarray(lab_a, float), np.asarray(share_a, float)
-    labs_b, shares_b = np.asarray(labs_b, float), np.asarray(shares_b, float)
+    from ._transport import palette_distances  # numba, loaded by likeness searches only
+
+    lab_a, share_a = _float64(lab_a), _float64(share_a)
+    labs_b, shares_b = _float64(labs_b), _float64(shares_b)
+    distances = palette_distances(lab_a, share_a, labs_b, shares_b)
+    unsolved = np.flatnonzero(np.isnan(distances))
+    if len(unsolved):
+        distances[unsolved] = _linear_program_distances(
+            lab_a, share_a, labs_b[unsolved], shares_b[unsolved]
+        )
+    return np.round(distances, 9)
+
+
+def _float64(values) -> np.ndarray:
+    return np.ascontiguousarray(values, dtype=np.float64)
+
+
+def _linear_program_distances(lab_a, share_a, labs_b, shares_b) -> np.ndarray:
+    """:func:`earth_movers_distances` as one linear program of independent blocks: minimising
+    their sum minimises each."""
     share_a = share_a / share_a.sum()
     shares_b = shares_b / shares_b.sum(axis=1, keepdims=True)
     n_pairs, k = shares_b.shape
@@ -244,7 +284,7 @@ def earth_movers_distances(lab_a, share_a, labs_b, shares_b) -> np.ndarray:
         method="highs",
     )
     flows = solved.x.reshape(n_pairs, n * k)
-    return np.round((flows * cost.reshape(n_pairs, -1)).sum(axis=1), 9)
+    return (flows * cost.reshape(n_pairs, -1)).sum(axis=1)
 
 
 def _query_colors(colors: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -288,43 +328,70 @@ def relaxed_distance(arrays: PaletteArrays, reference: int) -> np.ndarray:
     The larger of the two relaxations: each palette's shares moved to the other
     palette's nearest colour, with no limit on what a colour receives.
     """
-    share = arrays.share.astype(np.float64)
-    mine = share[reference] > 0
-    theirs = share[reference][mine] / share[reference][mine].sum()
-    distance = _distances(arrays, arrays.lab[reference][mine].astype(np.float32))
-    to_reference = (share * distance.min(axis=2)).sum(axis=1) / share.sum(axis=1)
-    present = np.where((share > 0)[:, :, None], distance, np.inf)
-    from_reference = (present.min(axis=1) * theirs).sum(axis=1)
-    return np.maximum(to_reference, from_reference)
+    return _relaxed(arrays.lab, arrays.share, arrays.lab[reference], arrays.share[reference])
+
+
+def _relaxed(lab, share, reference_lab, reference_share) -> np.ndarray:
+    """:func:`relaxed_distance` of the palettes ``lab`` (N, K, 3), ``share`` (N, K), in
+    float64, so that it never passes the distance by a rounding."""
+    from ._transport import relaxed_bounds  # numba, loaded by likeness searches only
+
+    return relaxed_bounds(
+        _float64(lab), _float64(share), _float64(reference_lab), _float64(reference_share)
+    )
 
 
 def _like_ranking(arrays, reference: int, top: int):
     """The ``top`` palettes nearest the ``reference`` row by Earth Mover's distance, exactly.
 
-    The relaxed distances, each palette's mass moved to the other's nearest
-    colour without capacity limits, bound the distance from below; candidates
-    are measured in the order of that bound until it passes the ``top``-th
-    distance found.
+    First the images nearest by mean colour (:data:`LIKE_ROUND` of them, or
+    16 × ``top``), which gives a ``top``-th distance to beat; then every other
+    image whose mean-colour bound does not pass it. Each set is measured in
+    the order of the larger bound, while that bound can still beat the
+    ``top``-th distance found.
     """
-    bound = relaxed_distance(arrays, reference)
-    candidates = np.lexsort((arrays.image_id, bound))
-    best: list[tuple[float, bytes, int]] = []
-    # Only the measured rows are converted to float64, by earth_movers_distances.
+    means = arrays.mean_lab
+    mean_bound = np.sqrt(((means - means[reference]) ** 2).sum(axis=1))
+    size = max(16 * top, LIKE_ROUND)
+    if size >= len(arrays):
+        return _ranked(
+            arrays, _nearest_of(arrays, reference, np.arange(len(arrays)), mean_bound, [], top)
+        )
+    nearest = np.argpartition(mean_bound, size)
+    first = nearest[:size]
+    best = _nearest_of(arrays, reference, first, mean_bound[first], [], top)
+    if mean_bound[nearest[size]] <= best[-1][0] + BOUND_TOLERANCE:
+        left = np.flatnonzero(mean_bound <= best[-1][0] + BOUND_TOLERANCE)
+        left = np.setdiff1d(left, first, assume_unique=True)
+        best = _nearest_of(arrays, reference, left, mean_bound[left], best, top)
+    return _ranked(arrays, best)
+
+
+def _ranked(arrays, best: list):
+    order = np.array([i for _, _, i in best], dtype=np.int64)
+    matching = [np.flatnonzero(arrays.share[i] > 0) for i in order]
+    return order, np.array([d for d, _, _ in best]), matching
+
+
+def _nearest_of(arrays, reference: int, rows: np.ndarray, lower: np.ndarray, best: list, top: int):
+    """``best`` (distance, image id, row), the ``top`` nearest so far, updated with ``rows``,
+    whose distances are at least ``lower``."""
     lab, share = arrays.lab, arrays.share
+    bound = np.maximum(lower, _relaxed(lab[rows], share[rows], lab[reference], share[reference]))
+    order = np.argsort(bound)  # ties are settled in ``best``, by image id
+    rows, bound = rows[order], bound[order]
     batch = max(top, LIKE_BATCH)
-    for start in range(0, len(candidates), batch):
-        chosen = candidates[start : start + batch]
-        if len(best) >= top and bound[chosen[0]] > best[-1][0] + 1e-6:
+    for start in range(0, len(rows), batch):
+        if len(best) == top and bound[start] > best[-1][0] + BOUND_TOLERANCE:
             break  # no later candidate can come closer than the top ones
+        chosen = rows[start : start + batch]
         distances = earth_movers_distances(
             lab[reference], share[reference], lab[chosen], share[chosen]
         )
         best += [(d, arrays.image_id[i], int(i)) for d, i in zip(distances, chosen, strict=True)]
         best.sort()
         del best[top:]
-    order = np.array([i for _, _, i in best], dtype=np.int64)
-    matching = [np.flatnonzero(arrays.share[i] > 0) for i in order]
-    return order, np.array([d for d, _, _ in best]), matching
+    return best
 
 
 def search(

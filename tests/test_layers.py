@@ -35,7 +35,7 @@ LAYERS = {
     },
     "dataset": {"spec", "tables", "state", "dataset"},
     "job": {"cluster", "forked_workers", "plan", "tasks", "pipeline", "compact"},
-    "explore": {"render", "query", "stats", "report", "samples"},
+    "explore": {"render", "query", "_transport", "stats", "report", "samples"},
     "cli": {"cli", "cli_options", "cli_dataset"},
 }
 ORDER = {"base": 0, "image": 1, "dataset": 2, "job": 3, "explore": 3, "cli": 4}

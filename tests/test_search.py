@@ -8,10 +8,11 @@ from imagegen import blocks, encode
 from jobtools import invoke
 from PIL import Image
 
-from palette_dask import JobSpec, open_dataset, run_job
+from palette_dask import JobSpec, open_dataset, query, run_job
 from palette_dask.query import (
     PaletteArrays,
     _like_ranking,
+    _linear_program_distances,
     earth_movers_distance,
     relaxed_distance,
     search,
@@ -138,6 +139,70 @@ def test_relaxed_distance_bounds_the_distance_from_below():
     # Pruning by the bound keeps the ranking exact.
     _, distances, _ = _like_ranking(arrays, 0, 10)
     np.testing.assert_allclose(distances, np.sort(exact)[:10], atol=1e-6)
+
+
+def random_palettes(rng, n: int, k: int = 5):
+    """``n`` palettes of up to ``k`` colours near 40 base colours, some shorter (padded)."""
+    base = rng.uniform([0, -60, -60], [100, 60, 60], (40, 3))
+    lab = base[rng.integers(0, 40, (n, k))] + rng.normal(0, 4, (n, k, 3))
+    share = rng.dirichlet(np.ones(k), n)
+    share[rng.random(n) < 0.3, 3:] = 0
+    return lab.astype(np.float32), share.astype(np.float32)
+
+
+def adversarial_palettes(rng):
+    """Palettes that defeat the bounds: exact copies of one another (ties broken by id),
+    copies moved by a hair, and palettes spread around the same mean colour."""
+    lab, share = random_palettes(rng, 40)
+    copies = np.repeat(np.arange(40), 8)
+    nudged = lab[copies] + rng.normal(0, 1e-3, (len(copies), 5, 3)).astype(np.float32)
+    center = np.array([50, 0, 0], np.float32)
+    spread = rng.normal(0, 20, (120, 5, 3)).astype(np.float32)
+    spread -= spread.mean(axis=1, keepdims=True)  # equal shares: the mean is the centre
+    labs = [lab, lab[copies], nudged, center + spread]
+    shares = [share, share[copies], share[copies], np.full((120, 5), 0.2, np.float32)]
+    return np.concatenate(labs), np.concatenate(shares)
+
+
+@pytest.mark.parametrize("palettes", [random_palettes, adversarial_palettes])
+def test_likeness_ranking_is_the_brute_force_one(palettes, monkeypatch):
+    """Over several rounds of candidates (small rounds and batches), ids and order equal
+    those of every distance measured by the linear program."""
+    monkeypatch.setattr(query, "LIKE_ROUND", 50)
+    monkeypatch.setattr(query, "LIKE_BATCH", 16)
+    rng = np.random.default_rng(7)
+    lab, share = palettes(rng) if palettes is adversarial_palettes else palettes(rng, 1000)
+    ids = np.array([f"{i:032x}" for i in rng.permutation(len(lab))], dtype="S32")
+    arrays = PaletteArrays(ids, lab, share)
+    for reference in (0, 45, len(lab) - 1):
+        exact = np.round(
+            _linear_program_distances(
+                lab[reference].astype(float),
+                share[reference].astype(float),
+                lab.astype(float),
+                share.astype(float),
+            ),
+            9,
+        )
+        expected = np.lexsort((ids, exact))[:30]
+        order, distances, _ = _like_ranking(arrays, reference, 30)
+        assert ids[order].tolist() == ids[expected].tolist()
+        np.testing.assert_allclose(distances, exact[expected], atol=1e-8)
+
+
+def test_the_transport_solver_gives_the_linear_programs_distances():
+    rng = np.random.default_rng(3)
+    for k in (1, 2, 5, 8):
+        lab_a, share_a = random_palettes(rng, 1, k)
+        labs_b, shares_b = random_palettes(rng, 200, k)
+        ours = query.earth_movers_distances(lab_a[0], share_a[0], labs_b, shares_b)
+        reference = _linear_program_distances(
+            lab_a[0].astype(float),
+            share_a[0].astype(float),
+            labs_b.astype(float),
+            shares_b.astype(float),
+        )
+        np.testing.assert_allclose(ours, reference, atol=1e-8)
 
 
 def test_stats_on_the_sample_photographs(corpus, client1, tmp_path):
