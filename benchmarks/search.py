@@ -13,6 +13,7 @@ gets them). Results go to ``benchmarks/results/search.{md,json}``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import statistics
 import sys
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from benchtools import write_results
 from threadpoolctl import threadpool_limits
 
@@ -37,10 +39,12 @@ def synthetic_arrays(n_images: int, seed: int = 0) -> PaletteArrays:
     picks = base[rng.integers(0, len(base), (n_images, K))] + rng.integers(
         -12, 13, (n_images, K, 3)
     )
-    lab = rgb_to_lab(np.clip(picks, 0, 255).astype(np.uint8).reshape(-1, 3)).reshape(n_images, K, 3)
+    rgb = np.clip(picks, 0, 255).astype(np.uint8)
+    lab = rgb_to_lab(rgb.reshape(-1, 3)).reshape(n_images, K, 3)
     share = np.sort(rng.dirichlet(np.ones(K), n_images), axis=1)[:, ::-1]
     ids = np.char.mod("%032x", np.arange(n_images)).astype("S32")
-    return PaletteArrays(image_id=ids, lab=lab.astype(np.float32), share=share.astype(np.float32))
+    uris = pa.array(np.char.mod("s3://photos/%09d.jpg", np.arange(n_images)).astype(str))
+    return PaletteArrays.from_lab(ids, lab, share, rgb=rgb, uri=uris)
 
 
 def timed(function, repeat: int = 5) -> float:
@@ -58,7 +62,7 @@ def like_time(arrays: PaletteArrays, top: int) -> float:
     references = np.linspace(0, len(arrays) - 1, 5).astype(int)
     times = []
     for reference in references:
-        fresh = PaletteArrays(arrays.image_id, arrays.lab, arrays.share)
+        fresh = dataclasses.replace(arrays)
         t0 = time.perf_counter()
         _like_ranking(fresh, int(reference), top)
         times.append(time.perf_counter() - t0)

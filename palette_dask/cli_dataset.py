@@ -186,9 +186,10 @@ def search(dataset, storage_options, colors, weights, like, top, radius, kind, a
 def index(dataset, storage_options, kind):
     """Build the search index of a finished DATASET (OUT/_index), used by `search`.
 
-    Every image's palette as fixed-length arrays of CIELAB colours and shares
-    in 16-bit floats. Growing the dataset makes it stale: `search` then reads
-    the tables until the index is built again.
+    Every image's palette as fixed-length arrays of colours and shares, as the
+    tables hold them, with the images' URIs: a search ranks as it would from
+    the tables and never reads them. Growing the dataset makes it stale:
+    `search` then reads the tables until the index is built again.
 
     \b
     Example:

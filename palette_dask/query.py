@@ -1,10 +1,14 @@
 """Finding images by colour in a palette dataset.
 
-Every image's palette becomes a fixed-length row of CIELAB colours and shares
-(:class:`PaletteArrays`), and a query is scored against all rows at once with
-NumPy. ``palette-dask index`` stores these arrays next to the tables as NumPy
-files (``OUT/_index/KIND/``), compact (16-bit floats) and loaded in a blink;
-without an index they are built from the ``palettes`` table on each search.
+Every image's palette becomes a fixed-length row of shares and of indexes into
+the dataset's distinct colours (:class:`PaletteArrays`), scored with NumPy.
+``palette-dask index`` stores these arrays next to the tables
+(``OUT/_index/KIND/``), with the distinct colours' CIELAB coordinates and the
+shares exactly as the tables hold them (so a search ranks as it would from
+the tables), each palette's mean colour, for each distinct colour the rows
+holding it, and the URIs: a search reads no table, and a colour query scores
+only the rows holding a colour near one of its own. Without an index the
+arrays are built from the tables on each search, and every row is scored.
 
 Colour queries
     A palette colour within ``radius`` (CIELAB ΔE 1976) of a query colour
@@ -33,6 +37,7 @@ Similar images (``like``)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Mapping, Sequence
@@ -40,13 +45,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
+from fsspec.implementations.local import LocalFileSystem
 from scipy import sparse
 from scipy.optimize import linprog
 
 from .color import hex_to_rgb, rgb_to_hex, rgb_to_lab
 from .dataset import PaletteDataset, dataset_and_kind
 from .errors import UsageError
+from .sources import normalize_uri
 from .storage import filesystem, fresh, join
 from .tables import INDEX_FOLDER
 
@@ -59,48 +67,134 @@ LIKE_ROUND = 4096
 # Bounds are computed in float64 and distances rounded to 1e-9: a candidate is
 # dropped only when its bound passes the distance to beat by more than this.
 BOUND_TOLERANCE = 1e-6
-_INDEX_ARRAYS = ("image_id", "lab", "share")
+_INDEX_ARRAYS = (
+    "image_id",
+    "color",
+    "share",
+    "colors_rgb",
+    "colors_lab",
+    "mean_lab",
+    "postings_start",
+    "postings_row",
+)
+_URI_SCHEMA = pa.schema([pa.field("uri", pa.string())])
+# Raised when the stored arrays change; an index of another format is stale.
+INDEX_FORMAT = 2
+# Mean colours are stored in float32, within this of the float64 ones: the
+# mean-colour bound gives this much away, so it never passes a distance.
+MEAN_SLACK = 1e-3
 
 
 @dataclass(frozen=True)
 class PaletteArrays:
-    """Every image's palette as fixed-length rows, shorter palettes padded with share 0.
+    """Every image's palette as fixed-length rows of its colours, each an index into the
+    distinct colours, shorter palettes padded with share 0.
 
     Attributes
     ----------
     image_id : (N,) S32 ndarray
         Image ids as ASCII bytes: a tenth of the memory of Python strings.
-    lab : (N, K, 3) float ndarray
-        CIELAB colours, largest share first.
-    share : (N, K) float ndarray
+    color : (N, K) uint32 ndarray
+        Each palette colour's row in ``colors_lab``, largest share first.
+    share : (N, K) float32 ndarray
+    colors_lab : (D, 3) float32 ndarray
+        The distinct colours in CIELAB, as the tables hold them.
+    colors_rgb : (D, 3) uint8 ndarray, optional
+        The same in 8-bit sRGB, for the results' hex codes.
+    uri : (N,) pyarrow string array, optional
+        The images' URIs, for the results'.
+    postings : tuple of ndarray, optional
+        For each distinct colour ``c``, the rows holding it:
+        ``rows[starts[c]:starts[c + 1]]``, as ``(starts, rows)``. A colour
+        query then visits only the rows holding a colour near one of its own.
     """
 
     image_id: np.ndarray
-    lab: np.ndarray
+    color: np.ndarray
     share: np.ndarray
+    colors_lab: np.ndarray
+    colors_rgb: np.ndarray | None = None
+    uri: pa.Array | None = None
+    postings: tuple[np.ndarray, np.ndarray] | None = None
+    stored_mean_lab: np.ndarray | None = None
+
+    @classmethod
+    def from_lab(cls, image_id, lab, share, rgb=None, uri=None) -> PaletteArrays:
+        """From fixed-length colours ``lab`` (N, K, 3), and their ``rgb`` when known
+        (colours are then told apart by their 8-bit values)."""
+        lab = np.asarray(lab, dtype=np.float32)
+        if rgb is None:
+            _, first, color = np.unique(
+                lab.reshape(-1, 3), axis=0, return_index=True, return_inverse=True
+            )
+            colors_rgb = None
+        else:
+            rgb = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
+            packed = (
+                (rgb[:, 0].astype(np.uint32) << 16) | (rgb[:, 1].astype(np.uint32) << 8) | rgb[:, 2]
+            )
+            _, first, color = np.unique(packed, return_index=True, return_inverse=True)
+            colors_rgb = rgb[first]
+        share = np.asarray(share, dtype=np.float32)
+        return cls(
+            image_id=np.asarray(image_id),
+            color=color.astype(np.uint32).reshape(share.shape),
+            share=share,
+            colors_lab=lab.reshape(-1, 3)[first],
+            colors_rgb=colors_rgb,
+            uri=uri,
+        )
 
     @classmethod
     def from_palettes(cls, palettes: pd.DataFrame) -> PaletteArrays:
-        """From one kind's ``palettes`` rows (``image_id``, ``rank``, ``lab_*``, ``proportion``)."""
+        """From one kind's ``palettes`` rows (``image_id``, ``rank``, ``r``, ``g``, ``b``,
+        ``lab_*``, ``proportion``)."""
         palettes = palettes.sort_values(["image_id", "rank"])
         image_id, row = np.unique(palettes["image_id"].to_numpy(dtype=str), return_inverse=True)
         width = int(palettes["rank"].max()) + 1 if len(palettes) else 1
         lab = np.zeros((len(image_id), width, 3), dtype=np.float32)
+        rgb = np.zeros((len(image_id), width, 3), dtype=np.uint8)
         share = np.zeros((len(image_id), width), dtype=np.float32)
         rank = palettes["rank"].to_numpy(dtype=np.int64)
         lab[row, rank] = palettes[["lab_l", "lab_a", "lab_b"]].to_numpy(dtype=np.float32)
+        rgb[row, rank] = palettes[["r", "g", "b"]].to_numpy(dtype=np.uint8)
         share[row, rank] = palettes["proportion"].to_numpy(dtype=np.float32)
-        return cls(image_id=image_id.astype("S32"), lab=lab, share=share)
+        return cls.from_lab(image_id.astype("S32"), lab, share, rgb)
 
     def __len__(self) -> int:
         return len(self.image_id)
 
+    def lab_of(self, rows) -> np.ndarray:
+        """(…, K, 3) CIELAB colours of ``rows`` (an index or index array)."""
+        return self.colors_lab[self.color[rows]]
+
+    @functools.cached_property
+    def lab(self) -> np.ndarray:
+        """(N, K, 3) float32: every palette's CIELAB colours."""
+        return self.lab_of(slice(None))
+
     @functools.cached_property
     def mean_lab(self) -> np.ndarray:
-        """(N, 3) float64: each palette's share-weighted mean colour."""
+        """(N, 3): each palette's share-weighted mean colour (float64, or float32 as an index
+        stores it, within :data:`MEAN_SLACK`)."""
+        if self.stored_mean_lab is not None:
+            return self.stored_mean_lab
         share = self.share.astype(np.float64)
         total = share.sum(axis=1, keepdims=True)
         return np.einsum("nk,nkc->nc", share / np.where(total > 0, total, 1), self.lab)
+
+    def with_postings(self) -> PaletteArrays:
+        """These arrays with their :attr:`postings` and stored mean colours, as an index
+        holds them."""
+        rows, slots = np.nonzero(self.share > 0)
+        held = self.color[rows, slots]
+        order = np.argsort(held, kind="stable")
+        starts = np.searchsorted(held[order], np.arange(len(self.colors_lab) + 1))
+        return dataclasses.replace(
+            self,
+            postings=(starts.astype(np.int64), rows[order].astype(np.uint32)),
+            stored_mean_lab=self.mean_lab.astype(np.float32),
+        )
 
 
 def _index_folder(ds: PaletteDataset, kind: str) -> str:
@@ -121,19 +215,21 @@ def build_index(
 ) -> str:
     """Write the search index of a finished dataset; returns its folder.
 
-    The index holds :class:`PaletteArrays` in 16-bit floats, one ``.npy`` file
-    each, and the job version it was built from; a dataset grown later makes it
-    stale, and search then ignores it until it is built again.
+    The index holds :class:`PaletteArrays` with the images' URIs (see
+    :func:`save_index`) and the job version it was built from; a dataset grown
+    later makes it stale, and search then ignores it until it is built again.
     ``storage_options`` open a dataset given by path (see
     :func:`palette_dask.open_dataset`).
     """
     ds, kind = dataset_and_kind(dataset, kind, storage_options)
     folder = _index_folder(ds, kind)
+    arrays = _arrays_from_tables(ds, kind)
+    uris = ds.uris(ids.decode("ascii") for ids in arrays.image_id.tolist())
+    arrays = dataclasses.replace(
+        arrays, uri=pa.array([uris[i.decode("ascii")] for i in arrays.image_id.tolist()])
+    )
     save_index(
-        folder,
-        _arrays_from_tables(ds, kind),
-        {"kind": kind, **_dataset_version(ds)},
-        storage_options=ds.storage_options,
+        folder, arrays, {"kind": kind, **_dataset_version(ds)}, storage_options=ds.storage_options
     )
     return folder
 
@@ -141,45 +237,83 @@ def build_index(
 def save_index(
     folder: str, arrays: PaletteArrays, version: dict, *, storage_options: Mapping | None = None
 ) -> None:
-    """Store ``arrays`` in ``folder`` as ``.npy`` files (16-bit floats), with ``version``."""
+    """Store ``arrays`` (with ``colors_rgb`` and ``uri``) in ``folder``, with ``version``.
+
+    Each palette colour is stored as an index into the distinct colours, whose
+    8-bit sRGB and CIELAB values are stored once, shares in 32-bit floats as
+    the tables hold them, and with them each palette's mean colour and, for
+    each distinct colour, the rows holding it. The URIs go in an Arrow file.
+    """
     fs, root = filesystem(folder, storage_options)
     fs.makedirs(root, exist_ok=True)
+    indexed = arrays.with_postings()
     stored = {
-        "image_id": arrays.image_id,
-        "lab": arrays.lab.astype(np.float16),
-        "share": arrays.share.astype(np.float16),
+        "image_id": indexed.image_id,
+        "color": indexed.color,
+        "share": indexed.share,
+        "colors_rgb": indexed.colors_rgb,
+        "colors_lab": indexed.colors_lab,
+        "mean_lab": indexed.stored_mean_lab,
+        "postings_start": indexed.postings[0],
+        "postings_row": indexed.postings[1],
     }
     for name, values in stored.items():
         with fs.open(f"{root}/{name}.npy", "wb") as f:
             np.save(f, values)
+    with fs.open(f"{root}/uri.arrow", "wb") as f, pa.ipc.new_file(f, _URI_SCHEMA) as writer:
+        writer.write_table(pa.table({"uri": arrays.uri}, schema=_URI_SCHEMA))
     with fs.open(f"{root}/meta.json", "w") as f:
-        json.dump({"images": len(arrays), "version": version}, f)
+        json.dump({"images": len(arrays), "version": {"format": INDEX_FORMAT, **version}}, f)
 
 
 def load_index(dataset: PaletteDataset, kind: str) -> PaletteArrays | None:
-    """The stored :class:`PaletteArrays`, or ``None`` when there is none or it is stale."""
+    """The stored :class:`PaletteArrays`, or ``None`` when there is none or it is stale
+    (built from an earlier state of the dataset, or in an earlier format)."""
     folder = _index_folder(dataset, kind)
     fs, root = filesystem(folder, dataset.storage_options)
     if not fs.exists(fresh(fs, f"{root}/meta.json")):
         return None
     with fs.open(f"{root}/meta.json") as f:
-        if json.load(f).get("version") != {"kind": kind, **_dataset_version(dataset)}:
+        expected = {"format": INDEX_FORMAT, "kind": kind, **_dataset_version(dataset)}
+        if json.load(f).get("version") != expected:
             return None
     return read_index(folder, storage_options=dataset.storage_options)
 
 
 def read_index(folder: str, *, storage_options: Mapping | None = None) -> PaletteArrays:
-    """The :class:`PaletteArrays` stored in ``folder``."""
+    """The :class:`PaletteArrays` stored in ``folder``; memory-mapped from a local disk, so
+    that a search reads only the pages it needs."""
     fs, root = filesystem(folder, storage_options)
+    local = isinstance(fs, LocalFileSystem)
     loaded = {}
     for name in _INDEX_ARRAYS:
-        with fs.open(f"{root}/{name}.npy", "rb") as f:
-            loaded[name] = np.load(f)
-    return PaletteArrays(image_id=loaded["image_id"], lab=loaded["lab"], share=loaded["share"])
+        if local:
+            # A plain array over the mapped pages: NumPy's memmap class slows every indexing.
+            loaded[name] = np.asarray(np.load(f"{root}/{name}.npy", mmap_mode="r"))
+        else:
+            with fs.open(f"{root}/{name}.npy", "rb") as f:
+                loaded[name] = np.load(f)
+    if local:
+        source = pa.memory_map(f"{root}/uri.arrow")
+    else:
+        with fs.open(f"{root}/uri.arrow", "rb") as f:
+            source = pa.BufferReader(f.read())
+    column = pa.ipc.open_file(source).read_all().column("uri")
+    uri = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return PaletteArrays(
+        image_id=loaded["image_id"],
+        color=loaded["color"],
+        share=loaded["share"],
+        colors_lab=loaded["colors_lab"],
+        colors_rgb=loaded["colors_rgb"],
+        uri=uri,
+        postings=(loaded["postings_start"], loaded["postings_row"]),
+        stored_mean_lab=loaded["mean_lab"],
+    )
 
 
 def _arrays_from_tables(ds: PaletteDataset, kind: str) -> PaletteArrays:
-    columns = ["image_id", "rank", "lab_l", "lab_a", "lab_b", "proportion"]
+    columns = ["image_id", "rank", "r", "g", "b", "lab_l", "lab_a", "lab_b", "proportion"]
     table = ds.arrow_dataset("palettes").to_table(
         columns=columns, filter=pc.field("palette_kind") == kind
     )
@@ -196,29 +330,56 @@ def coverage(arrays: PaletteArrays, query_lab: np.ndarray, radius: float = RADIU
 
     Examples
     --------
-    >>> arrays = PaletteArrays(np.array([b"a"]), np.array([[[50.0, 0, 0], [90, 0, 0]]]),
-    ...                        np.array([[0.7, 0.3]]))
+    >>> arrays = PaletteArrays.from_lab(np.array([b"a"]), np.array([[[50.0, 0, 0], [90, 0, 0]]]),
+    ...                                 np.array([[0.7, 0.3]]))
     >>> print(coverage(arrays, np.array([[50.0, 0, 0], [60, 0, 0]]), radius=20).round(3))
     [[0.7  0.35]]
     """
-    distance = _distances(
-        arrays.lab.astype(np.float32, copy=False), np.asarray(query_lab, dtype=np.float32)
-    )
-    credit = np.clip(1.0 - distance / np.float32(radius), 0.0, None)
-    return np.einsum("nk,nkj->nj", arrays.share.astype(np.float32, copy=False), credit)
+    return _coverage(arrays.lab, arrays.share, np.asarray(query_lab, np.float32), radius)
 
 
-def _distances(lab: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """(N, K, J) CIELAB distance of every palette colour of ``lab`` (N, K, 3) to each of
-    ``query`` (J, 3), in their (common) float type."""
-    colors = lab.reshape(-1, 3)
-    # |x - q|^2 expanded: one matrix product for all query colours.
-    squared = (
-        np.einsum("ij,ij->i", colors, colors)[:, None]
-        - 2 * colors @ query.T
-        + np.einsum("ij,ij->i", query, query)[None, :]
-    )
-    return np.sqrt(np.maximum(squared, 0)).reshape(*lab.shape[:2], len(query))
+def _coverage(lab, share, query_lab, radius) -> np.ndarray:
+    """:func:`coverage` of the palettes ``lab`` (n, K, 3), ``share`` (n, K).
+
+    Element by element, and summed over each palette's colours in order, so
+    that a palette's coverage is the same to the bit whichever rows are
+    scored with it: a search over candidates ranks as a scan of all rows.
+    """
+    credit = _credit(lab, query_lab, radius)
+    return (share[:, :, None] * credit).sum(axis=1)
+
+
+def _credit(lab, query_lab, radius) -> np.ndarray:
+    """(…, J) credit of colours ``lab`` (…, 3) for each query colour, in float32."""
+    distance = np.sqrt(_squared_distances(lab, query_lab))
+    return np.clip(1.0 - distance / np.float32(radius), 0.0, None)
+
+
+def _squared_distances(lab, query_lab) -> np.ndarray:
+    """(…, J) squared distances of colours ``lab`` (…, 3) to each query colour (J, 3)."""
+    step = lab[..., None, 0] - query_lab[:, 0]
+    squared = step * step
+    for axis in (1, 2):
+        step = lab[..., None, axis] - query_lab[:, axis]
+        squared += step * step
+    return squared
+
+
+def _candidate_rows(arrays: PaletteArrays, query_lab, radius) -> np.ndarray:
+    """The rows that may hold a query colour: with :attr:`~PaletteArrays.postings`, those
+    holding a colour it credits; else every row."""
+    if arrays.postings is None:
+        return np.arange(len(arrays))
+    # Every colour with some credit, and a few on the border (credit 0) beside them.
+    reach = np.float32(radius) * np.float32(1 + 1e-4)
+    near = np.flatnonzero((_squared_distances(arrays.colors_lab, query_lab) < reach**2).any(axis=1))
+    starts, rows = arrays.postings
+    begin, length = starts[near], starts[near + 1] - starts[near]
+    # The postings of every near colour, gathered in one pass.
+    offsets = np.repeat(begin - np.cumsum(length) + length, length) + np.arange(length.sum())
+    held = np.zeros(len(arrays), dtype=bool)
+    held[rows[offsets]] = True
+    return np.flatnonzero(held)
 
 
 def earth_movers_distance(lab_a, share_a, lab_b, share_b) -> float:
@@ -308,18 +469,18 @@ def color_ranking(arrays: PaletteArrays, colors, weights=None, top: int = 20, ra
         if len(weights) != len(codes) or (weights <= 0).any():
             raise UsageError("give one positive weight per colour, or none")
         weights = weights / weights.sum()
-    covered = coverage(arrays, query_lab, radius)
+    rows = _candidate_rows(arrays, query_lab, radius)
+    covered = _coverage(arrays.lab_of(rows), arrays.share[rows], query_lab, radius)
     score = np.minimum(covered, weights).sum(axis=1)
     matched = (covered >= PRESENT_SHARE).sum(axis=1)
-    order = np.lexsort((arrays.image_id, -score, -matched))
-    order = order[(matched[order] > 0)][:top]
+    held = np.flatnonzero(matched > 0)
+    ranked = held[np.lexsort((arrays.image_id[rows[held]], -score[held], -matched[held]))][:top]
     matching = []
-    for i in order:
+    for i in rows[ranked]:
         # The image's palette colours that counted towards some query colour.
-        distance = np.sqrt(((arrays.lab[i][:, None, :] - query_lab[None]) ** 2).sum(axis=2))
-        near = (distance < radius).any(axis=1) & (arrays.share[i] > 0)
-        matching.append(np.flatnonzero(near))
-    return order, score[order], matched[order], matching
+        credited = (_credit(arrays.lab_of(i), query_lab, radius) > 0).any(axis=1)
+        matching.append(np.flatnonzero(credited & (arrays.share[i] > 0)))
+    return rows[ranked], score[ranked], matched[ranked], matching
 
 
 def relaxed_distance(arrays: PaletteArrays, reference: int) -> np.ndarray:
@@ -328,7 +489,7 @@ def relaxed_distance(arrays: PaletteArrays, reference: int) -> np.ndarray:
     The larger of the two relaxations: each palette's shares moved to the other
     palette's nearest colour, with no limit on what a colour receives.
     """
-    return _relaxed(arrays.lab, arrays.share, arrays.lab[reference], arrays.share[reference])
+    return _relaxed(arrays.lab, arrays.share, arrays.lab_of(reference), arrays.share[reference])
 
 
 def _relaxed(lab, share, reference_lab, reference_share) -> np.ndarray:
@@ -351,7 +512,10 @@ def _like_ranking(arrays, reference: int, top: int):
     ``top``-th distance found.
     """
     means = arrays.mean_lab
-    mean_bound = np.sqrt(((means - means[reference]) ** 2).sum(axis=1))
+    gap = means - means[reference]
+    mean_bound = np.sqrt((gap.astype(np.float64) ** 2).sum(axis=1))
+    if arrays.stored_mean_lab is not None:
+        mean_bound -= MEAN_SLACK
     size = max(16 * top, LIKE_ROUND)
     if size >= len(arrays):
         return _ranked(
@@ -376,8 +540,10 @@ def _ranked(arrays, best: list):
 def _nearest_of(arrays, reference: int, rows: np.ndarray, lower: np.ndarray, best: list, top: int):
     """``best`` (distance, image id, row), the ``top`` nearest so far, updated with ``rows``,
     whose distances are at least ``lower``."""
-    lab, share = arrays.lab, arrays.share
-    bound = np.maximum(lower, _relaxed(lab[rows], share[rows], lab[reference], share[reference]))
+    share, reference_lab = arrays.share, arrays.lab_of(reference)
+    bound = np.maximum(
+        lower, _relaxed(arrays.lab_of(rows), share[rows], reference_lab, share[reference])
+    )
     order = np.argsort(bound)  # ties are settled in ``best``, by image id
     rows, bound = rows[order], bound[order]
     batch = max(top, LIKE_BATCH)
@@ -386,12 +552,29 @@ def _nearest_of(arrays, reference: int, rows: np.ndarray, lower: np.ndarray, bes
             break  # no later candidate can come closer than the top ones
         chosen = rows[start : start + batch]
         distances = earth_movers_distances(
-            lab[reference], share[reference], lab[chosen], share[chosen]
+            reference_lab, share[reference], arrays.lab_of(chosen), share[chosen]
         )
         best += [(d, arrays.image_id[i], int(i)) for d, i in zip(distances, chosen, strict=True)]
         best.sort()
         del best[top:]
     return best
+
+
+def _reference_row(ds: PaletteDataset, arrays: PaletteArrays, like: str, kind: str) -> int:
+    """The row of the image ``like`` names (image id or URI): found in the index's ids and
+    URIs when it has them, else through the ``images`` table."""
+    if arrays.uri is not None:
+        hits = np.flatnonzero(arrays.image_id == like.encode("ascii", "replace"))
+        if not len(hits):
+            named = pc.is_in(arrays.uri, pa.array([like, normalize_uri(like)]))
+            hits = np.flatnonzero(named.to_numpy(zero_copy_only=False))
+        if len(hits):
+            return int(hits[0])
+    (reference,) = ds.find_images([like])  # an unknown image is an UnknownImageError
+    where = np.flatnonzero(arrays.image_id == reference.encode("ascii"))
+    if not len(where):
+        raise UsageError(f"{like} has no {kind} palette in {ds.path}")
+    return int(where[0])
 
 
 def search(
@@ -443,36 +626,22 @@ def search(
             raise UsageError("give at least one colour")
         order, score, matched, matching = color_ranking(arrays, colors, weights, top, radius)
     else:
-        (reference,) = ds.find_images([like])
-        where = np.flatnonzero(arrays.image_id == reference.encode("ascii"))
-        if not len(where):
-            raise UsageError(f"{like} has no {kind} palette in {ds.path}")
-        order, score, matching = _like_ranking(arrays, int(where[0]), top)
+        order, score, matching = _like_ranking(arrays, _reference_row(ds, arrays, like, kind), top)
         matched = None
     ids = [image_id.decode("ascii") for image_id in arrays.image_id[order].tolist()]
-    uris = ds.uris(ids)
-    codes = _hex_codes(ds, kind, ids)
+    if arrays.uri is not None:
+        uris = arrays.uri.take(pa.array(order, pa.int64())).to_pylist()
+    else:
+        found = ds.uris(ids)
+        uris = [found[i] for i in ids]
     result = pd.DataFrame(
-        {
-            "image_id": ids,
-            "uri": [uris[i] for i in ids],
-            "score": np.asarray(score, dtype=np.float64),
-        }
+        {"image_id": ids, "uri": uris, "score": np.asarray(score, dtype=np.float64)}
     )
     if matched is not None:
         result["matched"] = np.asarray(matched, dtype=np.int64)
     # Positions in the arrays are palette ranks.
     result["colors"] = [
-        [codes[image_id, int(rank)] for rank in ranks]
-        for image_id, ranks in zip(ids, matching, strict=True)
+        rgb_to_hex(arrays.colors_rgb[arrays.color[row, ranks]]) if len(ranks) else []
+        for row, ranks in zip(order, matching, strict=True)
     ]
     return result
-
-
-def _hex_codes(ds: PaletteDataset, kind: str, image_ids: list[str]) -> dict[tuple[str, int], str]:
-    """``(image_id, rank) -> hex`` for these images' palettes of ``kind``."""
-    rows = ds.arrow_dataset("palettes").to_table(
-        columns=["image_id", "rank", "hex"],
-        filter=pc.field("image_id").isin(image_ids) & (pc.field("palette_kind") == kind),
-    )
-    return {(r["image_id"], r["rank"]): r["hex"] for r in rows.to_pylist()}

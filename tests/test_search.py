@@ -1,14 +1,17 @@
 """Search by colour and by likeness, on images whose colour content is known."""
 
 import json
+import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 from imagegen import blocks, encode
 from jobtools import invoke
 from PIL import Image
 
 from palette_dask import JobSpec, open_dataset, query, run_job
+from palette_dask.color import lab_to_rgb, rgb_to_hex
 from palette_dask.query import (
     PaletteArrays,
     _like_ranking,
@@ -101,6 +104,27 @@ def test_index_gives_the_same_results_and_goes_stale(dataset, tmp_path):
     assert names(like)[0] == "photo"
 
 
+def test_an_indexed_search_ranks_as_the_tables_do_and_reads_none_of_them(dataset, tmp_path):
+    ds, folder = dataset
+    queries = [
+        {"colors": ["#1565a1", "#df8c18"]},
+        {"colors": ["#1565a1", "#df8c18"], "weights": [20, 80]},
+        {"colors": ["#808080"], "radius": 40},
+        {"like": str(folder / "photo.png")},
+    ]
+    from_tables = [search(ds, top=20, **asked) for asked in queries]
+    copy = tmp_path / "copy"
+    shutil.copytree(ds.path, copy)
+    assert invoke("index", copy).returncode == 0
+    # Without the tables' files, only the index can answer.
+    for table in ("images", "palettes"):
+        for part in (copy / table).iterdir():
+            part.unlink()
+    indexed = open_dataset(str(copy))
+    for asked, expected in zip(queries, from_tables, strict=True):
+        pd.testing.assert_frame_equal(search(indexed, top=20, **asked), expected)
+
+
 def test_search_cli_prints_json(dataset):
     ds, _ = dataset
     done = invoke("search", ds.path, "--color", "#df8c18", "--top", "3", "--json")
@@ -132,7 +156,7 @@ def test_relaxed_distance_bounds_the_distance_from_below():
     lab = rng.uniform(-50, 90, (60, 5, 3))
     share = rng.dirichlet(np.ones(5), 60)
     share[::3, 3:] = 0  # shorter palettes, padded
-    arrays = PaletteArrays(np.arange(60).astype("S32"), lab, share)
+    arrays = PaletteArrays.from_lab(np.arange(60).astype("S32"), lab, share)
     bound = relaxed_distance(arrays, 0)
     exact = np.array([earth_movers_distance(lab[0], share[0], lab[i], share[i]) for i in range(60)])
     assert (bound <= exact + 1e-3).all() and bound[0] == pytest.approx(0, abs=1e-3)
@@ -173,7 +197,7 @@ def test_likeness_ranking_is_the_brute_force_one(palettes, monkeypatch):
     rng = np.random.default_rng(7)
     lab, share = palettes(rng) if palettes is adversarial_palettes else palettes(rng, 1000)
     ids = np.array([f"{i:032x}" for i in rng.permutation(len(lab))], dtype="S32")
-    arrays = PaletteArrays(ids, lab, share)
+    arrays = PaletteArrays.from_lab(ids, lab, share)
     for reference in (0, 45, len(lab) - 1):
         exact = np.round(
             _linear_program_distances(
@@ -188,6 +212,34 @@ def test_likeness_ranking_is_the_brute_force_one(palettes, monkeypatch):
         order, distances, _ = _like_ranking(arrays, reference, 30)
         assert ids[order].tolist() == ids[expected].tolist()
         np.testing.assert_allclose(distances, exact[expected], atol=1e-8)
+
+
+@pytest.mark.parametrize("palettes", [random_palettes, adversarial_palettes])
+def test_colour_ranking_over_the_postings_is_the_scans(palettes):
+    """The rows holding a colour near the query's, found through the index's postings, rank
+    as a scan of every row ranks them (ids, order, scores to the bit), with query colours
+    on palette colours and palette colours exactly on the radius."""
+    rng = np.random.default_rng(11)
+    lab, share = palettes(rng) if palettes is adversarial_palettes else palettes(rng, 3000)
+    ids = np.array([f"{i:032x}" for i in rng.permutation(len(lab))], dtype="S32")
+    scan = PaletteArrays.from_lab(ids, lab, share)
+    indexed = scan.with_postings()
+    assert indexed.postings is not None and scan.postings is None
+    on_palette = rgb_to_hex(lab_to_rgb(lab[[0, 5], 0]))
+    query_lab, _ = query._query_colors(on_palette)
+    # A radius that puts a palette colour exactly on the border: credit 0 on both sides.
+    border = float(np.sqrt(((lab[7, 1] - query_lab[0]) ** 2).sum(dtype=np.float32)))
+    for colors, weights, radius in [
+        (on_palette[:1], None, query.RADIUS),
+        (on_palette, None, query.RADIUS),
+        (on_palette, [30, 70], 12.0),
+        (on_palette[:1], None, border),
+    ]:
+        expected = query.color_ranking(scan, colors, weights, len(ids), radius)
+        found = query.color_ranking(indexed, colors, weights, len(ids), radius)
+        assert len(expected[0]) > 0
+        assert ids[found[0]].tolist() == ids[expected[0]].tolist()
+        assert np.array_equal(found[1], expected[1]) and np.array_equal(found[2], expected[2])
 
 
 def test_the_transport_solver_gives_the_linear_programs_distances():
