@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import dask
-import dask.array as da
 import dask.bag as db
 import numpy as np
 from dask.delayed import Delayed
@@ -288,6 +287,8 @@ def _merge(client: Client, parts: list[Future], spec: JobSpec) -> Future:
 
 def fit_on_cluster(client: Client, spec: JobSpec, sample: Future) -> CorpusPalette:
     """Fit the corpus palette on the merged sample, which stays on the workers."""
+    import dask.array as da  # with scipy and numba: loaded by corpus jobs only
+
     size = client.submit(len, sample).result()
     coords = client.submit(operator.attrgetter("coords"), sample)
     X = da.from_delayed(dask.delayed(coords), shape=(size, 3), dtype=np.float32)

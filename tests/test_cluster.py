@@ -156,17 +156,8 @@ def test_job_on_a_tls_secured_scheduler(tmp_path, sample_dir):
     ) as (address, _):
         assert address.startswith("tls://")
         out = tmp_path / "out"
-        result = cli(
-            "run",
-            "-i",
-            str(sample_dir),
-            "-o",
-            str(out),
-            "--scheduler",
-            address,
-            *tls,
-            "--no-progress",
-            timeout=300,
+        result = invoke(
+            "run", "-i", sample_dir, "-o", out, "--scheduler", address, *tls, "--no-progress"
         )
         assert result.returncode == 0, result.stderr
         assert "9 images (9 ok, 0 failed)" in result.stdout

@@ -98,13 +98,15 @@ def test_reading_a_dataset_does_not_load_the_compute_stack(module):
     assert not [m for m in loaded if m.split(".")[0] in COMPUTE_STACK]
 
 
-def test_a_worker_loads_only_the_engines_its_tasks_use():
-    """Every worker imports the tasks at its first task: scikit-learn and dask.array,
-    needed only by the other engines and the corpus fit, scikit-image and SciPy,
-    needed only for images with alpha and CIELAB, and aiohttp, needed only for
-    HTTP reads, are left until they are used."""
-    loaded = loaded_by("palette_dask.tasks")
-    assert "palette_dask.tasks" in loaded and "numba" in loaded
+@pytest.mark.parametrize("module", ["palette_dask.tasks", "palette_dask.pipeline"])
+def test_a_job_loads_only_the_engines_it_uses(module):
+    """Every worker imports the tasks, and every client of a job the pipeline:
+    scikit-learn and dask.array (with SciPy and pydata/sparse), needed only by
+    the other engines and the corpus fit, scikit-image and SciPy, needed only
+    for images with alpha and CIELAB, and aiohttp, needed only for HTTP reads,
+    are left until they are used."""
+    loaded = loaded_by(module)
+    assert module in loaded and "numba" in loaded
     later = (
         "sklearn",
         "dask.array",

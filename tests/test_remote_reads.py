@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from faultserver import CUT_AT, FLAKY_FAILURES, RETRY_AFTER, STALL_AT, FaultServer
 from imagegen import blocks, encode
-from jobtools import cli
+from jobtools import invoke
 from test_containers import shard_bytes
 
 from palette_dask import JobSpec, extract_palette, open_dataset, run_job
@@ -212,7 +212,7 @@ def test_the_command_reads_urls_on_two_thread_workers_to_the_same_palettes(
         assert "worker process(es) of two threads" in describe_cluster(spec)
         assert threads_per_worker(local_spec(sample_dir, tmp_path)) == 1
         args = ["run", "-i", manifest, "-o", tmp_path / "remote", "--workers", "2"]
-        result = cli(*args, "--partition-size", "2", "--no-progress")
+        result = invoke(*args, "--partition-size", "2", "--no-progress")
         assert result.returncode == 0, result.stderr
         assert server.count("/ok/") == len(names)  # one request per image
     run_job(local_spec(sample_dir, tmp_path), client=client2)
