@@ -7,8 +7,10 @@ the dataset's distinct colours (:class:`PaletteArrays`), scored with NumPy.
 shares exactly as the tables hold them (so a search ranks as it would from
 the tables), each palette's mean colour, for each distinct colour the rows
 holding it, and the URIs: a search reads no table, and a colour query scores
-only the rows holding a colour near one of its own. Without an index the
-arrays are built from the tables on each search, and every row is scored.
+only the rows holding a colour near one of its own, first those near all of
+its own colours, which are enough when ``top`` of them hold every query
+colour. Without an index the arrays are built from the tables on each
+search, and every row is scored.
 
 Colour queries
     A palette colour within ``radius`` (CIELAB ΔE 1976) of a query colour
@@ -40,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -365,12 +367,28 @@ def _squared_distances(lab, query_lab) -> np.ndarray:
     return squared
 
 
-def _candidate_rows(arrays: PaletteArrays, query_lab, radius) -> np.ndarray:
-    """The rows that may hold a query colour: with :attr:`~PaletteArrays.postings`, those
-    holding a colour it credits; else every row."""
+def _candidate_levels(arrays: PaletteArrays, query_lab, radius) -> Iterator[tuple[int, np.ndarray]]:
+    """``(level, rows)``: the rows that may hold ``level`` query colours or more, level by
+    level from all of them down to one.
+
+    With :attr:`~PaletteArrays.postings`, a row may hold a query colour only if
+    it holds a colour that query colour credits, so the first rows are few:
+    those holding colours near every query colour. Without, every row at once
+    (level 0).
+    """
     if arrays.postings is None:
-        return np.arange(len(arrays))
-    # Every colour with some credit, and a few on the border (credit 0) beside them.
+        yield 0, np.arange(len(arrays))
+        return
+    near = np.zeros(len(arrays), dtype=np.uint8)
+    for color in query_lab:
+        near += _rows_near(arrays, color[None], radius)
+    for level in range(len(query_lab), 0, -1):
+        yield level, np.flatnonzero(near >= level)
+
+
+def _rows_near(arrays: PaletteArrays, query_lab, radius) -> np.ndarray:
+    """(N,) bool: the rows holding a colour some query colour credits (and a few holding
+    one just on the border, credited 0), found through the postings."""
     reach = np.float32(radius) * np.float32(1 + 1e-4)
     near = np.flatnonzero((_squared_distances(arrays.colors_lab, query_lab) < reach**2).any(axis=1))
     starts, rows = arrays.postings
@@ -379,7 +397,7 @@ def _candidate_rows(arrays: PaletteArrays, query_lab, radius) -> np.ndarray:
     offsets = np.repeat(begin - np.cumsum(length) + length, length) + np.arange(length.sum())
     held = np.zeros(len(arrays), dtype=bool)
     held[rows[offsets]] = True
-    return np.flatnonzero(held)
+    return held
 
 
 def earth_movers_distance(lab_a, share_a, lab_b, share_b) -> float:
@@ -469,11 +487,14 @@ def color_ranking(arrays: PaletteArrays, colors, weights=None, top: int = 20, ra
         if len(weights) != len(codes) or (weights <= 0).any():
             raise UsageError("give one positive weight per colour, or none")
         weights = weights / weights.sum()
-    rows = _candidate_rows(arrays, query_lab, radius)
-    covered = _coverage(arrays.lab_of(rows), arrays.share[rows], query_lab, radius)
-    score = np.minimum(covered, weights).sum(axis=1)
-    matched = (covered >= PRESENT_SHARE).sum(axis=1)
-    held = np.flatnonzero(matched > 0)
+    for level, rows in _candidate_levels(arrays, query_lab, radius):
+        covered = _coverage(arrays.lab_of(rows), arrays.share[rows], query_lab, radius)
+        score = np.minimum(covered, weights).sum(axis=1)
+        matched = (covered >= PRESENT_SHARE).sum(axis=1)
+        # Rows holding fewer query colours rank below these: they can wait.
+        if (matched >= level).sum() >= top:
+            break
+    held = np.flatnonzero(matched >= max(level, 1))
     ranked = held[np.lexsort((arrays.image_id[rows[held]], -score[held], -matched[held]))][:top]
     matching = []
     for i in rows[ranked]:
@@ -506,10 +527,10 @@ def _like_ranking(arrays, reference: int, top: int):
     """The ``top`` palettes nearest the ``reference`` row by Earth Mover's distance, exactly.
 
     First the images nearest by mean colour (:data:`LIKE_ROUND` of them, or
-    16 × ``top``), which gives a ``top``-th distance to beat; then every other
-    image whose mean-colour bound does not pass it. Each set is measured in
-    the order of the larger bound, while that bound can still beat the
-    ``top``-th distance found.
+    16 × ``top``), which gives a ``top``-th distance to beat; then the others
+    whose mean-colour bound does not pass it, nearest first, a round at a time
+    while the bound of the next can still beat the ``top``-th distance found.
+    Each round is measured in the order of the larger of the two bounds.
     """
     means = arrays.mean_lab
     gap = means - means[reference]
@@ -518,16 +539,19 @@ def _like_ranking(arrays, reference: int, top: int):
         mean_bound -= MEAN_SLACK
     size = max(16 * top, LIKE_ROUND)
     if size >= len(arrays):
-        return _ranked(
-            arrays, _nearest_of(arrays, reference, np.arange(len(arrays)), mean_bound, [], top)
-        )
+        everything = np.arange(len(arrays))
+        return _ranked(arrays, _nearest_of(arrays, reference, everything, mean_bound, [], top))
     nearest = np.argpartition(mean_bound, size)
-    first = nearest[:size]
+    first, rest = nearest[:size], nearest[size:]
     best = _nearest_of(arrays, reference, first, mean_bound[first], [], top)
-    if mean_bound[nearest[size]] <= best[-1][0] + BOUND_TOLERANCE:
-        left = np.flatnonzero(mean_bound <= best[-1][0] + BOUND_TOLERANCE)
-        left = np.setdiff1d(left, first, assume_unique=True)
-        best = _nearest_of(arrays, reference, left, mean_bound[left], best, top)
+    rest = rest[mean_bound[rest] <= best[-1][0] + BOUND_TOLERANCE]
+    rest = rest[np.argsort(mean_bound[rest], kind="stable")]
+    for start in range(0, len(rest), LIKE_ROUND):
+        rows = rest[start : start + LIKE_ROUND]
+        rows = rows[mean_bound[rows] <= best[-1][0] + BOUND_TOLERANCE]
+        if not len(rows):
+            break  # the bounds only grow from here
+        best = _nearest_of(arrays, reference, rows, mean_bound[rows], best, top)
     return _ranked(arrays, best)
 
 
