@@ -183,46 +183,58 @@ def palette_distances(lab_a, share_a, labs_b, shares_b):
 
 
 @njit(**_JIT)
-def relaxed_bounds(lab, share, reference_lab, reference_share):
-    """(N,) lower bounds of the distances of palettes ``lab`` (N, K, 3), ``share`` (N, K) to
-    one palette: the larger of the two relaxations, in which each side's shares move to
-    the other side's nearest colour with no limit on what a colour receives.
+def relaxed_bounds(rows, color, share, colors_lab, reference_lab, reference_share):
+    """(len(rows),) lower bounds of the distances of palettes ``rows`` to one palette: the
+    larger of the two relaxations, in which each side's shares move to the other side's
+    nearest colour with no limit on what a colour receives.
 
-    All float64; colours of share 0 are padding.
+    A palette is ``color`` (N, K), indexes into ``colors_lab`` (D, 3), with ``share``
+    (N, K); the reference is ``reference_lab`` (K, 3) and ``reference_share`` (K,).
+    Computed in float64; colours of share 0 are padding.
     """
     kept = np.flatnonzero(reference_share > 0)
     theirs = reference_share[kept] / reference_share[kept].sum()
-    n, k = share.shape
-    out = np.empty(n)
+    k = share.shape[1]
+    out = np.empty(len(rows))
     nearest_to_mine = np.empty(len(kept))
-    for row in range(n):
+    for at in range(len(rows)):
+        row = rows[at]
         total = 0.0
         to_reference = 0.0
         nearest_to_mine[:] = np.inf
         for c in range(k):
-            if share[row, c] <= 0:
+            weight = np.float64(share[row, c])
+            if weight <= 0:
                 continue
-            total += share[row, c]
+            total += weight
+            lab = colors_lab[color[row, c]]
             nearest = np.inf
             for r in range(len(kept)):
                 d = 0.0
                 for axis in range(3):
-                    step = lab[row, c, axis] - reference_lab[kept[r], axis]
+                    step = np.float64(lab[axis]) - reference_lab[kept[r], axis]
                     d += step * step
                 d = np.sqrt(d)
                 nearest = min(nearest, d)
                 nearest_to_mine[r] = min(nearest_to_mine[r], d)
-            to_reference += share[row, c] * nearest
+            to_reference += weight * nearest
         from_reference = 0.0
         for r in range(len(kept)):
             from_reference += nearest_to_mine[r] * theirs[r]
-        out[row] = max(to_reference / total, from_reference)
+        out[at] = max(to_reference / total, from_reference)
     return out
 
 
 def warm_up() -> None:
-    """Compile the solver into numba's on-disk cache (``make install`` runs this), so that
-    no likeness search compiles it."""
+    """Compile the solver and the bounds into numba's on-disk cache (``make install`` runs
+    this), for the writable arrays built from tables and the read-only ones of a mapped
+    index, so that no likeness search compiles them."""
     lab = np.zeros((1, 3))
     palette_distances(lab, np.ones(1), lab[None], np.ones((1, 1)))
-    relaxed_bounds(lab[None], np.ones((1, 1)), lab, np.ones(1))
+    color = np.zeros((1, 1), np.uint32)
+    share = np.ones((1, 1), np.float32)
+    colors_lab = np.zeros((1, 3), np.float32)
+    for writable in (True, False):
+        for array in (color, share, colors_lab):
+            array.setflags(write=writable)
+        relaxed_bounds(np.zeros(1, np.int64), color, share, colors_lab, lab, np.ones(1))

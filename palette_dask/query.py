@@ -510,16 +510,21 @@ def relaxed_distance(arrays: PaletteArrays, reference: int) -> np.ndarray:
     The larger of the two relaxations: each palette's shares moved to the other
     palette's nearest colour, with no limit on what a colour receives.
     """
-    return _relaxed(arrays.lab, arrays.share, arrays.lab_of(reference), arrays.share[reference])
+    return _relaxed(arrays, np.arange(len(arrays)), reference)
 
 
-def _relaxed(lab, share, reference_lab, reference_share) -> np.ndarray:
-    """:func:`relaxed_distance` of the palettes ``lab`` (N, K, 3), ``share`` (N, K), in
-    float64, so that it never passes the distance by a rounding."""
+def _relaxed(arrays: PaletteArrays, rows: np.ndarray, reference: int) -> np.ndarray:
+    """:func:`relaxed_distance` of ``rows``, in float64, so that it never passes the
+    distance by a rounding."""
     from ._transport import relaxed_bounds  # numba, loaded by likeness searches only
 
     return relaxed_bounds(
-        _float64(lab), _float64(share), _float64(reference_lab), _float64(reference_share)
+        np.asarray(rows, dtype=np.int64),
+        arrays.color,
+        arrays.share,
+        arrays.colors_lab,
+        _float64(arrays.lab_of(reference)),
+        _float64(arrays.share[reference]),
     )
 
 
@@ -565,9 +570,7 @@ def _nearest_of(arrays, reference: int, rows: np.ndarray, lower: np.ndarray, bes
     """``best`` (distance, image id, row), the ``top`` nearest so far, updated with ``rows``,
     whose distances are at least ``lower``."""
     share, reference_lab = arrays.share, arrays.lab_of(reference)
-    bound = np.maximum(
-        lower, _relaxed(arrays.lab_of(rows), share[rows], reference_lab, share[reference])
-    )
+    bound = np.maximum(lower, _relaxed(arrays, rows, reference))
     order = np.argsort(bound)  # ties are settled in ``best``, by image id
     rows, bound = rows[order], bound[order]
     batch = max(top, LIKE_BATCH)
