@@ -141,8 +141,13 @@ def report(dataset, storage_options, out, limit, kind):
     help="CIELAB distance at which a palette colour stops counting for a query colour.",
 )
 @kind_option
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Threads scoring the candidates  [default: one per core].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON lines.")
-def search(dataset, storage_options, colors, weights, like, top, radius, kind, as_json):
+def search(dataset, storage_options, colors, weights, like, top, radius, kind, threads, as_json):
     """Find images of a finished DATASET by colour, or by likeness to one image.
 
     A palette colour counts for a query colour when it is within --radius in
@@ -168,6 +173,7 @@ def search(dataset, storage_options, colors, weights, like, top, radius, kind, a
         top=top,
         kind=kind,
         radius=radius,
+        threads=threads,
         storage_options=storage_options,
     )
     if as_json:

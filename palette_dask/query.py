@@ -42,7 +42,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +55,7 @@ from fsspec.implementations.local import LocalFileSystem
 from scipy import sparse
 from scipy.optimize import linprog
 
+from ._checks import check_int
 from .color import hex_to_rgb, rgb_to_hex, rgb_to_lab
 from .dataset import PaletteDataset, dataset_and_kind
 from .errors import UsageError
@@ -69,6 +72,8 @@ LIKE_ROUND = 4096
 # Bounds are computed in float64 and distances rounded to 1e-9: a candidate is
 # dropped only when its bound passes the distance to beat by more than this.
 BOUND_TOLERANCE = 1e-6
+# Fewer rows than this per thread are scored in the calling thread alone.
+MIN_ROWS_PER_THREAD = 8192
 _INDEX_ARRAYS = (
     "image_id",
     "color",
@@ -367,6 +372,20 @@ def _squared_distances(lab, query_lab) -> np.ndarray:
     return squared
 
 
+def _in_threads(function: Callable, rows: np.ndarray, threads: int) -> np.ndarray:
+    """``function(rows)``, computed on ``threads`` slices of ``rows`` at once and put back
+    in order; each row's result is computed alone, so it is the same whatever the threads."""
+    if threads <= 1 or len(rows) < threads * MIN_ROWS_PER_THREAD:
+        return function(rows)
+    with ThreadPoolExecutor(threads) as pool:
+        return np.concatenate(list(pool.map(function, np.array_split(rows, threads))))
+
+
+def default_threads() -> int:
+    """Every core this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def _candidate_levels(arrays: PaletteArrays, query_lab, radius) -> Iterator[tuple[int, np.ndarray]]:
     """``(level, rows)``: the rows that may hold ``level`` query colours or more, level by
     level from all of them down to one.
@@ -472,8 +491,11 @@ def _query_colors(colors: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     return rgb_to_lab(rgb).astype(np.float32), rgb_to_hex(rgb)
 
 
-def color_ranking(arrays: PaletteArrays, colors, weights=None, top: int = 20, radius=RADIUS):
-    """Rank the rows of ``arrays`` for a colour query; see :func:`search`.
+def color_ranking(
+    arrays: PaletteArrays, colors, weights=None, top: int = 20, radius=RADIUS, threads: int = 1
+):
+    """Rank the rows of ``arrays`` for a colour query, scored in ``threads`` threads; see
+    :func:`search`.
 
     Returns ``(rows, score, matched, matching)``: the top rows, their scores,
     how many query colours each holds, and the ranks of their palette colours
@@ -488,7 +510,11 @@ def color_ranking(arrays: PaletteArrays, colors, weights=None, top: int = 20, ra
             raise UsageError("give one positive weight per colour, or none")
         weights = weights / weights.sum()
     for level, rows in _candidate_levels(arrays, query_lab, radius):
-        covered = _coverage(arrays.lab_of(rows), arrays.share[rows], query_lab, radius)
+        covered = _in_threads(
+            lambda part: _coverage(arrays.lab_of(part), arrays.share[part], query_lab, radius),
+            rows,
+            threads,
+        )
         score = np.minimum(covered, weights).sum(axis=1)
         matched = (covered >= PRESENT_SHARE).sum(axis=1)
         # Rows holding fewer query colours rank below these: they can wait.
@@ -528,7 +554,7 @@ def _relaxed(arrays: PaletteArrays, rows: np.ndarray, reference: int) -> np.ndar
     )
 
 
-def _like_ranking(arrays, reference: int, top: int):
+def _like_ranking(arrays, reference: int, top: int, threads: int = 1):
     """The ``top`` palettes nearest the ``reference`` row by Earth Mover's distance, exactly.
 
     First the images nearest by mean colour (:data:`LIKE_ROUND` of them, or
@@ -545,10 +571,11 @@ def _like_ranking(arrays, reference: int, top: int):
     size = max(16 * top, LIKE_ROUND)
     if size >= len(arrays):
         everything = np.arange(len(arrays))
-        return _ranked(arrays, _nearest_of(arrays, reference, everything, mean_bound, [], top))
+        best = _nearest_of(arrays, reference, everything, mean_bound, [], top, threads)
+        return _ranked(arrays, best)
     nearest = np.argpartition(mean_bound, size)
     first, rest = nearest[:size], nearest[size:]
-    best = _nearest_of(arrays, reference, first, mean_bound[first], [], top)
+    best = _nearest_of(arrays, reference, first, mean_bound[first], [], top, threads)
     rest = rest[mean_bound[rest] <= best[-1][0] + BOUND_TOLERANCE]
     rest = rest[np.argsort(mean_bound[rest], kind="stable")]
     for start in range(0, len(rest), LIKE_ROUND):
@@ -556,7 +583,7 @@ def _like_ranking(arrays, reference: int, top: int):
         rows = rows[mean_bound[rows] <= best[-1][0] + BOUND_TOLERANCE]
         if not len(rows):
             break  # the bounds only grow from here
-        best = _nearest_of(arrays, reference, rows, mean_bound[rows], best, top)
+        best = _nearest_of(arrays, reference, rows, mean_bound[rows], best, top, threads)
     return _ranked(arrays, best)
 
 
@@ -566,11 +593,15 @@ def _ranked(arrays, best: list):
     return order, np.array([d for d, _, _ in best]), matching
 
 
-def _nearest_of(arrays, reference: int, rows: np.ndarray, lower: np.ndarray, best: list, top: int):
+def _nearest_of(
+    arrays, reference: int, rows: np.ndarray, lower: np.ndarray, best: list, top: int, threads=1
+):
     """``best`` (distance, image id, row), the ``top`` nearest so far, updated with ``rows``,
-    whose distances are at least ``lower``."""
+    whose distances are at least ``lower``; bounds computed in ``threads`` threads."""
     share, reference_lab = arrays.share, arrays.lab_of(reference)
-    bound = np.maximum(lower, _relaxed(arrays, rows, reference))
+    bound = np.maximum(
+        lower, _in_threads(lambda part: _relaxed(arrays, part, reference), rows, threads)
+    )
     order = np.argsort(bound)  # ties are settled in ``best``, by image id
     rows, bound = rows[order], bound[order]
     batch = max(top, LIKE_BATCH)
@@ -613,6 +644,7 @@ def search(
     top: int = 20,
     kind: str | None = None,
     radius: float = RADIUS,
+    threads: int | None = None,
     storage_options: Mapping | None = None,
 ) -> pd.DataFrame:
     """Images of a dataset ranked by colour, or by likeness to one of its images.
@@ -633,6 +665,9 @@ def search(
         The palettes searched; default: the dataset's own.
     radius : float
         CIELAB distance at which a palette colour stops counting for a query colour.
+    threads : int, optional
+        Threads scoring the candidates (default: one per core). The results are
+        the same whatever their number.
     storage_options : dict, optional
         fsspec options of a dataset given by URL (see :func:`palette_dask.open_dataset`).
 
@@ -646,14 +681,20 @@ def search(
     """
     if (colors is None) == (like is None):
         raise UsageError("search by `colors` or by `like`, one of the two")
+    if threads is None:
+        threads = default_threads()
+    check_int("threads", threads, 1)
     ds, kind = dataset_and_kind(dataset, kind, storage_options)
     arrays = palette_arrays(ds, kind)
     if colors is not None:
         if not colors:
             raise UsageError("give at least one colour")
-        order, score, matched, matching = color_ranking(arrays, colors, weights, top, radius)
+        order, score, matched, matching = color_ranking(
+            arrays, colors, weights, top, radius, threads
+        )
     else:
-        order, score, matching = _like_ranking(arrays, _reference_row(ds, arrays, like, kind), top)
+        reference = _reference_row(ds, arrays, like, kind)
+        order, score, matching = _like_ranking(arrays, reference, top, threads)
         matched = None
     ids = [image_id.decode("ascii") for image_id in arrays.image_id[order].tolist()]
     if arrays.uri is not None:

@@ -244,6 +244,25 @@ def test_colour_ranking_over_the_postings_is_the_scans(palettes):
             assert np.array_equal(found[2], expected[2])
 
 
+def test_searches_in_threads_rank_as_one_thread_does(dataset, monkeypatch):
+    monkeypatch.setattr(query, "MIN_ROWS_PER_THREAD", 1)  # threads even for a few rows
+    rng = np.random.default_rng(5)
+    lab, share = random_palettes(rng, 2000)
+    ids = np.array([f"{i:032x}" for i in range(len(lab))], dtype="S32")
+    indexed = PaletteArrays.from_lab(ids, lab, share).with_postings()
+    colors = rgb_to_hex(lab_to_rgb(lab[[3, 9], 0]))
+    alone = query.color_ranking(indexed, colors, [40, 60], 50, threads=1)
+    threaded = query.color_ranking(indexed, colors, [40, 60], 50, threads=3)
+    for ours, expected in zip(threaded[:3], alone[:3], strict=True):
+        assert np.array_equal(ours, expected)
+    alone, threaded = (query._like_ranking(indexed, 7, 40, threads=n) for n in (1, 3))
+    assert np.array_equal(threaded[0], alone[0]) and np.array_equal(threaded[1], alone[1])
+    # And through the command line.
+    ds, _ = dataset
+    args = ["search", ds.path, "--color", "#df8c18", "--json"]
+    assert invoke(*args, "--threads", "3").stdout == invoke(*args, "--threads", "1").stdout
+
+
 def test_the_transport_solver_gives_the_linear_programs_distances():
     rng = np.random.default_rng(3)
     for k in (1, 2, 5, 8):
