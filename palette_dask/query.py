@@ -58,7 +58,7 @@ from scipy.optimize import linprog
 from ._checks import check_int
 from .color import hex_to_rgb, rgb_to_hex, rgb_to_lab
 from .dataset import PaletteDataset, dataset_and_kind
-from .errors import UsageError
+from .errors import UnknownImageError, UsageError
 from .sources import normalize_uri
 from .storage import filesystem, fresh, join
 from .tables import INDEX_FOLDER
@@ -84,7 +84,7 @@ _INDEX_ARRAYS = (
     "postings_start",
     "postings_row",
 )
-_URI_SCHEMA = pa.schema([pa.field("uri", pa.string())])
+_URI_SCHEMA = pa.schema([pa.field("uri", pa.large_string())])
 # Raised when the stored arrays change; an index of another format is stale.
 INDEX_FORMAT = 2
 # Mean colours are stored in float32, within this of the float64 ones: the
@@ -153,20 +153,29 @@ class PaletteArrays:
         )
 
     @classmethod
-    def from_palettes(cls, palettes: pd.DataFrame) -> PaletteArrays:
-        """From one kind's ``palettes`` rows (``image_id``, ``rank``, ``r``, ``g``, ``b``,
-        ``lab_*``, ``proportion``)."""
-        palettes = palettes.sort_values(["image_id", "rank"])
-        image_id, row = np.unique(palettes["image_id"].to_numpy(dtype=str), return_inverse=True)
-        width = int(palettes["rank"].max()) + 1 if len(palettes) else 1
-        lab = np.zeros((len(image_id), width, 3), dtype=np.float32)
-        rgb = np.zeros((len(image_id), width, 3), dtype=np.uint8)
-        share = np.zeros((len(image_id), width), dtype=np.float32)
-        rank = palettes["rank"].to_numpy(dtype=np.int64)
-        lab[row, rank] = palettes[["lab_l", "lab_a", "lab_b"]].to_numpy(dtype=np.float32)
-        rgb[row, rank] = palettes[["r", "g", "b"]].to_numpy(dtype=np.uint8)
-        share[row, rank] = palettes["proportion"].to_numpy(dtype=np.float32)
-        return cls.from_lab(image_id.astype("S32"), lab, share, rgb)
+    def from_rows(cls, image_id, rank, rgb, lab, share) -> PaletteArrays:
+        """From one kind's ``palettes`` rows as arrays: ``image_id`` (P,) S32, ``rank`` (P,),
+        ``rgb`` (P, 3), ``lab`` (P, 3) and ``share`` (P,); an image's rows in rank order.
+
+        The job writes an image's rows together, so its rows are one run; rows
+        of an image found apart are put together first.
+        """
+        change = np.r_[True, image_id[1:] != image_id[:-1]]
+        if len(np.unique(image_id[change])) != change.sum():
+            order = np.lexsort((rank, image_id))
+            image_id, rank, rgb, lab, share = (a[order] for a in (image_id, rank, rgb, lab, share))
+            change = np.r_[True, image_id[1:] != image_id[:-1]]
+        row = np.cumsum(change) - 1
+        n, width = int(change.sum()), int(rank.max()) + 1 if len(rank) else 1
+        rank = rank.astype(np.int64)
+        fixed = {
+            "lab": np.zeros((n, width, 3), np.float32),
+            "rgb": np.zeros((n, width, 3), np.uint8),
+            "share": np.zeros((n, width), np.float32),
+        }
+        fixed["lab"][row, rank], fixed["rgb"][row, rank] = lab, rgb
+        fixed["share"][row, rank] = share
+        return cls.from_lab(image_id[change], **fixed)
 
     def __len__(self) -> int:
         return len(self.image_id)
@@ -231,10 +240,7 @@ def build_index(
     ds, kind = dataset_and_kind(dataset, kind, storage_options)
     folder = _index_folder(ds, kind)
     arrays = _arrays_from_tables(ds, kind)
-    uris = ds.uris(ids.decode("ascii") for ids in arrays.image_id.tolist())
-    arrays = dataclasses.replace(
-        arrays, uri=pa.array([uris[i.decode("ascii")] for i in arrays.image_id.tolist()])
-    )
+    arrays = dataclasses.replace(arrays, uri=_uris_of(ds, arrays.image_id))
     save_index(
         folder, arrays, {"kind": kind, **_dataset_version(ds)}, storage_options=ds.storage_options
     )
@@ -320,11 +326,60 @@ def read_index(folder: str, *, storage_options: Mapping | None = None) -> Palett
 
 
 def _arrays_from_tables(ds: PaletteDataset, kind: str) -> PaletteArrays:
+    """One kind's palettes, read a record batch at a time: the arrays, never the table's
+    rows as Python objects."""
     columns = ["image_id", "rank", "r", "g", "b", "lab_l", "lab_a", "lab_b", "proportion"]
-    table = ds.arrow_dataset("palettes").to_table(
+    scanner = ds.arrow_dataset("palettes").scanner(
         columns=columns, filter=pc.field("palette_kind") == kind
     )
-    return PaletteArrays.from_palettes(table.to_pandas())
+    parts: dict[str, list[np.ndarray]] = {
+        "image_id": [],
+        "rank": [],
+        "rgb": [],
+        "lab": [],
+        "share": [],
+    }
+    for batch in scanner.to_batches():
+        parts["image_id"].append(_fixed_ids(batch.column("image_id")))
+        parts["rank"].append(batch.column("rank").to_numpy())
+        parts["rgb"].append(_stacked(batch, ["r", "g", "b"]))
+        parts["lab"].append(_stacked(batch, ["lab_l", "lab_a", "lab_b"]))
+        parts["share"].append(batch.column("proportion").to_numpy())
+    if not parts["image_id"]:
+        empty = np.zeros((0, 3))
+        return PaletteArrays.from_rows(
+            np.zeros(0, "S32"), np.zeros(0, np.uint8), empty, empty, np.zeros(0)
+        )
+    return PaletteArrays.from_rows(**{name: np.concatenate(p) for name, p in parts.items()})
+
+
+def _fixed_ids(column: pa.Array) -> np.ndarray:
+    """Image ids of an Arrow column as (n,) S32: a tenth of the memory of Python strings."""
+    return column.to_numpy(zero_copy_only=False).astype("S32")
+
+
+def _stacked(batch: pa.RecordBatch, names: list[str]) -> np.ndarray:
+    return np.stack([batch.column(name).to_numpy() for name in names], axis=1)
+
+
+def _uris_of(ds: PaletteDataset, image_id: np.ndarray) -> pa.Array:
+    """The URIs of the images ``image_id`` (S32), in that order, from the ``images`` table
+    read a record batch at a time."""
+    ids, uris = [], []
+    for batch in ds.arrow_dataset("images").scanner(columns=["image_id", "uri"]).to_batches():
+        ids.append(_fixed_ids(batch.column("image_id")))
+        # Large strings: a collection's URIs may pass the 2 GiB of 32-bit offsets.
+        uris.append(batch.column("uri").cast(pa.large_string()))
+    ids = np.concatenate(ids) if ids else np.zeros(0, "S32")
+    order = np.argsort(ids)
+    found = order[np.minimum(np.searchsorted(ids[order], image_id), max(len(ids) - 1, 0))]
+    missing = image_id[ids[found] != image_id] if len(ids) else image_id
+    if len(missing):
+        raise UnknownImageError(
+            f"{ds.path}: the palettes name images its images table does not hold, such as "
+            f"{missing[0].decode('ascii')}"
+        )
+    return pa.concat_arrays(uris).take(pa.array(found)) if uris else pa.array([], pa.large_string())
 
 
 def palette_arrays(ds: PaletteDataset, kind: str) -> PaletteArrays:

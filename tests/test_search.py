@@ -263,6 +263,27 @@ def test_searches_in_threads_rank_as_one_thread_does(dataset, monkeypatch):
     assert invoke(*args, "--threads", "3").stdout == invoke(*args, "--threads", "1").stdout
 
 
+def test_palette_rows_give_the_same_arrays_in_any_order():
+    """An index is built from the tables' rows as they come: an image's rows together, as
+    the job writes them, or apart."""
+    rng = np.random.default_rng(2)
+    lab, share = random_palettes(rng, 50)
+    rgb = rng.integers(0, 256, lab.shape).astype(np.uint8)
+    held = share > 0
+    image, rank = np.nonzero(held)
+    ids = np.array([f"{i:032x}" for i in range(50)], dtype="S32")
+    rows = (ids[image], rank, rgb[held], lab[held], share[held])
+    together = PaletteArrays.from_rows(*rows)
+    shuffled = rng.permutation(len(image))
+    apart = PaletteArrays.from_rows(*(r[shuffled] for r in rows))
+    assert together.image_id.tolist() == ids.tolist()
+    np.testing.assert_array_equal(together.lab, np.where(held[:, :, None], lab, 0))
+    for name in ("image_id", "share", "lab"):
+        np.testing.assert_array_equal(
+            getattr(apart, name)[np.argsort(apart.image_id)], getattr(together, name)
+        )
+
+
 def test_the_transport_solver_gives_the_linear_programs_distances():
     rng = np.random.default_rng(3)
     for k in (1, 2, 5, 8):
