@@ -1,12 +1,13 @@
-"""Search benchmark: colour and likeness queries over synthetic indexes of 10⁶ and 10⁷ images.
+"""Search benchmark: colour and likeness queries over synthetic datasets of 10⁶ and 10⁷ images.
 
-Builds palettes of ``--images`` images (k=5, colours drawn around a few hundred
-hues, shares from a Dirichlet law), stores them with the index format that
-``palette-dask index`` writes, and times, on one core: loading the index, a
-2-colour query and ``like`` queries for the top 20 and the top 100 (median
-over five reference images, each query on freshly loaded arrays as a search
-gets them), with the index's build time and size and the search process's
-peak memory, for each size. Results go to
+Writes the tables of ``--images`` images in the project's schema (k=5,
+colours drawn around a few hundred hues, shares from a Dirichlet law), builds
+their index with ``palette-dask index``, and times, through
+:func:`palette_dask.search` on the opened dataset and on one core (each search
+loads the index anew, and returns URIs and hex codes): loading the index, a
+2-colour query, a weighted one and ``like`` queries for the top 20 and the
+top 100 (median over five reference images); with the index's build time and
+size and the search process's peak memory, for each size. Results go to
 ``benchmarks/results/search.{md,json}``.
 
     python benchmarks/search.py --images 1000000 10000000
@@ -15,7 +16,6 @@ peak memory, for each size. Results go to
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import statistics
@@ -27,11 +27,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from benchtools import write_results
 from threadpoolctl import threadpool_limits
 
-from palette_dask.color import rgb_to_lab
-from palette_dask.query import PaletteArrays, _like_ranking, color_ranking, read_index, save_index
+from palette_dask import open_dataset, search
+from palette_dask.color import rgb_to_hex, rgb_to_lab
+from palette_dask.query import PaletteArrays, load_index
+from palette_dask.tables import SCHEMAS, part_name
 
 K = 5
 
@@ -60,17 +63,47 @@ def timed(function, repeat: int = 5) -> float:
     return statistics.median(times)
 
 
-def like_time(arrays: PaletteArrays, top: int) -> float:
-    """Median time of a ``like`` query over five reference images, each on new arrays (a
-    search loads them anew, so nothing it computes from them is kept)."""
-    references = np.linspace(0, len(arrays) - 1, 5).astype(int)
-    times = []
-    for reference in references:
-        fresh = dataclasses.replace(arrays)
-        t0 = time.perf_counter()
-        _like_ranking(fresh, int(reference), top)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def write_tables(folder: Path, arrays: PaletteArrays, per_file: int = 1_000_000) -> None:
+    """A dataset of ``arrays`` in the project's schema: ``images`` and ``palettes`` files of
+    ``per_file`` images each, and its ``_job.json``, as an image-mode job writes them."""
+    for table in ("images", "palettes"):
+        (folder / table).mkdir(parents=True)
+    k = arrays.share.shape[1]
+    for number, start in enumerate(range(0, len(arrays), per_file)):
+        rows = np.arange(start, min(start + per_file, len(arrays)))
+        ids = pa.array(arrays.image_id[rows].astype(str))
+        n = len(rows)
+        images = {
+            "image_id": ids,
+            "uri": arrays.uri.take(pa.array(rows)).cast(pa.string()),
+            "status": pa.array(np.full(n, "ok")),
+            "k": pa.array(np.full(n, k, np.int16)),
+            "color_space": pa.array(np.full(n, "lab")),
+            "engine": pa.array(np.full(n, "histogram")),
+            "random_state": pa.array(np.zeros(n, np.int64)),
+            "elapsed_ms": pa.array(np.zeros(n, np.float32)),
+        }
+        schema = SCHEMAS["images"]
+        table = pa.table(
+            {f.name: images.get(f.name, pa.nulls(n, f.type)) for f in schema}, schema=schema
+        )
+        name = part_name(0, number)
+        pq.write_table(table, folder / "images" / name)
+        rgb, lab = arrays.colors_rgb[arrays.color[rows]], arrays.lab_of(rows)
+        flat = {
+            "image_id": pa.array(np.repeat(arrays.image_id[rows].astype(str), k)),
+            "palette_kind": pa.array(np.full(n * k, "image")),
+            "rank": pa.array(np.tile(np.arange(k, dtype=np.uint8), n)),
+            **{c: pa.array(rgb[..., i].ravel()) for i, c in enumerate("rgb")},
+            "hex": pa.array(rgb_to_hex(rgb.reshape(-1, 3))),
+            **{f"lab_{c}": pa.array(lab[..., i].ravel()) for i, c in enumerate("lab")},
+            "proportion": pa.array(arrays.share[rows].ravel()),
+            "pixel_count": pa.array(np.zeros(n * k, np.int64)),
+            "corpus_index": pa.nulls(n * k, pa.int16()),
+        }
+        pq.write_table(pa.table(flat, schema=SCHEMAS["palettes"]), folder / "palettes" / name)
+    job = {"spec": {"mode": "image"}, "segment": 0, "finished": "synthetic", "status": "complete"}
+    (folder / "_job.json").write_text(json.dumps(job))
 
 
 def peak_rss_mb() -> float:
@@ -81,14 +114,29 @@ def peak_rss_mb() -> float:
     return int(line.split()[1]) / 1024
 
 
-def measure(folder: str) -> dict:
-    """Time the queries on the index in ``folder``, in this process (one core)."""
+def like_time(ds, references: list[str], top: int) -> float:
+    """Median time of a ``like`` query over the ``references``."""
+    times = []
+    for reference in references:
+        t0 = time.perf_counter()
+        search(ds, like=reference, top=top, threads=1)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure(path: str) -> dict:
+    """Time the queries through :func:`palette_dask.search` on the opened dataset at
+    ``path``, in this process (one core): each search loads the index anew."""
+    ds = open_dataset(path)
+    ids = ds.arrow_dataset("images").head(1_000_000, columns=["image_id"]).column(0)
+    references = [ids[int(i)].as_py() for i in np.linspace(0, len(ids) - 1, 5)]
+    two = ["#1565a1", "#df8c18"]
     with threadpool_limits(1):
-        load_s = timed(lambda: read_index(folder), repeat=3)
-        arrays = read_index(folder)
-        query_s = timed(lambda: color_ranking(arrays, ["#1565a1", "#df8c18"], top=20))
-        weighted_s = timed(lambda: color_ranking(arrays, ["#1565a1", "#df8c18"], [60, 40], top=20))
-        like_s, like_100_s = (like_time(arrays, top) for top in (20, 100))
+        search(ds, like=references[0], top=1, threads=1)  # numba's compiled code loaded
+        load_s = timed(lambda: load_index(ds, "image"), repeat=3)
+        query_s = timed(lambda: search(ds, colors=two, top=20, threads=1))
+        weighted_s = timed(lambda: search(ds, colors=two, weights=[60, 40], top=20, threads=1))
+        like_s, like_100_s = (like_time(ds, references, top) for top in (20, 100))
     return {
         "load_s": load_s,
         "two_color_query_s": query_s,
@@ -100,15 +148,16 @@ def measure(folder: str) -> dict:
 
 
 def run_size(n_images: int, work: Path) -> dict:
-    """Build the index of ``n_images`` synthetic palettes, then measure the queries in a
-    process of their own (its peak memory is the search's)."""
-    folder = work / f"index-{n_images}"
-    arrays = synthetic_arrays(n_images)
+    """Write the tables of ``n_images`` synthetic palettes, build their index with
+    ``palette-dask index``, then measure the queries in a process of their own (its peak
+    memory is the search's)."""
+    folder = work / f"dataset-{n_images}"
+    write_tables(folder, synthetic_arrays(n_images))
     t0 = time.perf_counter()
-    save_index(str(folder), arrays, {"synthetic": True})
+    command = Path(sys.executable).parent / "palette-dask"
+    subprocess.run([str(command), "index", str(folder)], check=True, capture_output=True)
     build_s = time.perf_counter() - t0
-    del arrays
-    size = sum(f.stat().st_size for f in folder.iterdir())
+    size = sum(f.stat().st_size for f in (folder / "_index" / "image").iterdir())
     measured = subprocess.run(
         [sys.executable, __file__, "--measure", str(folder)],
         capture_output=True,
@@ -138,7 +187,7 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     lines = [
-        f"# Search: synthetic indexes (k={K}), one core, median",
+        f"# Search: synthetic datasets (k={K}), palette_dask.search, one core, median",
         "",
         "| images | index build | index size | per image | load | 2-colour query "
         "| 2-colour query, weighted | like, top 20 | like, top 100 | search peak RSS |",

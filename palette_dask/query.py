@@ -65,8 +65,8 @@ from .tables import INDEX_FOLDER
 
 RADIUS = 25.0
 PRESENT_SHARE = 0.02
-# Candidates measured per solve in a likeness search, and those it measures
-# first, nearest by mean colour.
+# Candidates measured per solve in a likeness search, and those it bounds in
+# each round (the first: the nearest by mean colour).
 LIKE_BATCH = 256
 LIKE_ROUND = 4096
 # Bounds are computed in float64 and distances rounded to 1e-9: a candidate is
