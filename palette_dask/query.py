@@ -43,6 +43,8 @@ import dataclasses
 import functools
 import json
 import os
+import posixpath
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,7 +62,7 @@ from .color import hex_to_rgb, rgb_to_hex, rgb_to_lab
 from .dataset import PaletteDataset, dataset_and_kind
 from .errors import UnknownImageError, UsageError
 from .sources import normalize_uri
-from .storage import filesystem, fresh, join
+from .storage import AtomicFile, filesystem, fresh, join, write_atomic
 from .tables import INDEX_FOLDER
 
 RADIUS = 25.0
@@ -257,8 +259,6 @@ def save_index(
     the tables hold them, and with them each palette's mean colour and, for
     each distinct colour, the rows holding it. The URIs go in an Arrow file.
     """
-    fs, root = filesystem(folder, storage_options)
-    fs.makedirs(root, exist_ok=True)
     indexed = arrays.with_postings()
     stored = {
         "image_id": indexed.image_id,
@@ -270,13 +270,28 @@ def save_index(
         "postings_start": indexed.postings[0],
         "postings_row": indexed.postings[1],
     }
+    # A new folder of files each time, named in meta.json once all are written: a
+    # search that mapped the earlier files reads them to its end, and one that starts
+    # meanwhile reads them or the new ones, never a mix or a half-written file.
+    files = uuid.uuid4().hex
     for name, values in stored.items():
-        with fs.open(f"{root}/{name}.npy", "wb") as f:
+        with (
+            AtomicFile(join(folder, files, f"{name}.npy"), storage_options) as target,
+            open(target.temporary, "wb") as f,
+        ):
             np.save(f, values)
-    with fs.open(f"{root}/uri.arrow", "wb") as f, pa.ipc.new_file(f, _URI_SCHEMA) as writer:
+    with (
+        AtomicFile(join(folder, files, "uri.arrow"), storage_options) as target,
+        pa.OSFile(target.temporary, "wb") as f,
+        pa.ipc.new_file(f, _URI_SCHEMA) as writer,
+    ):
         writer.write_table(pa.table({"uri": arrays.uri}, schema=_URI_SCHEMA))
-    with fs.open(f"{root}/meta.json", "w") as f:
-        json.dump({"images": len(arrays), "version": {"format": INDEX_FORMAT, **version}}, f)
+    meta = {"images": len(arrays), "version": {"format": INDEX_FORMAT, **version}, "files": files}
+    write_atomic(join(folder, "meta.json"), json.dumps(meta).encode(), storage_options)
+    fs, root = filesystem(folder, storage_options)
+    for entry in fs.ls(fresh(fs, root), detail=False):
+        if posixpath.basename(entry.rstrip("/")) not in ("meta.json", files):
+            fs.rm(entry, recursive=True)  # unlinked: mapped pages stay readable
 
 
 def load_index(dataset: PaletteDataset, kind: str) -> PaletteArrays | None:
@@ -297,6 +312,8 @@ def read_index(folder: str, *, storage_options: Mapping | None = None) -> Palett
     """The :class:`PaletteArrays` stored in ``folder``; memory-mapped from a local disk, so
     that a search reads only the pages it needs."""
     fs, root = filesystem(folder, storage_options)
+    with fs.open(fresh(fs, f"{root}/meta.json")) as f:
+        root = f"{root}/{json.load(f)['files']}"
     local = isinstance(fs, LocalFileSystem)
     loaded = {}
     for name in _INDEX_ARRAYS:

@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from imagegen import blocks, encode
 from jobtools import invoke
@@ -123,6 +124,31 @@ def test_an_indexed_search_ranks_as_the_tables_do_and_reads_none_of_them(dataset
     indexed = open_dataset(str(copy))
     for asked, expected in zip(queries, from_tables, strict=True):
         pd.testing.assert_frame_equal(search(indexed, top=20, **asked), expected)
+
+
+def test_building_the_index_again_leaves_a_running_search_its_files(tmp_path):
+    """The index is read through memory maps: building it again writes new files and
+    unlinks the old ones, which a search that mapped them reads to its end."""
+    from palette_dask.query import read_index, save_index
+
+    rng = np.random.default_rng(4)
+    indexes = []
+    for n in (300, 200):  # the second smaller: files rewritten in place would shrink
+        lab, share = random_palettes(rng, n)
+        ids = np.array([f"{i:032x}" for i in range(n)], dtype="S32")
+        rgb = rng.integers(0, 256, lab.shape).astype(np.uint8)
+        uris = pa.array([f"/photos/{i}.jpg" for i in range(n)], pa.large_string())
+        indexes.append(PaletteArrays.from_lab(ids, lab, share, rgb, uris))
+    folder = str(tmp_path / "index")
+    save_index(folder, indexes[0], {})
+    running = read_index(folder)
+    save_index(folder, indexes[1], {})
+    assert sorted(p.name for p in (tmp_path / "index").iterdir())[-1] == "meta.json"
+    assert len(list((tmp_path / "index").iterdir())) == 2  # the new files and meta.json
+    for found, expected in ((running, indexes[0]), (read_index(folder), indexes[1])):
+        np.testing.assert_array_equal(found.lab, expected.lab)
+        np.testing.assert_array_equal(found.share, expected.share)
+        assert found.uri.equals(expected.uri)
 
 
 def test_search_cli_prints_json(dataset):
