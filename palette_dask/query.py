@@ -272,7 +272,8 @@ def save_index(
     }
     # A new folder of files each time, named in meta.json once all are written: a
     # search that mapped the earlier files reads them to its end, and one that starts
-    # meanwhile reads them or the new ones, never a mix or a half-written file.
+    # meanwhile reads them or the new ones, never a mix or a half-written file (one
+    # that read meta.json just before the earlier files go finds them gone, and fails).
     files = uuid.uuid4().hex
     for name, values in stored.items():
         with (
