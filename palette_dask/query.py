@@ -58,7 +58,7 @@ from scipy import sparse
 from scipy.optimize import linprog
 
 from ._checks import check_int
-from .color import hex_to_rgb, rgb_to_hex, rgb_to_lab
+from .color import hex_to_rgb, pack_rgb, rgb_to_hex, rgb_to_lab
 from .dataset import PaletteDataset, dataset_and_kind
 from .errors import UnknownImageError, UsageError
 from .sources import normalize_uri
@@ -139,10 +139,7 @@ class PaletteArrays:
             colors_rgb = None
         else:
             rgb = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
-            packed = (
-                (rgb[:, 0].astype(np.uint32) << 16) | (rgb[:, 1].astype(np.uint32) << 8) | rgb[:, 2]
-            )
-            _, first, color = np.unique(packed, return_index=True, return_inverse=True)
+            _, first, color = np.unique(pack_rgb(rgb), return_index=True, return_inverse=True)
             colors_rgb = rgb[first]
         share = np.asarray(share, dtype=np.float32)
         return cls(
@@ -298,23 +295,32 @@ def save_index(
 def load_index(dataset: PaletteDataset, kind: str) -> PaletteArrays | None:
     """The stored :class:`PaletteArrays`, or ``None`` when there is none or it is stale
     (built from an earlier state of the dataset, or in an earlier format)."""
-    folder = _index_folder(dataset, kind)
-    fs, root = filesystem(folder, dataset.storage_options)
-    if not fs.exists(fresh(fs, f"{root}/meta.json")):
+    fs, root = filesystem(_index_folder(dataset, kind), dataset.storage_options)
+    meta = _index_meta(fs, root)
+    expected = {"format": INDEX_FORMAT, "kind": kind, **_dataset_version(dataset)}
+    if meta is None or meta.get("version") != expected:
         return None
-    with fs.open(f"{root}/meta.json") as f:
-        expected = {"format": INDEX_FORMAT, "kind": kind, **_dataset_version(dataset)}
-        if json.load(f).get("version") != expected:
-            return None
-    return read_index(folder, storage_options=dataset.storage_options)
+    return _read_files(fs, f"{root}/{meta['files']}")
+
+
+def _index_meta(fs, root: str) -> dict | None:
+    """An index folder's ``meta.json``, or ``None``; read afresh, in one request."""
+    try:
+        with fs.open(fresh(fs, f"{root}/meta.json")) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
 
 
 def read_index(folder: str, *, storage_options: Mapping | None = None) -> PaletteArrays:
     """The :class:`PaletteArrays` stored in ``folder``; memory-mapped from a local disk, so
     that a search reads only the pages it needs."""
     fs, root = filesystem(folder, storage_options)
-    with fs.open(fresh(fs, f"{root}/meta.json")) as f:
-        root = f"{root}/{json.load(f)['files']}"
+    return _read_files(fs, f"{root}/{_index_meta(fs, root)['files']}")
+
+
+def _read_files(fs, root: str) -> PaletteArrays:
+    """The :class:`PaletteArrays` in one build's folder of index files."""
     local = isinstance(fs, LocalFileSystem)
     loaded = {}
     for name in _INDEX_ARRAYS:
