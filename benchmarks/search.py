@@ -157,7 +157,7 @@ def run_size(n_images: int, work: Path) -> dict:
     command = Path(sys.executable).parent / "palette-dask"
     subprocess.run([str(command), "index", str(folder)], check=True, capture_output=True)
     build_s = time.perf_counter() - t0
-    size = sum(f.stat().st_size for f in (folder / "_index" / "image").iterdir())
+    size = sum(f.stat().st_size for f in (folder / "_index" / "image").rglob("*") if f.is_file())
     measured = subprocess.run(
         [sys.executable, __file__, "--measure", str(folder)],
         capture_output=True,
