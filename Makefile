@@ -14,6 +14,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt tests/schema-wheels.txt
 	  -r tests/schema-wheels.txt
 	$(BIN)/python -c "from palette_dask.palette import warm_up; warm_up()"
 	$(BIN)/python -c "from palette_dask._transport import warm_up; warm_up()"
+	$(BIN)/python -c "from palette_dask._color_loops import warm_up; warm_up()"
 	touch $@
 
 install: $(BIN)/.installed

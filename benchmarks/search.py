@@ -2,12 +2,14 @@
 
 Writes the tables of ``--images`` images in the project's schema (k=5,
 colours drawn around a few hundred hues, shares from a Dirichlet law), builds
-their index with ``palette-dask index``, and times, through
-:func:`palette_dask.search` on the opened dataset and on one core (each search
-loads the index anew, and returns URIs and hex codes): loading the index, a
-2-colour query, a weighted one and ``like`` queries for the top 20 and the
-top 100 (median over five reference images); with the index's build time and
-size and the search process's peak memory, for each size. Results go to
+their index with ``palette-dask index`` (shards of the default size), and
+times, through :func:`palette_dask.search` on the opened dataset, in a process
+of its own: the first search (the index's shards mapped, the compiled loops
+loaded), then, on every core and on one, a 2-colour query, a weighted one and
+``like`` queries for the top 20 and the top 100 (medians; ``like`` over five
+reference images). Every search reads the index's ``meta.json`` and returns
+URIs and hex codes. With the index's build time and size and the search
+process's peak memory, for each size. Results go to
 ``benchmarks/results/search.{md,json}``.
 
     python benchmarks/search.py --images 1000000 10000000
@@ -33,7 +35,8 @@ from threadpoolctl import threadpool_limits
 
 from palette_dask import open_dataset, search
 from palette_dask.color import rgb_to_hex, rgb_to_lab
-from palette_dask.query import PaletteArrays, load_index
+from palette_dask.index import PaletteArrays
+from palette_dask.query import default_threads
 from palette_dask.tables import SCHEMAS, part_name
 
 K = 5
@@ -114,37 +117,41 @@ def peak_rss_mb() -> float:
     return int(line.split()[1]) / 1024
 
 
-def like_time(ds, references: list[str], top: int) -> float:
+def like_time(ds, references: list[str], top: int, threads: int | None) -> float:
     """Median time of a ``like`` query over the ``references``."""
     times = []
     for reference in references:
         t0 = time.perf_counter()
-        search(ds, like=reference, top=top, threads=1)
+        search(ds, like=reference, top=top, threads=threads)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
 def measure(path: str) -> dict:
     """Time the queries through :func:`palette_dask.search` on the opened dataset at
-    ``path``, in this process (one core): each search loads the index anew."""
+    ``path``, in this process: the first search, then each query on every core and on one."""
     ds = open_dataset(path)
     ids = ds.arrow_dataset("images").head(1_000_000, columns=["image_id"]).column(0)
     references = [ids[int(i)].as_py() for i in np.linspace(0, len(ids) - 1, 5)]
     two = ["#1565a1", "#df8c18"]
+    t0 = time.perf_counter()
+    search(ds, colors=two, top=20)
+    first_s = time.perf_counter() - t0
+    search(ds, like=references[0], top=1)  # the likeness loops loaded
+    measured = {"first_search_s": first_s}
     with threadpool_limits(1):
-        search(ds, like=references[0], top=1, threads=1)  # numba's compiled code loaded
-        load_s = timed(lambda: load_index(ds, "image"), repeat=3)
-        query_s = timed(lambda: search(ds, colors=two, top=20, threads=1))
-        weighted_s = timed(lambda: search(ds, colors=two, weights=[60, 40], top=20, threads=1))
-        like_s, like_100_s = (like_time(ds, references, top) for top in (20, 100))
-    return {
-        "load_s": load_s,
-        "two_color_query_s": query_s,
-        "two_color_weighted_query_s": weighted_s,
-        "like_query_s": like_s,
-        "like_top_100_query_s": like_100_s,
-        "search_peak_rss_mb": peak_rss_mb(),
-    }
+        for label, threads in (("", None), ("one_core_", 1)):
+            measured |= {
+                f"{label}two_color_query_s": timed(
+                    lambda t=threads: search(ds, colors=two, top=20, threads=t)
+                ),
+                f"{label}two_color_weighted_query_s": timed(
+                    lambda t=threads: search(ds, colors=two, weights=[60, 40], top=20, threads=t)
+                ),
+                f"{label}like_query_s": like_time(ds, references, 20, threads),
+                f"{label}like_top_100_query_s": like_time(ds, references, 100, threads),
+            }
+    return {**measured, "search_peak_rss_mb": peak_rss_mb()}
 
 
 def run_size(n_images: int, work: Path) -> dict:
@@ -157,7 +164,9 @@ def run_size(n_images: int, work: Path) -> dict:
     command = Path(sys.executable).parent / "palette-dask"
     subprocess.run([str(command), "index", str(folder)], check=True, capture_output=True)
     build_s = time.perf_counter() - t0
-    size = sum(f.stat().st_size for f in (folder / "_index" / "image").rglob("*") if f.is_file())
+    index = folder / "_index" / "image"
+    size = sum(f.stat().st_size for f in index.rglob("*") if f.is_file())
+    shards = len(json.loads((index / "meta.json").read_text())["shards"])
     measured = subprocess.run(
         [sys.executable, __file__, "--measure", str(folder)],
         capture_output=True,
@@ -169,6 +178,7 @@ def run_size(n_images: int, work: Path) -> dict:
         "index_build_s": build_s,
         "index_mb": size / 2**20,
         "bytes_per_image": size / n_images,
+        "shards": shards,
         **json.loads(measured.stdout),
     }
 
@@ -187,17 +197,30 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     lines = [
-        f"# Search: synthetic datasets (k={K}), palette_dask.search, one core, median",
+        f"# Search: synthetic datasets (k={K}), palette_dask.search, median",
         "",
-        "| images | index build | index size | per image | load | 2-colour query "
-        "| 2-colour query, weighted | like, top 20 | like, top 100 | search peak RSS |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"On every core ({default_threads()}) and on one:",
+        "",
+        "| images | index build | index size | per image | shards | first search "
+        "| 2-colour query | weighted | like, top 20 | like, top 100 "
+        "| one core: 2-colour | weighted | like, top 20 | like, top 100 | search peak RSS |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
+        "| --- | --- | --- | --- | --- |",
     ]
     lines += [
         f"| {r['images']:,} | {r['index_build_s']:.1f} s | {r['index_mb']:.1f} MB "
-        f"| {r['bytes_per_image']:.0f} B | {r['load_s']:.3f} s | {r['two_color_query_s']:.3f} s "
-        f"| {r['two_color_weighted_query_s']:.3f} s | {r['like_query_s']:.3f} s "
-        f"| {r['like_top_100_query_s']:.3f} s | {r['search_peak_rss_mb']:.0f} MB |"
+        f"| {r['bytes_per_image']:.0f} B | {r['shards']} | {r['first_search_s']:.3f} s "
+        + " ".join(
+            f"| {r[f'{label}{name}']:.3f} s"
+            for label in ("", "one_core_")
+            for name in (
+                "two_color_query_s",
+                "two_color_weighted_query_s",
+                "like_query_s",
+                "like_top_100_query_s",
+            )
+        )
+        + f" | {r['search_peak_rss_mb']:.0f} MB |"
         for r in rows
     ]
     write_results("search", {"sizes": rows}, lines)

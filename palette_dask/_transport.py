@@ -20,6 +20,10 @@ from numba import njit
 _JIT = {"cache": True, "nogil": True}
 # Flows and reduced costs within this of zero count as zero.
 _EPS = 1e-12
+# Palette colours in fixed point, for the bounds: CIELAB in 1/64 units, int16
+# (coordinates to ±511), within half a unit of the stored values per axis.
+FIXED_SCALE = 64.0
+FIXED_ERROR = float(np.sqrt(3) * 0.5 / FIXED_SCALE)
 
 
 @njit(**_JIT)
@@ -183,22 +187,37 @@ def palette_distances(lab_a, share_a, labs_b, shares_b):
 
 
 @njit(**_JIT)
-def relaxed_bounds(rows, color, share, colors_lab, reference_lab, reference_share):
-    """(len(rows),) lower bounds of the distances of palettes ``rows`` to one palette: the
-    larger of the two relaxations, in which each side's shares move to the other side's
-    nearest colour with no limit on what a colour receives.
+def likeness_bounds(rows, mean_lab, lab_fixed, share, reference, beat, mean_slack, lab_slack):
+    """(len(rows),) lower bounds of the distances of palettes ``rows`` to the reference.
 
-    A palette is ``color`` (N, K), indexes into ``colors_lab`` (D, 3), with ``share``
-    (N, K); the reference is ``reference_lab`` (K, 3) and ``reference_share`` (K,).
-    Computed in float64; colours of share 0 are padding.
+    First the distance between mean colours (``mean_lab`` (N, 3) against the
+    reference's, less ``mean_slack``); where it does not pass ``beat``, also
+    the relaxed distance, the larger of the two relaxations in which each
+    side's shares move to the other side's nearest colour with no limit on
+    what a colour receives, from the palettes' colours in fixed point
+    (``lab_fixed`` (N, K, 3) int16 in 1/``FIXED_SCALE`` units, less
+    ``lab_slack``). Rows are read in order, without gathers: one pass over
+    their bytes.
+
+    ``reference`` holds the reference palette's ``lab`` (K, 3), ``share``
+    (K,) and ``mean`` (3,), float64. Colours of share 0 are padding.
     """
-    kept = np.flatnonzero(reference_share > 0)
-    theirs = reference_share[kept] / reference_share[kept].sum()
+    ref_lab, ref_share, ref_mean = reference
+    kept = np.flatnonzero(ref_share > 0)
+    theirs = ref_share[kept] / ref_share[kept].sum()
     k = share.shape[1]
     out = np.empty(len(rows))
     nearest_to_mine = np.empty(len(kept))
     for at in range(len(rows)):
         row = rows[at]
+        gap = 0.0
+        for axis in range(3):
+            step = np.float64(mean_lab[row, axis]) - ref_mean[axis]
+            gap += step * step
+        bound = np.sqrt(gap) - mean_slack
+        if bound > beat:
+            out[at] = bound
+            continue
         total = 0.0
         to_reference = 0.0
         nearest_to_mine[:] = np.inf
@@ -207,12 +226,11 @@ def relaxed_bounds(rows, color, share, colors_lab, reference_lab, reference_shar
             if weight <= 0:
                 continue
             total += weight
-            lab = colors_lab[color[row, c]]
             nearest = np.inf
             for r in range(len(kept)):
                 d = 0.0
                 for axis in range(3):
-                    step = np.float64(lab[axis]) - reference_lab[kept[r], axis]
+                    step = lab_fixed[row, c, axis] / FIXED_SCALE - ref_lab[kept[r], axis]
                     d += step * step
                 d = np.sqrt(d)
                 nearest = min(nearest, d)
@@ -221,7 +239,7 @@ def relaxed_bounds(rows, color, share, colors_lab, reference_lab, reference_shar
         from_reference = 0.0
         for r in range(len(kept)):
             from_reference += nearest_to_mine[r] * theirs[r]
-        out[at] = max(to_reference / total, from_reference)
+        out[at] = max(bound, max(to_reference / total, from_reference) - lab_slack)
     return out
 
 
@@ -231,10 +249,11 @@ def warm_up() -> None:
     index, so that no likeness search compiles them."""
     lab = np.zeros((1, 3))
     palette_distances(lab, np.ones(1), lab[None], np.ones((1, 1)))
-    color = np.zeros((1, 1), np.uint32)
+    mean_lab = np.zeros((1, 3), np.float32)
+    lab_fixed = np.zeros((1, 1, 3), np.int16)
     share = np.ones((1, 1), np.float32)
-    colors_lab = np.zeros((1, 3), np.float32)
+    reference = (lab, np.ones(1), np.zeros(3))
     for writable in (True, False):
-        for array in (color, share, colors_lab):
+        for array in (mean_lab, lab_fixed, share):
             array.setflags(write=writable)
-        relaxed_bounds(np.zeros(1, np.int64), color, share, colors_lab, lab, np.ones(1))
+        likeness_bounds(np.zeros(1, np.int64), mean_lab, lab_fixed, share, reference, 0.0, 0.0, 0.0)

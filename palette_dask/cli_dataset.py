@@ -12,6 +12,7 @@ import click
 
 from .cli_options import CONTEXT, dataset_argument, kind_option, picture_size_option, swatch
 from .color import hex_to_rgb
+from .options import SHARD_IMAGES
 
 
 @click.command(context_settings=CONTEXT)
@@ -144,17 +145,25 @@ def report(dataset, storage_options, out, limit, kind):
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
-    help="Threads scoring the candidates  [default: one per core].",
+    help="Threads searching each shard of the index  [default: one per core].",
+)
+@click.option(
+    "--scheduler",
+    help="Search the index's shards on the Dask cluster at this address, a task per shard.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON lines.")
-def search(dataset, storage_options, colors, weights, like, top, radius, kind, threads, as_json):
+def search(
+    dataset, storage_options, colors, weights, like, top, radius, kind, threads, scheduler, as_json
+):
     """Find images of a finished DATASET by colour, or by likeness to one image.
 
     A palette colour counts for a query colour when it is within --radius in
     CIELAB, with credit falling off with distance; images holding more of the
     query colours come first, then those covering them best. --like ranks by
     the Earth Mover's distance between palettes. `palette-dask index` makes
-    searches over large datasets faster.
+    searches over large datasets fast; with an index, --scheduler searches it
+    on a Dask cluster whose workers can read the dataset. The results are the
+    same whichever way the search runs.
 
     \b
     Example:
@@ -162,6 +171,7 @@ def search(dataset, storage_options, colors, weights, like, top, radius, kind, t
       palette-dask search s3://bucket/palettes --color "#1565a1"
       palette-dask search out/sample --color "#1565a1" --color "#df8c18" --weight 60 --weight 40
       palette-dask search out/sample --like data/samples/coffee.jpg --top 5
+      palette-dask search out/sample --color "#1565a1" --scheduler tcp://10.0.0.5:8786
     """
     from .query import search as run_search
 
@@ -174,6 +184,7 @@ def search(dataset, storage_options, colors, weights, like, top, radius, kind, t
         kind=kind,
         radius=radius,
         threads=threads,
+        scheduler=scheduler,
         storage_options=storage_options,
     )
     if as_json:
@@ -189,22 +200,30 @@ def search(dataset, storage_options, colors, weights, like, top, radius, kind, t
 @click.command(context_settings=CONTEXT)
 @dataset_argument
 @kind_option
-def index(dataset, storage_options, kind):
-    """Build the search index of a finished DATASET (OUT/_index), used by `search`.
+@click.option(
+    "--shard-images",
+    type=click.IntRange(min=1),
+    default=SHARD_IMAGES,
+    show_default=True,
+    help="Images per shard of the index (whole files of the palettes table).",
+)
+def index(dataset, storage_options, kind, shard_images):
+    """Build or bring up to date the search index of a finished DATASET (OUT/_index).
 
     Every image's palette as fixed-length arrays of colours and shares, as the
-    tables hold them, with the images' URIs: a search ranks as it would from
-    the tables and never reads them. Growing the dataset makes it stale:
-    `search` then reads the tables until the index is built again.
+    tables hold them, with the images' URIs, in shards: a search ranks as it
+    would from the tables and never reads them. Growing the dataset makes the
+    index stale (`search` then reads the tables); indexing again reads only
+    the palettes files that are new since, and keeps the other shards.
 
     \b
     Example:
       palette-dask index out/sample
       palette-dask index s3://bucket/palettes
     """
-    from .query import build_index
+    from .index import build_index
 
-    folder = build_index(dataset, kind, storage_options=storage_options)
+    folder = build_index(dataset, kind, storage_options=storage_options, shard_images=shard_images)
     click.echo(f"wrote {folder}")
 
 

@@ -21,6 +21,8 @@ MAX_K = 254
 # The label of pixels left out of clustering (alpha below the threshold) in
 # label images; palettes have at most MAX_K colours, so it is never an index.
 TRANSPARENT_LABEL = 255
+# Images per shard of a search index: what one thread (or one Dask task) searches.
+SHARD_IMAGES = 4_000_000
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,11 @@
 """Finding images by colour in a palette dataset.
 
-Every image's palette becomes a fixed-length row of shares and of indexes into
-the dataset's distinct colours (:class:`PaletteArrays`), scored with NumPy.
-``palette-dask index`` stores these arrays next to the tables
-(``OUT/_index/KIND/``), with the distinct colours' CIELAB coordinates and the
-shares exactly as the tables hold them (so a search ranks as it would from
-the tables), each palette's mean colour, for each distinct colour the rows
-holding it, and the URIs: a search reads no table, and a colour query scores
-only the rows holding a colour near one of its own, first those near all of
-its own colours, which are enough when ``top`` of them hold every query
-colour. Without an index the arrays are built from the tables on each
-search, and every row is scored.
+A search runs over :class:`~palette_dask.index.PaletteArrays` shards: the
+index's (:mod:`palette_dask.index`) when it is fresh, else one built from the
+tables. Each shard gives its own top results, exactly ranked; their merge is
+the search's result. Shards are searched one after the other in this process,
+each over ``threads`` threads, or as tasks of a Dask cluster (``scheduler``),
+where every worker reads its shard from the dataset's storage.
 
 Colour queries
     A palette colour within ``radius`` (CIELAB ΔE 1976) of a query colour
@@ -20,31 +15,33 @@ Colour queries
     cover (equal by default): the score adds each colour's coverage up to its
     weight, so it is 1 for an image that covers every colour as asked. Images
     are ranked by how many query colours they hold (coverage of at least
-    ``PRESENT_SHARE``), then by score: an image holding both colours of a
-    two-colour query comes before any image holding only one.
+    ``PRESENT_SHARE``), then by score, then by image id: an image holding both
+    colours of a two-colour query comes before any image holding only one. A
+    shard finds the distinct colours near each query colour through its colour
+    cells, and scores only the rows holding one (through the postings), first
+    those near every query colour, which are enough when ``top`` of them hold
+    every query colour.
 
 Similar images (``like``)
     Palettes are compared by the Earth Mover's distance with a CIELAB ground
     distance: the least ΔE-weighted share that must move to turn one palette
     into the other. Two lower bounds of it prune the candidates: the distance
     between the palettes' mean colours (the mass moves at least that far on
-    average), one subtraction per image, and the relaxed distance (every
-    colour's share moved to the other palette's nearest colour, without
-    capacities), computed for the images nearest by the first. Candidates are
-    measured in order of their bound, each by a small compiled transport
-    solver (:mod:`palette_dask._transport`), and the search stops as soon as
-    no unmeasured image can come closer than the ``top``-th distance found: the
-    result is exact.
+    average) and the relaxed distance (every colour's share moved to the other
+    palette's nearest colour, without capacities). A shard walks its cells of
+    mean colours outward from the reference's, bounds the rows of the nearest
+    cells, measures those whose bound can still beat the ``top``-th distance
+    found with a small compiled transport solver
+    (:mod:`palette_dask._transport`), and stops when the next cell is farther
+    than that distance: the result is exact.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
-import posixpath
-import uuid
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,23 +49,20 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-from fsspec.implementations.local import LocalFileSystem
 from scipy import sparse
 from scipy.optimize import linprog
 
 from ._checks import check_int
-from .color import hex_to_rgb, pack_rgb, rgb_to_hex, rgb_to_lab
+from .color import hex_to_rgb, rgb_to_hex, rgb_to_lab
 from .dataset import PaletteDataset, dataset_and_kind
-from .errors import UnknownImageError, UsageError
-from .sources import normalize_uri
-from .storage import AtomicFile, filesystem, fresh, join, write_atomic
-from .tables import INDEX_FOLDER
+from .errors import UsageError
+from .index import FIXED_SCALE, PaletteArrays, index_shards, palette_shards, read_shard
+from .sources import image_id
 
 RADIUS = 25.0
 PRESENT_SHARE = 0.02
-# Candidates measured per solve in a likeness search, and those it bounds in
-# each round (the first: the nearest by mean colour).
+# Candidates measured per solve in a likeness search, and the rows of the
+# nearest cells measured first, for a distance to beat (at least 16 × top).
 LIKE_BATCH = 256
 LIKE_ROUND = 4096
 # Bounds are computed in float64 and distances rounded to 1e-9: a candidate is
@@ -76,339 +70,12 @@ LIKE_ROUND = 4096
 BOUND_TOLERANCE = 1e-6
 # Fewer rows than this per thread are scored in the calling thread alone.
 MIN_ROWS_PER_THREAD = 8192
-_INDEX_ARRAYS = (
-    "image_id",
-    "color",
-    "share",
-    "colors_rgb",
-    "colors_lab",
-    "mean_lab",
-    "postings_start",
-    "postings_row",
-)
-_URI_SCHEMA = pa.schema([pa.field("uri", pa.large_string())])
-# Raised when the stored arrays change; an index of another format is stale.
-INDEX_FORMAT = 2
 # Mean colours are stored in float32, within this of the float64 ones: the
 # mean-colour bound gives this much away, so it never passes a distance.
 MEAN_SLACK = 1e-3
-
-
-@dataclass(frozen=True)
-class PaletteArrays:
-    """Every image's palette as fixed-length rows of its colours, each an index into the
-    distinct colours, shorter palettes padded with share 0.
-
-    Attributes
-    ----------
-    image_id : (N,) S32 ndarray
-        Image ids as ASCII bytes: a tenth of the memory of Python strings.
-    color : (N, K) uint32 ndarray
-        Each palette colour's row in ``colors_lab``, largest share first.
-    share : (N, K) float32 ndarray
-    colors_lab : (D, 3) float32 ndarray
-        The distinct colours in CIELAB, as the tables hold them.
-    colors_rgb : (D, 3) uint8 ndarray, optional
-        The same in 8-bit sRGB, for the results' hex codes.
-    uri : (N,) pyarrow string array, optional
-        The images' URIs, for the results'.
-    postings : tuple of ndarray, optional
-        For each distinct colour ``c``, the rows holding it:
-        ``rows[starts[c]:starts[c + 1]]``, as ``(starts, rows)``. A colour
-        query then visits only the rows holding a colour near one of its own.
-    """
-
-    image_id: np.ndarray
-    color: np.ndarray
-    share: np.ndarray
-    colors_lab: np.ndarray
-    colors_rgb: np.ndarray | None = None
-    uri: pa.Array | None = None
-    postings: tuple[np.ndarray, np.ndarray] | None = None
-    stored_mean_lab: np.ndarray | None = None
-
-    @classmethod
-    def from_lab(cls, image_id, lab, share, rgb=None, uri=None) -> PaletteArrays:
-        """From fixed-length colours ``lab`` (N, K, 3), and their ``rgb`` when known
-        (colours are then told apart by their 8-bit values)."""
-        lab = np.asarray(lab, dtype=np.float32)
-        if rgb is None:
-            _, first, color = np.unique(
-                lab.reshape(-1, 3), axis=0, return_index=True, return_inverse=True
-            )
-            colors_rgb = None
-        else:
-            rgb = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
-            _, first, color = np.unique(pack_rgb(rgb), return_index=True, return_inverse=True)
-            colors_rgb = rgb[first]
-        share = np.asarray(share, dtype=np.float32)
-        return cls(
-            image_id=np.asarray(image_id),
-            color=color.astype(np.uint32).reshape(share.shape),
-            share=share,
-            colors_lab=lab.reshape(-1, 3)[first],
-            colors_rgb=colors_rgb,
-            uri=uri,
-        )
-
-    @classmethod
-    def from_rows(cls, image_id, rank, rgb, lab, share) -> PaletteArrays:
-        """From one kind's ``palettes`` rows as arrays: ``image_id`` (P,) S32, ``rank`` (P,),
-        ``rgb`` (P, 3), ``lab`` (P, 3) and ``share`` (P,); an image's rows in rank order.
-
-        The job writes an image's rows together, so its rows are one run; rows
-        of an image found apart are put together first.
-        """
-        change = np.r_[True, image_id[1:] != image_id[:-1]]
-        if len(np.unique(image_id[change])) != change.sum():
-            order = np.lexsort((rank, image_id))
-            image_id, rank, rgb, lab, share = (a[order] for a in (image_id, rank, rgb, lab, share))
-            change = np.r_[True, image_id[1:] != image_id[:-1]]
-        row = np.cumsum(change) - 1
-        n, width = int(change.sum()), int(rank.max()) + 1 if len(rank) else 1
-        rank = rank.astype(np.int64)
-        fixed = {
-            "lab": np.zeros((n, width, 3), np.float32),
-            "rgb": np.zeros((n, width, 3), np.uint8),
-            "share": np.zeros((n, width), np.float32),
-        }
-        fixed["lab"][row, rank], fixed["rgb"][row, rank] = lab, rgb
-        fixed["share"][row, rank] = share
-        return cls.from_lab(image_id[change], **fixed)
-
-    def __len__(self) -> int:
-        return len(self.image_id)
-
-    def lab_of(self, rows) -> np.ndarray:
-        """(…, K, 3) CIELAB colours of ``rows`` (an index or index array)."""
-        return self.colors_lab[self.color[rows]]
-
-    @functools.cached_property
-    def lab(self) -> np.ndarray:
-        """(N, K, 3) float32: every palette's CIELAB colours."""
-        return self.lab_of(slice(None))
-
-    @functools.cached_property
-    def mean_lab(self) -> np.ndarray:
-        """(N, 3): each palette's share-weighted mean colour (float64, or float32 as an index
-        stores it, within :data:`MEAN_SLACK`)."""
-        if self.stored_mean_lab is not None:
-            return self.stored_mean_lab
-        share = self.share.astype(np.float64)
-        total = share.sum(axis=1, keepdims=True)
-        return np.einsum("nk,nkc->nc", share / np.where(total > 0, total, 1), self.lab)
-
-    def with_postings(self) -> PaletteArrays:
-        """These arrays with their :attr:`postings` and stored mean colours, as an index
-        holds them."""
-        rows, slots = np.nonzero(self.share > 0)
-        held = self.color[rows, slots]
-        order = np.argsort(held, kind="stable")
-        starts = np.searchsorted(held[order], np.arange(len(self.colors_lab) + 1))
-        return dataclasses.replace(
-            self,
-            postings=(starts.astype(np.int64), rows[order].astype(np.uint32)),
-            stored_mean_lab=self.mean_lab.astype(np.float32),
-        )
-
-
-def _index_folder(ds: PaletteDataset, kind: str) -> str:
-    return join(ds.path, INDEX_FOLDER, kind)
-
-
-def _dataset_version(ds: PaletteDataset) -> dict:
-    """What the index was built from: the job's segment and end time."""
-    job = ds.job
-    return {"segment": job.get("segment"), "finished": job.get("finished")}
-
-
-def build_index(
-    dataset: str | PaletteDataset,
-    kind: str | None = None,
-    *,
-    storage_options: Mapping | None = None,
-) -> str:
-    """Write the search index of a finished dataset; returns its folder.
-
-    The index holds :class:`PaletteArrays` with the images' URIs (see
-    :func:`save_index`) and the job version it was built from; a dataset grown
-    later makes it stale, and search then ignores it until it is built again.
-    ``storage_options`` open a dataset given by path (see
-    :func:`palette_dask.open_dataset`).
-    """
-    ds, kind = dataset_and_kind(dataset, kind, storage_options)
-    folder = _index_folder(ds, kind)
-    arrays = _arrays_from_tables(ds, kind)
-    arrays = dataclasses.replace(arrays, uri=_uris_of(ds, arrays.image_id))
-    save_index(
-        folder, arrays, {"kind": kind, **_dataset_version(ds)}, storage_options=ds.storage_options
-    )
-    return folder
-
-
-def save_index(
-    folder: str, arrays: PaletteArrays, version: dict, *, storage_options: Mapping | None = None
-) -> None:
-    """Store ``arrays`` (with ``colors_rgb`` and ``uri``) in ``folder``, with ``version``.
-
-    Each palette colour is stored as an index into the distinct colours, whose
-    8-bit sRGB and CIELAB values are stored once, shares in 32-bit floats as
-    the tables hold them, and with them each palette's mean colour and, for
-    each distinct colour, the rows holding it. The URIs go in an Arrow file.
-    """
-    indexed = arrays.with_postings()
-    stored = {
-        "image_id": indexed.image_id,
-        "color": indexed.color,
-        "share": indexed.share,
-        "colors_rgb": indexed.colors_rgb,
-        "colors_lab": indexed.colors_lab,
-        "mean_lab": indexed.stored_mean_lab,
-        "postings_start": indexed.postings[0],
-        "postings_row": indexed.postings[1],
-    }
-    # A new folder of files each time, named in meta.json once all are written: a
-    # search that mapped the earlier files reads them to its end, and one that starts
-    # meanwhile reads them or the new ones, never a mix or a half-written file (one
-    # that read meta.json just before the earlier files go finds them gone, and fails).
-    files = uuid.uuid4().hex
-    for name, values in stored.items():
-        with (
-            AtomicFile(join(folder, files, f"{name}.npy"), storage_options) as target,
-            open(target.temporary, "wb") as f,
-        ):
-            np.save(f, values)
-    with (
-        AtomicFile(join(folder, files, "uri.arrow"), storage_options) as target,
-        pa.OSFile(target.temporary, "wb") as f,
-        pa.ipc.new_file(f, _URI_SCHEMA) as writer,
-    ):
-        writer.write_table(pa.table({"uri": arrays.uri}, schema=_URI_SCHEMA))
-    meta = {"images": len(arrays), "version": {"format": INDEX_FORMAT, **version}, "files": files}
-    write_atomic(join(folder, "meta.json"), json.dumps(meta).encode(), storage_options)
-    fs, root = filesystem(folder, storage_options)
-    for entry in fs.ls(fresh(fs, root), detail=False):
-        if posixpath.basename(entry.rstrip("/")) not in ("meta.json", files):
-            fs.rm(entry, recursive=True)  # unlinked: mapped pages stay readable
-
-
-def load_index(dataset: PaletteDataset, kind: str) -> PaletteArrays | None:
-    """The stored :class:`PaletteArrays`, or ``None`` when there is none or it is stale
-    (built from an earlier state of the dataset, or in an earlier format)."""
-    fs, root = filesystem(_index_folder(dataset, kind), dataset.storage_options)
-    meta = _index_meta(fs, root)
-    expected = {"format": INDEX_FORMAT, "kind": kind, **_dataset_version(dataset)}
-    if meta is None or meta.get("version") != expected:
-        return None
-    return _read_files(fs, f"{root}/{meta['files']}")
-
-
-def _index_meta(fs, root: str) -> dict | None:
-    """An index folder's ``meta.json``, or ``None``; read afresh, in one request."""
-    try:
-        with fs.open(fresh(fs, f"{root}/meta.json")) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-
-
-def read_index(folder: str, *, storage_options: Mapping | None = None) -> PaletteArrays:
-    """The :class:`PaletteArrays` stored in ``folder``; memory-mapped from a local disk, so
-    that a search reads only the pages it needs."""
-    fs, root = filesystem(folder, storage_options)
-    return _read_files(fs, f"{root}/{_index_meta(fs, root)['files']}")
-
-
-def _read_files(fs, root: str) -> PaletteArrays:
-    """The :class:`PaletteArrays` in one build's folder of index files."""
-    local = isinstance(fs, LocalFileSystem)
-    loaded = {}
-    for name in _INDEX_ARRAYS:
-        if local:
-            # A plain array over the mapped pages: NumPy's memmap class slows every indexing.
-            loaded[name] = np.asarray(np.load(f"{root}/{name}.npy", mmap_mode="r"))
-        else:
-            with fs.open(f"{root}/{name}.npy", "rb") as f:
-                loaded[name] = np.load(f)
-    if local:
-        source = pa.memory_map(f"{root}/uri.arrow")
-    else:
-        with fs.open(f"{root}/uri.arrow", "rb") as f:
-            source = pa.BufferReader(f.read())
-    column = pa.ipc.open_file(source).read_all().column("uri")
-    uri = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-    return PaletteArrays(
-        image_id=loaded["image_id"],
-        color=loaded["color"],
-        share=loaded["share"],
-        colors_lab=loaded["colors_lab"],
-        colors_rgb=loaded["colors_rgb"],
-        uri=uri,
-        postings=(loaded["postings_start"], loaded["postings_row"]),
-        stored_mean_lab=loaded["mean_lab"],
-    )
-
-
-def _arrays_from_tables(ds: PaletteDataset, kind: str) -> PaletteArrays:
-    """One kind's palettes, read a record batch at a time: the arrays, never the table's
-    rows as Python objects."""
-    columns = ["image_id", "rank", "r", "g", "b", "lab_l", "lab_a", "lab_b", "proportion"]
-    scanner = ds.arrow_dataset("palettes").scanner(
-        columns=columns, filter=pc.field("palette_kind") == kind
-    )
-    parts: dict[str, list[np.ndarray]] = {
-        "image_id": [],
-        "rank": [],
-        "rgb": [],
-        "lab": [],
-        "share": [],
-    }
-    for batch in scanner.to_batches():
-        parts["image_id"].append(_fixed_ids(batch.column("image_id")))
-        parts["rank"].append(batch.column("rank").to_numpy())
-        parts["rgb"].append(_stacked(batch, ["r", "g", "b"]))
-        parts["lab"].append(_stacked(batch, ["lab_l", "lab_a", "lab_b"]))
-        parts["share"].append(batch.column("proportion").to_numpy())
-    if not parts["image_id"]:
-        empty = np.zeros((0, 3))
-        return PaletteArrays.from_rows(
-            np.zeros(0, "S32"), np.zeros(0, np.uint8), empty, empty, np.zeros(0)
-        )
-    return PaletteArrays.from_rows(**{name: np.concatenate(p) for name, p in parts.items()})
-
-
-def _fixed_ids(column: pa.Array) -> np.ndarray:
-    """Image ids of an Arrow column as (n,) S32: a tenth of the memory of Python strings."""
-    return column.to_numpy(zero_copy_only=False).astype("S32")
-
-
-def _stacked(batch: pa.RecordBatch, names: list[str]) -> np.ndarray:
-    return np.stack([batch.column(name).to_numpy() for name in names], axis=1)
-
-
-def _uris_of(ds: PaletteDataset, image_id: np.ndarray) -> pa.Array:
-    """The URIs of the images ``image_id`` (S32), in that order, from the ``images`` table
-    read a record batch at a time."""
-    ids, uris = [], []
-    for batch in ds.arrow_dataset("images").scanner(columns=["image_id", "uri"]).to_batches():
-        ids.append(_fixed_ids(batch.column("image_id")))
-        # Large strings: a collection's URIs may pass the 2 GiB of 32-bit offsets.
-        uris.append(batch.column("uri").cast(pa.large_string()))
-    ids = np.concatenate(ids) if ids else np.zeros(0, "S32")
-    order = np.argsort(ids)
-    found = order[np.minimum(np.searchsorted(ids[order], image_id), max(len(ids) - 1, 0))]
-    missing = image_id[ids[found] != image_id] if len(ids) else image_id
-    if len(missing):
-        raise UnknownImageError(
-            f"{ds.path}: the palettes name images its images table does not hold, such as "
-            f"{missing[0].decode('ascii')}"
-        )
-    return pa.concat_arrays(uris).take(pa.array(found)) if uris else pa.array([], pa.large_string())
-
-
-def palette_arrays(ds: PaletteDataset, kind: str) -> PaletteArrays:
-    """The dataset's :class:`PaletteArrays`: from its index when fresh, else from the tables."""
-    return load_index(ds, kind) or _arrays_from_tables(ds, kind)
+# The relaxed bound reads colours in fixed point, each within this of its
+# stored value (half a unit per axis): it gives this much away.
+FIXED_SLACK = float(np.sqrt(3) * 0.5 / FIXED_SCALE) + 1e-6
 
 
 def coverage(arrays: PaletteArrays, query_lab: np.ndarray, radius: float = RADIUS) -> np.ndarray:
@@ -421,18 +88,17 @@ def coverage(arrays: PaletteArrays, query_lab: np.ndarray, radius: float = RADIU
     >>> print(coverage(arrays, np.array([[50.0, 0, 0], [60, 0, 0]]), radius=20).round(3))
     [[0.7  0.35]]
     """
-    return _coverage(arrays.lab, arrays.share, np.asarray(query_lab, np.float32), radius)
+    return _coverage(arrays, np.arange(len(arrays)), np.asarray(query_lab, np.float32), radius)
 
 
-def _coverage(lab, share, query_lab, radius) -> np.ndarray:
-    """:func:`coverage` of the palettes ``lab`` (n, K, 3), ``share`` (n, K).
+def _coverage(arrays: PaletteArrays, rows: np.ndarray, query_lab, radius) -> np.ndarray:
+    """:func:`coverage` of ``rows``, by a compiled loop: each row alone, summed over its
+    palette's colours in order, so that a palette's coverage is the same to the bit
+    whichever rows are scored with it (a search over candidates ranks as a scan of all
+    rows)."""
+    from ._color_loops import coverage_of  # numba, loaded by colour queries only
 
-    Element by element, and summed over each palette's colours in order, so
-    that a palette's coverage is the same to the bit whichever rows are
-    scored with it: a search over candidates ranks as a scan of all rows.
-    """
-    credit = _credit(lab, query_lab, radius)
-    return (share[:, :, None] * credit).sum(axis=1)
+    return coverage_of(rows, arrays.color, arrays.share, arrays.colors_lab, query_lab, radius)
 
 
 def _credit(lab, query_lab, radius) -> np.ndarray:
@@ -477,25 +143,23 @@ def _candidate_levels(arrays: PaletteArrays, query_lab, radius) -> Iterator[tupl
     if arrays.postings is None:
         yield 0, np.arange(len(arrays))
         return
-    near = np.zeros(len(arrays), dtype=np.uint8)
-    for color in query_lab:
-        near += _rows_near(arrays, color[None], radius)
+    from ._color_loops import near_bits, rows_with  # numba, loaded by searches over postings
+
+    near = [_colors_near(arrays, color, radius) for color in query_lab]
+    bits = near_bits(arrays.postings, near, len(arrays))
     for level in range(len(query_lab), 0, -1):
-        yield level, np.flatnonzero(near >= level)
+        yield level, rows_with(bits, level)
 
 
-def _rows_near(arrays: PaletteArrays, query_lab, radius) -> np.ndarray:
-    """(N,) bool: the rows holding a colour some query colour credits (and a few holding
-    one just on the border, credited 0), found through the postings."""
+def _colors_near(arrays: PaletteArrays, query_color: np.ndarray, radius) -> np.ndarray:
+    """The distinct colours ``query_color`` may credit (and a few just on the border,
+    credited 0): found in the colour cells within reach of it."""
     reach = np.float32(radius) * np.float32(1 + 1e-4)
-    near = np.flatnonzero((_squared_distances(arrays.colors_lab, query_lab) < reach**2).any(axis=1))
-    starts, rows = arrays.postings
-    begin, length = starts[near], starts[near + 1] - starts[near]
-    # The postings of every near colour, gathered in one pass.
-    offsets = np.repeat(begin - np.cumsum(length) + length, length) + np.arange(length.sum())
-    held = np.zeros(len(arrays), dtype=bool)
-    held[rows[offsets]] = True
-    return held
+    cells = arrays.color_cells
+    within = np.flatnonzero(cells.distances(query_color.astype(np.float64)) <= float(reach) + 1e-3)
+    colors = cells.items(within)
+    squared = _squared_distances(arrays.colors_lab[colors], query_color[None])[:, 0]
+    return colors[squared < reach**2]
 
 
 def earth_movers_distance(lab_a, share_a, lab_b, share_b) -> float:
@@ -564,12 +228,6 @@ def _linear_program_distances(lab_a, share_a, labs_b, shares_b) -> np.ndarray:
     return (flows * cost.reshape(n_pairs, -1)).sum(axis=1)
 
 
-def _query_colors(colors: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    codes = [c if c.startswith("#") else f"#{c}" for c in colors]
-    rgb = np.stack([hex_to_rgb(code) for code in codes]).astype(np.uint8)
-    return rgb_to_lab(rgb).astype(np.float32), rgb_to_hex(rgb)
-
-
 def color_ranking(
     arrays: PaletteArrays, colors, weights=None, top: int = 20, radius=RADIUS, threads: int = 1
 ):
@@ -580,19 +238,10 @@ def color_ranking(
     how many query colours each holds, and the ranks of their palette colours
     that count for the query.
     """
-    query_lab, codes = _query_colors(colors)
-    if weights is None:
-        weights = np.full(len(codes), 1.0 / len(codes))
-    else:
-        weights = np.asarray(weights, dtype=np.float64)
-        if len(weights) != len(codes) or (weights <= 0).any():
-            raise UsageError("give one positive weight per colour, or none")
-        weights = weights / weights.sum()
+    query_lab, weights = _color_query(colors, weights)
     for level, rows in _candidate_levels(arrays, query_lab, radius):
         covered = _in_threads(
-            lambda part: _coverage(arrays.lab_of(part), arrays.share[part], query_lab, radius),
-            rows,
-            threads,
+            lambda part: _coverage(arrays, part, query_lab, radius), rows, threads
         )
         score = np.minimum(covered, weights).sum(axis=1)
         matched = (covered >= PRESENT_SHARE).sum(axis=1)
@@ -600,6 +249,11 @@ def color_ranking(
         if (matched >= level).sum() >= top:
             break
     held = np.flatnonzero(matched >= max(level, 1))
+    # Matched colours, then score, in one exact float64 key (a score is at most 1):
+    # only rows reaching the top-th key need their ids compared.
+    key = matched[held] * 4.0 + score[held]
+    if len(held) > top:
+        held = held[key >= np.partition(key, len(key) - top)[len(key) - top]]
     ranked = held[np.lexsort((arrays.image_id[rows[held]], -score[held], -matched[held]))][:top]
     matching = []
     for i in rows[ranked]:
@@ -609,87 +263,114 @@ def color_ranking(
     return rows[ranked], score[ranked], matched[ranked], matching
 
 
+def _color_query(colors, weights) -> tuple[np.ndarray, np.ndarray]:
+    """The query colours in CIELAB (J, 3) float32 and their weights, summing to 1."""
+    codes = [c if c.startswith("#") else f"#{c}" for c in colors]
+    rgb = np.stack([hex_to_rgb(code) for code in codes]).astype(np.uint8)
+    if weights is None:
+        return rgb_to_lab(rgb).astype(np.float32), np.full(len(codes), 1.0 / len(codes))
+    weights = np.asarray(weights, dtype=np.float64)
+    if len(weights) != len(codes) or (weights <= 0).any():
+        raise UsageError("give one positive weight per colour, or none")
+    return rgb_to_lab(rgb).astype(np.float32), weights / weights.sum()
+
+
 def relaxed_distance(arrays: PaletteArrays, reference: int) -> np.ndarray:
-    """(N,) lower bound of each palette's Earth Mover's distance to row ``reference``.
+    """(N,) lower bound of each palette's Earth Mover's distance to row ``reference`` of
+    indexed arrays (see :meth:`~palette_dask.index.PaletteArrays.indexed`).
 
-    The larger of the two relaxations: each palette's shares moved to the other
-    palette's nearest colour, with no limit on what a colour receives.
+    The larger of the mean-colour bound and the two relaxations: each
+    palette's shares moved to the other palette's nearest colour, with no limit
+    on what a colour receives.
     """
-    return _relaxed(arrays, np.arange(len(arrays)), reference)
+    return _bounds(
+        arrays, np.arange(len(arrays)), reference=Reference.of(arrays, reference), beat=np.inf
+    )
 
 
-def _relaxed(arrays: PaletteArrays, rows: np.ndarray, reference: int) -> np.ndarray:
-    """:func:`relaxed_distance` of ``rows``, in float64, so that it never passes the
-    distance by a rounding."""
-    from ._transport import relaxed_bounds  # numba, loaded by likeness searches only
+@dataclass(frozen=True)
+class Reference:
+    """The palette a likeness search compares with: its colours ``lab`` (K, 3), ``share``
+    (K,) and mean colour ``mean`` (3,) as an index stores it, all float64."""
 
-    return relaxed_bounds(
+    lab: np.ndarray
+    share: np.ndarray
+    mean: np.ndarray
+
+    @classmethod
+    def of(cls, arrays: PaletteArrays, row: int) -> Reference:
+        return cls(
+            _float64(arrays.lab_of(row)),
+            _float64(arrays.share[row]),
+            _float64(arrays.mean_lab[row]),
+        )
+
+
+def _bounds(arrays: PaletteArrays, rows: np.ndarray, *, reference: Reference, beat: float):
+    """Lower bounds of the distances of ``rows`` to ``reference``, in float64 so that they
+    never pass a distance by a rounding: the relaxed one only where the mean-colour one
+    does not pass ``beat``."""
+    from ._transport import likeness_bounds  # numba, loaded by likeness searches only
+
+    return likeness_bounds(
         np.asarray(rows, dtype=np.int64),
-        arrays.color,
+        arrays.mean_lab,
+        arrays.lab_fixed,
         arrays.share,
-        arrays.colors_lab,
-        _float64(arrays.lab_of(reference)),
-        _float64(arrays.share[reference]),
+        (reference.lab, reference.share, reference.mean),
+        float(beat),
+        MEAN_SLACK,
+        FIXED_SLACK,
     )
 
 
-def _like_ranking(arrays, reference: int, top: int, threads: int = 1):
-    """The ``top`` palettes nearest the ``reference`` row by Earth Mover's distance, exactly.
+def _like_ranking(
+    arrays: PaletteArrays, reference: Reference, top: int, threads: int = 1, beat=np.inf
+) -> list[tuple[float, bytes, int]]:
+    """The ``top`` rows of indexed ``arrays`` nearest ``reference`` by Earth Mover's
+    distance, exactly, as ``(distance, image id, row)``; only those within ``beat`` count.
 
-    First the images nearest by mean colour (:data:`LIKE_ROUND` of them, or
-    16 × ``top``), which gives a ``top``-th distance to beat; then the others
-    whose mean-colour bound does not pass it, nearest first, a round at a time
-    while the bound of the next can still beat the ``top``-th distance found.
-    Each round is measured in the order of the larger of the two bounds.
+    First the rows of the mean-colour cells nearest the reference's mean colour
+    (at least :data:`LIKE_ROUND` rows, and 16 × ``top``), measured, give a
+    ``top``-th distance to beat; then the rows of every cell within it are
+    bounded (in ``threads`` threads) and measured in the order of their bounds,
+    until the next bound passes the ``top``-th distance found.
     """
-    means = arrays.mean_lab
-    gap = means - means[reference]
-    mean_bound = np.sqrt((gap.astype(np.float64) ** 2).sum(axis=1))
-    if arrays.stored_mean_lab is not None:
-        mean_bound -= MEAN_SLACK
-    size = max(16 * top, LIKE_ROUND)
-    if size >= len(arrays):
-        everything = np.arange(len(arrays))
-        best = _nearest_of(arrays, reference, everything, mean_bound, [], top, threads)
-        return _ranked(arrays, best)
-    nearest = np.argpartition(mean_bound, size)
-    first, rest = nearest[:size], nearest[size:]
-    best = _nearest_of(arrays, reference, first, mean_bound[first], [], top, threads)
-    rest = rest[mean_bound[rest] <= best[-1][0] + BOUND_TOLERANCE]
-    rest = rest[np.argsort(mean_bound[rest], kind="stable")]
-    for start in range(0, len(rest), LIKE_ROUND):
-        rows = rest[start : start + LIKE_ROUND]
-        rows = rows[mean_bound[rows] <= best[-1][0] + BOUND_TOLERANCE]
-        if not len(rows):
-            break  # the bounds only grow from here
-        best = _nearest_of(arrays, reference, rows, mean_bound[rows], best, top, threads)
-    return _ranked(arrays, best)
+    cells = arrays.mean_cells
+    low = cells.distances(reference.mean) - MEAN_SLACK
+    order = np.argsort(low, kind="stable")
+    reach = np.cumsum(np.diff(cells.starts)[order])  # rows up to and including each cell
+    first = int(np.searchsorted(reach, max(16 * top, LIKE_ROUND))) + 1
+    best = _nearest_of(arrays, reference, cells.items(order[:first]), [], top, threads, beat)
+    rest = order[first:]
+    rest = rest[low[rest] <= _limit(best, top, beat)]
+    return _nearest_of(arrays, reference, cells.items(rest), best, top, threads, beat)
 
 
-def _ranked(arrays, best: list):
-    order = np.array([i for _, _, i in best], dtype=np.int64)
-    matching = [np.flatnonzero(arrays.share[i] > 0) for i in order]
-    return order, np.array([d for d, _, _ in best]), matching
+def _limit(best: list, top: int, beat: float) -> float:
+    """The largest bound a candidate may have and still count."""
+    return min(beat, best[-1][0] if len(best) == top else np.inf) + BOUND_TOLERANCE
 
 
-def _nearest_of(
-    arrays, reference: int, rows: np.ndarray, lower: np.ndarray, best: list, top: int, threads=1
-):
-    """``best`` (distance, image id, row), the ``top`` nearest so far, updated with ``rows``,
-    whose distances are at least ``lower``; bounds computed in ``threads`` threads."""
-    share, reference_lab = arrays.share, arrays.lab_of(reference)
-    bound = np.maximum(
-        lower, _in_threads(lambda part: _relaxed(arrays, part, reference), rows, threads)
+def _nearest_of(arrays, reference: Reference, rows, best: list, top: int, threads: int, beat):
+    """``best`` (distance, image id, row), the ``top`` nearest so far, updated with ``rows``:
+    bounded in ``threads`` threads, then measured in the order of their bounds while one can
+    still count."""
+    limit = _limit(best, top, beat)
+    bound = _in_threads(
+        functools.partial(_bounds, arrays, reference=reference, beat=limit), rows, threads
     )
-    order = np.argsort(bound)  # ties are settled in ``best``, by image id
+    kept = bound <= limit
+    rows, bound = rows[kept], bound[kept]
+    order = np.argsort(bound, kind="stable")  # ties are settled in ``best``, by image id
     rows, bound = rows[order], bound[order]
     batch = max(top, LIKE_BATCH)
     for start in range(0, len(rows), batch):
-        if len(best) == top and bound[start] > best[-1][0] + BOUND_TOLERANCE:
+        if bound[start] > _limit(best, top, beat):
             break  # no later candidate can come closer than the top ones
         chosen = rows[start : start + batch]
         distances = earth_movers_distances(
-            reference_lab, share[reference], arrays.lab_of(chosen), share[chosen]
+            reference.lab, reference.share, arrays.lab_of(chosen), arrays.share[chosen]
         )
         best += [(d, arrays.image_id[i], int(i)) for d, i in zip(distances, chosen, strict=True)]
         best.sort()
@@ -697,21 +378,95 @@ def _nearest_of(
     return best
 
 
-def _reference_row(ds: PaletteDataset, arrays: PaletteArrays, like: str, kind: str) -> int:
-    """The row of the image ``like`` names (image id or URI): found in the index's ids and
-    URIs when it has them, else through the ``images`` table."""
+def _ranked(arrays: PaletteArrays, best: list):
+    """``(rows, distances, matching)`` of a likeness ranking: every palette colour counts."""
+    rows = np.array([i for _, _, i in best], dtype=np.int64)
+    matching = [np.flatnonzero(arrays.share[i] > 0) for i in rows]
+    return rows, np.array([d for d, _, _ in best], dtype=np.float64), matching
+
+
+@dataclass(frozen=True)
+class _Query:
+    """What a shard is asked: colours (``colors``, ``weights``, ``radius``) or likeness to
+    ``reference``, the ``top`` results."""
+
+    top: int
+    colors: tuple[str, ...] | None = None
+    weights: tuple[float, ...] | None = None
+    radius: float = RADIUS
+    reference: Reference | None = None
+
+
+def _shard_results(arrays: PaletteArrays, asked: _Query, threads: int = 1, beat=np.inf):
+    """A shard's top results as :func:`search` returns them (``uri`` ``None`` where the arrays
+    hold none); likeness results only within ``beat``."""
+    matched = None
+    if asked.reference is None:
+        rows, score, matched, matching = color_ranking(
+            arrays, asked.colors, asked.weights, asked.top, asked.radius, threads
+        )
+    else:
+        best = _like_ranking(arrays, asked.reference, asked.top, threads, beat)
+        rows, score, matching = _ranked(arrays, best)
+    ids = [i.decode("ascii") for i in arrays.image_id[rows].tolist()]
     if arrays.uri is not None:
-        hits = np.flatnonzero(arrays.image_id == like.encode("ascii", "replace"))
-        if not len(hits):
-            named = pc.is_in(arrays.uri, pa.array([like, normalize_uri(like)]))
-            hits = np.flatnonzero(named.to_numpy(zero_copy_only=False))
-        if len(hits):
-            return int(hits[0])
-    (reference,) = ds.find_images([like])  # an unknown image is an UnknownImageError
-    where = np.flatnonzero(arrays.image_id == reference.encode("ascii"))
-    if not len(where):
+        uris = arrays.uri.take(pa.array(rows, pa.int64())).to_pylist()
+    else:
+        uris = [None] * len(ids)
+    result = pd.DataFrame({"image_id": ids, "uri": uris, "score": np.asarray(score, np.float64)})
+    if matched is not None:
+        result["matched"] = np.asarray(matched, dtype=np.int64)
+    # Positions in the arrays are palette ranks.
+    result["colors"] = [
+        rgb_to_hex(arrays.colors_rgb[arrays.color[row, ranks]]) if len(ranks) else []
+        for row, ranks in zip(rows, matching, strict=True)
+    ]
+    return result
+
+
+def _merged(parts: list[pd.DataFrame], top: int) -> pd.DataFrame:
+    """The ``top`` results of shards' results: ranked as one shard ranks its own."""
+    # Empty parts would turn the string columns to objects.
+    found = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
+    if "matched" in found:
+        by, ascending = ["matched", "score", "image_id"], [False, False, True]
+    else:
+        by, ascending = ["score", "image_id"], [True, True]
+    return (
+        found.sort_values(by, ascending=ascending, kind="stable").head(top).reset_index(drop=True)
+    )
+
+
+def _reference_keys(like: str) -> list[bytes]:
+    """The image ids ``like`` may name: itself, when it is one, and its URI's."""
+    keys = [image_id(like).encode("ascii")]
+    if re.fullmatch("[0-9a-f]{32}", like):
+        keys.insert(0, like.encode("ascii"))
+    return keys
+
+
+def _reference_in(shards, keys: list[bytes]) -> Reference | None:
+    """The palette of the first image of ``keys`` in ``shards`` (arrays, or shard folders
+    with their storage options), else ``None``."""
+    for shard in shards:
+        arrays = read_shard(*shard) if isinstance(shard, tuple) else shard
+        for key in keys:
+            rows = arrays.rows_of(key)
+            if len(rows):
+                return Reference.of(arrays, int(rows[0]))
+    return None
+
+
+def _find_reference(ds: PaletteDataset, kind: str, like: str, lookup: Callable) -> Reference:
+    """The palette of the image ``like`` names (image id or URI), looked up by
+    ``lookup(keys)`` in the shards; through the ``images`` table when not found so."""
+    found = lookup(_reference_keys(like))
+    if found is None:
+        (reference,) = ds.find_images([like])  # an unknown image is an UnknownImageError
+        found = lookup([reference.encode("ascii")])
+    if found is None:
         raise UsageError(f"{like} has no {kind} palette in {ds.path}")
-    return int(where[0])
+    return found
 
 
 def search(
@@ -724,6 +479,7 @@ def search(
     kind: str | None = None,
     radius: float = RADIUS,
     threads: int | None = None,
+    scheduler=None,
     storage_options: Mapping | None = None,
 ) -> pd.DataFrame:
     """Images of a dataset ranked by colour, or by likeness to one of its images.
@@ -745,8 +501,12 @@ def search(
     radius : float
         CIELAB distance at which a palette colour stops counting for a query colour.
     threads : int, optional
-        Threads scoring the candidates (default: one per core). The results are
-        the same whatever their number.
+        Threads searching a shard (default: one per core). The results are the
+        same whatever their number.
+    scheduler : str or distributed.Client, optional
+        Search the index's shards as tasks of this Dask cluster (its address, or
+        a client), each worker reading its shard from the dataset's storage;
+        needs a fresh index (``palette-dask index``). The results are the same.
     storage_options : dict, optional
         fsspec options of a dataset given by URL (see :func:`palette_dask.open_dataset`).
 
@@ -757,38 +517,80 @@ def search(
         ``like``: the Earth Mover's distance, lower is better), ``matched``
         (query colours held; colour queries only) and ``colors`` (the hex codes
         of the image's palette colours that matched).
+
+    Examples
+    --------
+    >>> search("out/sample", colors=["#1565a1", "#df8c18"], weights=[60, 40])  # doctest: +SKIP
+    >>> search("out/sample", like="data/samples/coffee.jpg", top=5)  # doctest: +SKIP
     """
     if (colors is None) == (like is None):
         raise UsageError("search by `colors` or by `like`, one of the two")
-    if threads is None:
-        threads = default_threads()
+    if colors is not None and not colors:
+        raise UsageError("give at least one colour")
+    threads = default_threads() if threads is None else threads
     check_int("threads", threads, 1)
+    check_int("top", top, 1)
     ds, kind = dataset_and_kind(dataset, kind, storage_options)
-    arrays = palette_arrays(ds, kind)
+    asked = _Query(top, None if colors is None else tuple(colors), None, radius)
     if colors is not None:
-        if not colors:
-            raise UsageError("give at least one colour")
-        order, score, matched, matching = color_ranking(
-            arrays, colors, weights, top, radius, threads
+        _color_query(colors, weights)  # bad colours and weights fail here, once
+        asked = dataclasses.replace(asked, weights=None if weights is None else tuple(weights))
+    if scheduler is None:
+        found = _search_here(ds, kind, asked, like, threads)
+    else:
+        found = _search_on_cluster(ds, kind, asked, like, scheduler)
+    missing = found["uri"].isna()
+    if missing.any():  # arrays built from the tables hold no URIs
+        uris = ds.uris(list(found["image_id"][missing]))
+        found["uri"] = pd.Series(
+            [uris.get(i, u) for i, u in zip(found["image_id"], found["uri"], strict=True)],
+            dtype=found["image_id"].dtype,
         )
-    else:
-        reference = _reference_row(ds, arrays, like, kind)
-        order, score, matching = _like_ranking(arrays, reference, top, threads)
-        matched = None
-    ids = [image_id.decode("ascii") for image_id in arrays.image_id[order].tolist()]
-    if arrays.uri is not None:
-        uris = arrays.uri.take(pa.array(order, pa.int64())).to_pylist()
-    else:
-        found = ds.uris(ids)
-        uris = [found[i] for i in ids]
-    result = pd.DataFrame(
-        {"image_id": ids, "uri": uris, "score": np.asarray(score, dtype=np.float64)}
-    )
-    if matched is not None:
-        result["matched"] = np.asarray(matched, dtype=np.int64)
-    # Positions in the arrays are palette ranks.
-    result["colors"] = [
-        rgb_to_hex(arrays.colors_rgb[arrays.color[row, ranks]]) if len(ranks) else []
-        for row, ranks in zip(order, matching, strict=True)
-    ]
-    return result
+    return found
+
+
+def _search_here(ds: PaletteDataset, kind: str, asked: _Query, like, threads: int):
+    """:func:`search` in this process: shard after shard, a likeness search beating the
+    distances found in the shards before."""
+    shards = palette_shards(ds, kind)
+    if like is not None:
+        reference = _find_reference(ds, kind, like, lambda keys: _reference_in(shards, keys))
+        asked = dataclasses.replace(asked, reference=reference)
+    parts, beat = [], np.inf
+    for shard in shards:
+        parts.append(_shard_results(shard, asked, threads, beat))
+        if like is not None:
+            scores = np.sort(np.concatenate([p["score"].to_numpy() for p in parts]))
+            beat = scores[asked.top - 1] if len(scores) >= asked.top else np.inf
+    return _merged(parts, asked.top)
+
+
+def _search_on_cluster(ds: PaletteDataset, kind: str, asked: _Query, like, scheduler):
+    """:func:`search` as one Dask task per shard of the index."""
+    from distributed import Client  # the compute stack, loaded by cluster searches only
+
+    folders = index_shards(ds, kind)
+    if folders is None:
+        raise UsageError(
+            f"searching on a cluster needs the index of {ds.path}: run `palette-dask index` first"
+        )
+    shards = [(folder, ds.storage_options) for folder in folders]
+    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+    try:
+        if like is not None:
+
+            def lookup(keys):
+                found = client.gather(client.map(_reference_in, [[s] for s in shards], keys=keys))
+                return next((r for r in found if r is not None), None)
+
+            asked = dataclasses.replace(asked, reference=_find_reference(ds, kind, like, lookup))
+        parts = client.gather(client.map(_search_shard, shards, asked=asked))
+    finally:
+        if client is not scheduler:
+            client.close()
+    return _merged(parts, asked.top)
+
+
+def _search_shard(shard: tuple[str, Mapping], asked: _Query) -> pd.DataFrame:
+    """One Dask task of a cluster search: a shard's results, read from its folder."""
+    return _shard_results(read_shard(*shard), asked)

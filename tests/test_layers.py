@@ -35,7 +35,16 @@ LAYERS = {
     },
     "dataset": {"spec", "tables", "state", "dataset"},
     "job": {"cluster", "forked_workers", "plan", "tasks", "pipeline", "compact"},
-    "explore": {"render", "query", "_transport", "stats", "report", "samples"},
+    "explore": {
+        "render",
+        "index",
+        "query",
+        "_color_loops",
+        "_transport",
+        "stats",
+        "report",
+        "samples",
+    },
     "cli": {"cli", "cli_options", "cli_dataset"},
 }
 ORDER = {"base": 0, "image": 1, "dataset": 2, "job": 3, "explore": 3, "cli": 4}
@@ -90,7 +99,8 @@ def loaded_by(module: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "module", ["palette_dask.dataset", "palette_dask.query", "palette_dask.cli"]
+    "module",
+    ["palette_dask.dataset", "palette_dask.index", "palette_dask.query", "palette_dask.cli"],
 )
 def test_reading_a_dataset_does_not_load_the_compute_stack(module):
     loaded = loaded_by(module)
