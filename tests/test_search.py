@@ -14,6 +14,7 @@ from PIL import Image
 from palette_dask import JobSpec, open_dataset, query, run_job
 from palette_dask import index as index_module
 from palette_dask.color import lab_to_rgb, rgb_to_hex
+from palette_dask.errors import UsageError
 from palette_dask.index import (
     COLOR_CELL,
     MEAN_CELL,
@@ -210,6 +211,8 @@ def test_indexing_a_grown_dataset_reads_only_the_new_files(client2, tmp_path, mo
     assert load_index(ds, "image") is None
     from_tables = search(ds, colors=["#28a03c"], top=10)
     assert names(from_tables)[0] == "green"
+    with pytest.raises(UsageError, match="run `palette-dask index` first"):
+        search(ds, colors=["#28a03c"], scheduler=client2)  # a cluster searches an index only
     read = []
     real_rows = index_module._palette_rows
     monkeypatch.setattr(
