@@ -1,4 +1,5 @@
-"""The commands that read a finished dataset: palettes, render, report, search, index, stats.
+"""The commands that read a finished dataset: palettes, render, report, search, index, stats,
+serve.
 
 Each parses its arguments, calls one function of the read side and prints.
 """
@@ -266,4 +267,46 @@ def stats(dataset, storage_options, n_colors, kind, plots):
         click.echo(f"wrote {path}", err=True)
 
 
-COMMANDS = (palettes, render, report, search, index, stats)
+@click.command(context_settings=CONTEXT)
+@dataset_argument
+@kind_option
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. 0.0.0.0 serves every network this machine is on: anyone "
+    "who reaches it can search the dataset and see its URIs and palettes (read only).",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Searches and pictures made at once  [default: one per core].",
+)
+def serve(dataset, storage_options, kind, host, port, threads):
+    """Serve the search of a finished DATASET: a JSON API and a web page.
+
+    The palettes are opened once (the index, when fresh: `palette-dask index`
+    first for large datasets); the service only reads the dataset. The page at
+    / picks colours with weights, finds images like a clicked one, and keeps
+    the query in its URL. The API answers GET /api/search?color=…&weight=…,
+    /api/like/ID, /api/images/ID (and its swatches.png and redrawn.png),
+    /api/stats and /healthz, in JSON; bad requests get a 4xx and a JSON error.
+
+    \b
+    Example:
+      palette-dask serve out/sample      # then open http://127.0.0.1:8000/
+      curl 'http://127.0.0.1:8000/api/search?color=%23c81e28&top=5'
+    """
+    from .serve import PaletteService
+    from .serve import serve as run_service
+
+    service = PaletteService(dataset, kind, threads=threads, storage_options=storage_options)
+
+    def ready(url: str) -> None:
+        click.echo(f"serving {service.images:,} {service.kind} palettes at {url}", err=True)
+
+    run_service(service, host, port, ready)
+
+
+COMMANDS = (palettes, render, report, search, index, stats, serve)

@@ -480,6 +480,7 @@ def search(
     radius: float = RADIUS,
     threads: int | None = None,
     scheduler=None,
+    shards: list[PaletteArrays] | None = None,
     storage_options: Mapping | None = None,
 ) -> pd.DataFrame:
     """Images of a dataset ranked by colour, or by likeness to one of its images.
@@ -507,6 +508,10 @@ def search(
         Search the index's shards as tasks of this Dask cluster (its address, or
         a client), each worker reading its shard from the dataset's storage;
         needs a fresh index (``palette-dask index``). The results are the same.
+    shards : list of PaletteArrays, optional
+        The dataset's palettes of ``kind`` as :func:`palette_dask.index.palette_shards`
+        gives them, opened once for many searches (a service's); default: opened
+        by this search.
     storage_options : dict, optional
         fsspec options of a dataset given by URL (see :func:`palette_dask.open_dataset`).
 
@@ -536,7 +541,7 @@ def search(
         _color_query(colors, weights)  # bad colours and weights fail here, once
         asked = dataclasses.replace(asked, weights=None if weights is None else tuple(weights))
     if scheduler is None:
-        found = _search_here(ds, kind, asked, like, threads)
+        found = _search_here(ds, kind, asked, like, threads, shards)
     else:
         found = _search_on_cluster(ds, kind, asked, like, scheduler)
     missing = found["uri"].isna()
@@ -549,10 +554,10 @@ def search(
     return found
 
 
-def _search_here(ds: PaletteDataset, kind: str, asked: _Query, like, threads: int):
+def _search_here(ds: PaletteDataset, kind: str, asked: _Query, like, threads: int, shards):
     """:func:`search` in this process: shard after shard, a likeness search beating the
     distances found in the shards before."""
-    shards = palette_shards(ds, kind)
+    shards = palette_shards(ds, kind) if shards is None else shards
     if like is not None:
         reference = _find_reference(ds, kind, like, lambda keys: _reference_in(shards, keys))
         asked = dataclasses.replace(asked, reference=reference)

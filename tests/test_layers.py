@@ -41,6 +41,7 @@ LAYERS = {
         "query",
         "_color_loops",
         "_transport",
+        "serve",
         "stats",
         "report",
         "samples",
