@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/corpus.py
 	$(BIN)/python benchmarks/search.py
+	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/remote.py
 	$(BIN)/python benchmarks/formats.py
 	$(BIN)/python benchmarks/containers.py

@@ -277,7 +277,13 @@ def stats(dataset, storage_options, n_colors, kind, plots):
     help="Address to listen on. 0.0.0.0 serves every network this machine is on: anyone "
     "who reaches it can search the dataset and see its URIs and palettes (read only).",
 )
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="Port to listen on (0: a free one, named when the service starts).",
+)
 @click.option(
     "--threads",
     type=click.IntRange(min=1),

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
+from .color import rgb_to_hex
 from .dataset import PaletteDataset, dataset_and_kind
 from .errors import UnknownImageError
 from .index import palette_shards
@@ -102,7 +103,8 @@ class PaletteService:
         return [{**row, "score": float(row["score"])} for row in found]
 
     def image(self, image_id: str) -> dict:
-        """One image's row of the ``images`` table and its stored palette."""
+        """One image's row of the ``images`` table and its palette of the served kind
+        (``hex``, ``share``; and ``corpus_index`` for corpus palettes)."""
         import pyarrow.compute as pc
 
         rows = (
@@ -115,33 +117,32 @@ class PaletteService:
         )
         if not rows:
             raise UnknownImageError(f"no image {image_id}")
-        found = {**rows[0], "kind": self.kind, "palette": []}
-        stored = self.dataset.stored_palettes([image_id], self.kind)
-        if stored:
-            found["palette"] = [
-                {"hex": "#{:02x}{:02x}{:02x}".format(*color), "share": float(share)}
-                for color, share in zip(stored[0].colors, stored[0].proportions, strict=True)
-            ]
-        if self.kind == "corpus" and stored:
-            found["corpus_shares"] = self._corpus_shares(image_id)
-        return found
+        return {**rows[0], "kind": self.kind, "palette": self._palette(image_id)}
 
-    def _corpus_shares(self, image_id: str) -> list[dict]:
-        """The image's share of each corpus colour it uses, by ``corpus_index``."""
-        import pyarrow.compute as pc
+    def _palette(self, image_id: str) -> list[dict]:
+        """The image's palette of the served kind from the opened arrays (none for an image
+        that failed): ``hex`` and ``share``, largest first, and the ``corpus_index`` of
+        each colour of a corpus palette."""
+        key = image_id.encode("ascii")
+        for shard in self.shards:
+            for row in shard.rows_of(key):
+                held = shard.share[row] > 0
+                codes = rgb_to_hex(shard.colors_rgb[shard.color[row][held]])
+                palette = [
+                    {"hex": code, "share": float(share)}
+                    for code, share in zip(codes, shard.share[row][held], strict=True)
+                ]
+                if self.kind == "corpus":
+                    for color in palette:
+                        color["corpus_index"] = self._corpus_index[color["hex"]]
+                return palette
+        return []
 
-        rows = (
-            self.dataset.arrow_dataset("palettes")
-            .to_table(
-                columns=["corpus_index", "hex", "proportion"],
-                filter=(pc.field("image_id") == image_id) & (pc.field("palette_kind") == "corpus"),
-            )
-            .to_pylist()
-        )
-        return [
-            {"corpus_index": r["corpus_index"], "hex": r["hex"], "share": float(r["proportion"])}
-            for r in rows
-        ]
+    @functools.cached_property
+    def _corpus_index(self) -> dict[str, int]:
+        """``hex -> corpus_index`` of the corpus palette."""
+        table = self.dataset.table("corpus_palette")
+        return dict(zip(table["hex"].to_pylist(), table["corpus_index"].to_pylist(), strict=True))
 
     @functools.lru_cache(maxsize=PICTURES_CACHED)  # noqa: B019 - one service per process
     def picture(self, image_id: str, which: str, size: int) -> bytes:

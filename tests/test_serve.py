@@ -3,6 +3,7 @@ many clients at once, and its page in a real browser."""
 
 import asyncio
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -10,13 +11,15 @@ import time
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import pytest
 import yarl
 from browser import Chromium, find_chromium
 from imagegen import blocks, encode
 from jobtools import invoke
+from PIL import Image
 
-from palette_dask import JobSpec, run_job
+from palette_dask import JobSpec, open_dataset, run_job
 
 BLUE, ORANGE, GREY = (21, 101, 161), (223, 140, 24), (128, 128, 128)
 WHITE, GREEN = (250, 250, 250), (40, 160, 60)
@@ -121,7 +124,13 @@ def test_image_details_and_pictures_are_render_s(served, tmp_path):
     details = api(url, f"/api/images/{first}")
     assert (details["image_id"], details["status"], details["kind"]) == (first, "ok", kind)
     assert details["width"] > 0 and abs(sum(c["share"] for c in details["palette"]) - 1) < 1e-3
-    assert ("corpus_shares" in details) == (kind == "corpus")
+    assert all(("corpus_index" in c) == (kind == "corpus") for c in details["palette"])
+    rows = open_dataset(str(out)).palettes.query("image_id == @first and palette_kind == @kind")
+    rows = rows.sort_values("rank")
+    assert [c["hex"] for c in details["palette"]] == rows["hex"].tolist()
+    assert [c["share"] for c in details["palette"]] == rows["proportion"].tolist()
+    if kind == "corpus":
+        assert [c["corpus_index"] for c in details["palette"]] == rows["corpus_index"].tolist()
     done = invoke("render", out, "--image", first, "--out", tmp_path, "--kind", kind)
     assert done.returncode == 0, done.stderr
     for which in ("swatches", "redrawn"):
@@ -242,3 +251,26 @@ def wait_for(page, condition: str, seconds: float = 30) -> None:
 def test_serve_help_says_what_0_0_0_0_exposes():
     done = invoke("serve", "--help")
     assert done.returncode == 0 and "0.0.0.0" in done.stdout and "read only" in done.stdout
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="no Chromium on this machine")
+@pytest.mark.parametrize("served", ["image"], indirect=True)
+def test_the_readme_screenshot_command_draws_the_page(served, tmp_path):
+    _, url, _ = served
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    command = "chromium --headless" + readme.split("chromium --headless", 1)[1].split("```")[0]
+    args = shlex.split(command.replace("\\\n", " "))
+    args[0] = find_chromium()
+    args = [
+        f"--user-data-dir={tmp_path / 'profile'}" if a.startswith("--user-data-dir=") else a
+        for a in args
+    ]
+    args = [
+        f"--screenshot={tmp_path / 'page.png'}" if a.startswith("--screenshot=") else a
+        for a in args
+    ]
+    args[-1] = args[-1].replace("http://127.0.0.1:8000/", url)
+    subprocess.run(args, capture_output=True, timeout=120, check=True)
+    shot = np.asarray(Image.open(tmp_path / "page.png").convert("RGB"))
+    assert shot.shape[:2] == (900, 1280)
+    assert len(np.unique(shot.reshape(-1, 3), axis=0)) > 200  # the pictures, not a blank page

@@ -45,7 +45,7 @@ function basename(uri) {
   return uri.split(/[\\/]/).filter(Boolean).pop() || uri;
 }
 
-function show(found, caption) {
+function show(found, caption, colorsAsked) {
   results.replaceChildren();
   for (const r of found) {
     const figure = document.createElement("figure");
@@ -62,7 +62,8 @@ function show(found, caption) {
     const text = document.createElement("figcaption");
     const score = document.createElement("span");
     score.className = "score";
-    score.textContent = ` ${caption} ${r.score.toFixed(3)}`;
+    const held = r.matched === undefined ? "" : ` · ${r.matched}/${colorsAsked} colours`;
+    score.textContent = `${caption} ${r.score.toFixed(3)}${held}`;
     text.append(basename(r.uri), score);
     const chips = document.createElement("div");
     chips.className = "chips";
@@ -100,7 +101,7 @@ async function run(query) {
   status.textContent = like
     ? `${body.results.length} images nearest ${like} (Earth Mover's distance)`
     : `${body.results.length} images holding these colours (score 0–1)`;
-  show(body.results, like ? "distance" : "score");
+  show(body.results, like ? "distance" : "score", query.getAll("color").length);
 }
 
 function go(query) {
