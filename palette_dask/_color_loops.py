@@ -62,7 +62,7 @@ def _rows_with(bits, level):
 
 
 @njit(**_JIT)
-def _coverage(rows, color, share, colors_lab, query_lab, radius):
+def _coverage(rows, color, share, colors_lab, color_family, query_lab, query_family, radius):
     n_queries = len(query_lab)
     out = np.zeros((len(rows), n_queries), np.float32)
     one, zero = np.float32(1), np.float32(0)
@@ -72,6 +72,10 @@ def _coverage(rows, color, share, colors_lab, query_lab, radius):
             weight = share[row, c]
             lab = colors_lab[color[row, c]]
             for query in range(n_queries):
+                if query_family[query] >= 0:  # a family: its colours count in full
+                    if color_family[color[row, c]] == query_family[query]:
+                        out[at, query] += weight
+                    continue
                 squared = zero
                 for axis in range(3):
                     step = lab[axis] - query_lab[query, axis]
@@ -86,18 +90,29 @@ def coverage_of(
     color: np.ndarray,
     share: np.ndarray,
     colors_lab: np.ndarray,
-    query_lab: np.ndarray,
+    query: tuple[np.ndarray, np.ndarray],
     radius: float,
+    color_family: np.ndarray | None = None,
 ) -> np.ndarray:
     """(len(rows), J) float32: the share of each palette ``rows`` credited to each query
-    colour ``query_lab`` (J, 3), credit falling linearly from 1 at distance 0 to 0 at
-    ``radius``; palettes given as ``color`` (N, K) rows of ``colors_lab`` and ``share``."""
+    colour, credit falling linearly from 1 at distance 0 to 0 at ``radius``; palettes given
+    as ``color`` (N, K) rows of ``colors_lab`` and ``share``.
+
+    ``query`` is ``(lab, family)``: (J, 3) CIELAB colours and (J,) family codes, -1 for
+    a colour; a query family credits in full the colours of that family
+    (``color_family``, one code per row of ``colors_lab``).
+    """
+    query_lab, query_family = query
+    if color_family is None:
+        color_family = np.zeros(1, np.uint8)  # never read: no query is a family
     return _coverage(
         np.asarray(rows, np.int64),
         color,
         share,
         colors_lab,
+        color_family,
         np.ascontiguousarray(query_lab, np.float32),
+        np.asarray(query_family, np.int64),
         np.float32(radius),
     )
 
@@ -143,7 +158,10 @@ def warm_up() -> None:
     color = np.zeros((1, 1), np.uint32)
     share = np.ones((1, 1), np.float32)
     colors_lab = np.zeros((1, 3), np.float32)
+    family = np.zeros(1, np.uint8)
     for writable in (True, False):
         for array in (color, share, colors_lab):
             array.setflags(write=writable)
-        coverage_of(np.zeros(1, np.int64), color, share, colors_lab, colors_lab, 1.0)
+        query = (colors_lab, np.full(1, -1))
+        coverage_of(np.zeros(1, np.int64), color, share, colors_lab, query, 1.0)
+        coverage_of(np.zeros(1, np.int64), color, share, colors_lab, query, 1.0, family)

@@ -193,12 +193,13 @@ def show(image, as_json, out, size, **options):
     click.echo(f"{image}: {len(palette.colors)} colours, mse_rgb {palette.mse_rgb:.1f}")
     if palette.sample.icc_profile:
         click.echo(f"  colours converted to sRGB from {palette.sample.icc_profile}")
+    if palette.background:
+        click.echo(f"  background {palette.background} left out")
     if palette.sample.warning:
         click.echo(f"warning: {palette.sample.warning}", err=True)
-    for hex_code, rgb, share in zip(
-        palette.hex, palette.colors.tolist(), palette.proportions, strict=True
-    ):
-        click.echo(f"  {swatch(rgb, 6)}{hex_code}  {share:6.1%}")
+    for color in palette.to_dict()["colors"]:
+        name = f"{color['name']} ({color['family']})"
+        click.echo(f"  {swatch(color['rgb'], 6)}{color['hex']}  {color['proportion']:6.1%}  {name}")
 
 
 @main.command(context_settings=CONTEXT)

@@ -125,7 +125,14 @@ def report(dataset, storage_options, out, limit, kind):
 
 @click.command(context_settings=CONTEXT)
 @dataset_argument
-@click.option("--color", "colors", multiple=True, help="Query colour as a hex code (repeatable).")
+@click.option(
+    "--color",
+    "colors",
+    multiple=True,
+    help="Query colour: a hex code, or a family (red, orange, yellow, green, teal, blue, "
+    "purple, pink, brown, grey, black, white) or CSS colour name, which means its family's "
+    "colours (repeatable).",
+)
 @click.option(
     "--weight",
     "weights",
@@ -171,6 +178,7 @@ def search(
       palette-dask search out/sample --color "#1565a1"
       palette-dask search s3://bucket/palettes --color "#1565a1"
       palette-dask search out/sample --color "#1565a1" --color "#df8c18" --weight 60 --weight 40
+      palette-dask search out/sample --color teal --color orange
       palette-dask search out/sample --like data/samples/coffee.jpg --top 5
       palette-dask search out/sample --color "#1565a1" --scheduler tcp://10.0.0.5:8786
     """
@@ -260,7 +268,12 @@ def stats(dataset, storage_options, n_colors, kind, plots):
     click.echo("dominant colours (share of the collection, images holding it):")
     for row in found.dominant.itertuples():
         click.echo(f"  {swatch(hex_to_rgb(row.hex), 2)}{row.hex}  {row.share:6.1%}  {row.images:,}")
-    series = {"lightness": found.lightness, "chroma": found.chroma, "hue": found.hue}
+    series = {
+        "lightness": found.lightness,
+        "chroma": found.chroma,
+        "hue": found.hue,
+        "families": found.families,
+    }
     for name, values in series.items():
         click.echo(f"{name}: " + "  ".join(f"{b} {v:.0%}" for b, v in values.items()))
     for path in write_charts(found, plots) if plots else []:

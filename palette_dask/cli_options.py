@@ -84,6 +84,18 @@ CLUSTERING_FLAGS = (
     ("--random-state", int, "Seed; same seed, same palettes."),
     ("--max-pixels", int, "Resize each image to at most this many pixels."),
     ("--alpha-threshold", int, "Leave out pixels with alpha below this (0-255)."),
+    (
+        "--ignore-background",
+        bool,
+        "Leave out the background: the colour covering half the image's border or more, "
+        "where it reaches the border (product shots, logos, scans).",
+    ),
+    (
+        "--min-delta-e",
+        float,
+        "Merge an image's palette colours closer than this CIELAB distance (0: off); a "
+        "palette may then have fewer than k colours.",
+    ),
 )
 
 
@@ -94,6 +106,9 @@ def _flags(declared, defaults):
     def add(command):
         for flag, kind, text in reversed(declared):
             default = getattr(defaults, flag.lstrip("-").replace("-", "_"))
+            if kind is bool:  # a switch, off unless given (a job spec may turn it on)
+                command = click.option(flag, is_flag=True, default=None, help=text)(command)
+                continue
             if default is not None:
                 text += f" [default: {f'{default:g}' if isinstance(default, float) else default}]"
             command = click.option(flag, type=kind, help=text)(command)

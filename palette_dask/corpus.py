@@ -27,7 +27,7 @@ import numpy as np
 from .color import pack_rgb, rgb_to_space, space_to_rgb, unpack_rgb
 from .imaging import Sample
 from .kmeans import DaskKMeans, nearest_center
-from .palette import Palette, PaletteOptions, opaque_pixels, ranked_palette
+from .palette import Palette, PaletteOptions, clustered_pixels, ranked_palette
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -110,7 +110,7 @@ def fit_sample(sample: Sample, image_id: str, options: PaletteOptions, *, size: 
     >>> len(fit_sample(s, "0" * 32, PaletteOptions(), size=30))
     30
     """
-    pixels, _ = opaque_pixels(sample, options.alpha_threshold)
+    pixels, _, _ = clustered_pixels(sample, options)
     rng = _image_seed(image_id, options.random_state)
     take = min(size, len(pixels))
     chosen = np.sort(rng.choice(len(pixels), size=take, replace=False))
@@ -197,7 +197,7 @@ def assign_to_corpus(sample: Sample, corpus: CorpusPalette, options: PaletteOpti
     colour space). The result is a :class:`Palette` of the corpus colours the
     image uses, largest share first, with ``corpus_index`` naming each one.
     """
-    pixels, opaque = opaque_pixels(sample, options.alpha_threshold)
+    pixels, included, background = clustered_pixels(sample, options)
     keys, inverse = np.unique(pack_rgb(pixels), return_inverse=True)
     distinct_labels, _ = nearest_center(
         rgb_to_space(unpack_rgb(keys), options.color_space), corpus.centers
@@ -207,9 +207,10 @@ def assign_to_corpus(sample: Sample, corpus: CorpusPalette, options: PaletteOpti
         sample,
         options,
         pixels=pixels,
-        opaque=opaque,
+        opaque=included,
         colors=corpus.colors,
         color_of_pixel=distinct_labels[inverse],
         tie_keys=np.arange(n_colors),
         corpus_index=np.arange(n_colors, dtype=np.int16),
+        background=background,
     )

@@ -39,6 +39,7 @@ from ._checks import check_int
 from .color import pack_rgb
 from .dataset import PaletteDataset, dataset_and_kind
 from .errors import UnknownImageError
+from .names import family_codes
 from .options import SHARD_IMAGES
 from .storage import AtomicFile, filesystem, fresh, join, write_atomic
 from .tables import INDEX_FOLDER, SCHEMAS, file_span, visible_files
@@ -221,6 +222,15 @@ class PaletteArrays:
         share = self.share.astype(np.float64)
         total = share.sum(axis=1, keepdims=True)
         return np.einsum("nk,nkc->nc", share / np.where(total > 0, total, 1), self.lab)
+
+    @functools.cached_property
+    def color_family(self) -> np.ndarray:
+        """(D,) uint8: each distinct colour's family (see :mod:`palette_dask.names`)."""
+        if self.colors_rgb is not None:
+            return family_codes(self.colors_rgb)
+        from .color import lab_to_rgb
+
+        return family_codes(lab_to_rgb(self.colors_lab))
 
     def rows_of(self, image_id: bytes) -> np.ndarray:
         """The rows of the image ``image_id`` (none or one), through :attr:`id_order`."""

@@ -21,6 +21,10 @@ MAX_K = 254
 # The label of pixels left out of clustering (alpha below the threshold) in
 # label images; palettes have at most MAX_K colours, so it is never an index.
 TRANSPARENT_LABEL = 255
+# ignore_background: a border colour is the background when the border pixels
+# within this CIELAB distance of it are at least this share of the border.
+BACKGROUND_DELTA_E = 10.0
+BACKGROUND_BORDER_SHARE = 0.5
 # Images per shard of a search index: what one thread (or one Dask task) searches.
 SHARD_IMAGES = 4_000_000
 
@@ -50,6 +54,8 @@ class PaletteOptions:
     random_state: int = 0
     max_image_pixels: int = 250_000_000
     max_file_bytes: int = 256 * 2**20
+    ignore_background: bool = False
+    min_delta_e: float = 0.0
 
     def __post_init__(self):
         check_int("k", self.k, 1, MAX_K)
@@ -64,6 +70,18 @@ class PaletteOptions:
         check_int("random_state", self.random_state, 0, 2**32 - 1)
         check_int("max_image_pixels", self.max_image_pixels, 1)
         check_int("max_file_bytes", self.max_file_bytes, 1)
+        if not isinstance(self.ignore_background, bool):
+            raise UsageError(
+                f"`ignore_background` must be true or false, got {self.ignore_background!r}"
+            )
+        if (
+            isinstance(self.min_delta_e, bool)
+            or not isinstance(self.min_delta_e, (int, float))
+            or not 0 <= self.min_delta_e < 1000
+        ):
+            raise UsageError(
+                f"`min_delta_e` must be a number from 0 to 1000, got {self.min_delta_e!r}"
+            )
 
 
 @dataclass(frozen=True)

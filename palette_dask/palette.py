@@ -16,7 +16,9 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from ._loops import squared_error_sum
+from .background import border_background
 from .color import (
+    lab_to_rgb,
     pack_rgb,
     rgb_to_hex,
     rgb_to_lab,
@@ -27,7 +29,15 @@ from .color import (
 from .errors import UsageTypeError
 from .imaging import ImageError, Sample, array_to_sample, decode_sample
 from .kmeans import dask_ml_centers, histogram_kmeans, nearest_center, weighted_kmeans
-from .options import COLOR_SPACES, TRANSPARENT_LABEL, PaletteOptions, ReadOptions
+from .names import color_families, color_names
+from .options import (
+    BACKGROUND_BORDER_SHARE,
+    BACKGROUND_DELTA_E,
+    COLOR_SPACES,
+    TRANSPARENT_LABEL,
+    PaletteOptions,
+    ReadOptions,
+)
 from .reads import read_bytes
 
 
@@ -62,7 +72,7 @@ class Palette:
         Clustered pixels per colour.
     labels : (h, w) uint8 ndarray
         Palette index of every sample pixel, 255 where the pixel was left out
-        (alpha below the threshold).
+        (alpha below the threshold, or background with ``ignore_background``).
     color_space : str
         Space the clustering ran in.
     mse_rgb : float
@@ -73,6 +83,9 @@ class Palette:
     corpus_index : (n,) int16 ndarray or None
         For an image described over a corpus palette, the corpus colour of
         each entry; ``None`` for the image's own palette.
+    background : str or None
+        The background colour left out of clustering (``ignore_background``),
+        as a hex code; ``None`` when none was.
     """
 
     colors: np.ndarray
@@ -83,6 +96,7 @@ class Palette:
     mse_rgb: float
     sample: Sample
     corpus_index: np.ndarray | None = None
+    background: str | None = None
 
     @property
     def hex(self) -> list[str]:
@@ -106,12 +120,28 @@ class Palette:
     def to_dict(self) -> dict:
         """The palette as plain values (``palette-dask show --json``): each colour's hex
         code, RGB, share and pixel count, the error, and where its colours came from."""
-        colors = zip(self.hex, self.colors.tolist(), self.proportions, self.counts, strict=True)
+        colors = zip(
+            self.hex,
+            color_names(self.colors),
+            color_families(self.colors),
+            self.colors.tolist(),
+            self.proportions,
+            self.counts,
+            strict=True,
+        )
         return {
             "colors": [
-                {"hex": h, "rgb": rgb, "proportion": round(float(p), 6), "pixel_count": int(n)}
-                for h, rgb, p, n in colors
+                {
+                    "hex": h,
+                    "name": name,
+                    "family": family,
+                    "rgb": rgb,
+                    "proportion": round(float(p), 6),
+                    "pixel_count": int(n),
+                }
+                for h, name, family, rgb, p, n in colors
             ],
+            "background": self.background,
             "mse_rgb": self.mse_rgb,
             "icc_profile": self.sample.icc_profile,
             "warning": self.sample.warning,
@@ -133,6 +163,8 @@ def extract_palette(
     random_state: int = PaletteOptions.random_state,
     max_image_pixels: int = PaletteOptions.max_image_pixels,
     max_file_bytes: int = PaletteOptions.max_file_bytes,
+    ignore_background: bool = PaletteOptions.ignore_background,
+    min_delta_e: float = PaletteOptions.min_delta_e,
 ) -> Palette:
     """Extract the ``k``-colour palette of one image, without Dask.
 
@@ -156,6 +188,16 @@ def extract_palette(
         Refuse images declaring more pixels than this, before decoding.
     max_file_bytes : int
         Refuse files larger than this, before reading them.
+    ignore_background : bool
+        Leave the background out of clustering, as transparent pixels are: the
+        colour covering at least half of the border pixels (within ΔE 10), where
+        it reaches the border (see :mod:`palette_dask.background`). Its colour is
+        the palette's ``background``; an image with a busy border is unchanged.
+    min_delta_e : float
+        After clustering, merge palette colours closer than this CIELAB ΔE
+        (1976), the closest pair first, into their share-weighted mean colour:
+        a palette may then have fewer than ``k`` colours. 0 (the default) merges
+        none.
 
     Returns
     -------
@@ -181,6 +223,8 @@ def extract_palette(
         random_state=random_state,
         max_image_pixels=max_image_pixels,
         max_file_bytes=max_file_bytes,
+        ignore_background=ignore_background,
+        min_delta_e=min_delta_e,
     )
     sample = load_sample(image, options)
     with single_threaded():
@@ -236,17 +280,22 @@ def palette_from_sample(sample: Sample, options: PaletteOptions) -> Palette:
     colour value) so the result is fully deterministic.
     """
     k, color_space, engine = options.k, options.color_space, options.engine
-    alpha_threshold, random_state = options.alpha_threshold, options.random_state
-    pixels, opaque = opaque_pixels(sample, alpha_threshold)
+    pixels, included, background = clustered_pixels(sample, options)
 
     found = None
     if engine == "histogram":
-        found = histogram_kmeans(pixels, k=k, color_space=color_space, random_state=random_state)
+        found = histogram_kmeans(
+            pixels, k=k, color_space=color_space, random_state=options.random_state
+        )
     if found is not None:
         centers, cluster_of_pixel = found
         centers_rgb = space_to_rgb(centers, color_space)
     else:
         centers_rgb, cluster_of_pixel = _cluster_distinct(pixels, options)
+    if options.min_delta_e > 0:
+        centers_rgb, cluster_of_pixel = merge_near_colors(
+            centers_rgb, cluster_of_pixel, options.min_delta_e
+        )
 
     # Merge clusters that land on the same 8-bit colour.
     center_keys, cluster_to_color = np.unique(pack_rgb(centers_rgb), return_inverse=True)
@@ -254,11 +303,52 @@ def palette_from_sample(sample: Sample, options: PaletteOptions) -> Palette:
         sample,
         options,
         pixels=pixels,
-        opaque=opaque,
+        opaque=included,
         colors=unpack_rgb(center_keys),
         color_of_pixel=cluster_to_color[cluster_of_pixel],
         tie_keys=center_keys,
+        background=background,
     )
+
+
+def merge_near_colors(
+    colors: np.ndarray, color_of_pixel: np.ndarray, min_delta_e: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge the colours (n, 3) uint8 closer than ``min_delta_e`` in CIELAB, the closest
+    pair first (ties: the lowest indexes), each pair into its pixel-weighted mean colour,
+    until no two are that close; returns the colours left and each pixel's colour.
+
+    Examples
+    --------
+    >>> colors = np.array([[200, 30, 40], [203, 33, 42], [20, 90, 200]], np.uint8)
+    >>> merged, of_pixel = merge_near_colors(colors, np.array([0, 0, 1, 2]), 8.0)
+    >>> merged.tolist(), of_pixel.tolist()
+    ([[201, 31, 41], [20, 90, 200]], [0, 0, 0, 1])
+    """
+    counts = np.bincount(color_of_pixel, minlength=len(colors)).astype(np.float64)
+    used = np.flatnonzero(counts)
+    lab = rgb_to_lab(colors[used]).astype(np.float64)
+    weight = counts[used]
+    group = np.arange(len(used))  # each used colour's merged colour
+    alive = np.ones(len(used), bool)
+    while alive.sum() > 1:
+        live = np.flatnonzero(alive)
+        squared = ((lab[live, None] - lab[None, live]) ** 2).sum(axis=2)
+        squared[np.tril_indices(len(live))] = np.inf
+        i, j = np.unravel_index(np.argmin(squared), squared.shape)
+        if squared[i, j] >= min_delta_e**2:
+            break
+        keep, gone = live[i], live[j]
+        total = weight[keep] + weight[gone]
+        lab[keep] = (lab[keep] * weight[keep] + lab[gone] * weight[gone]) / total
+        weight[keep], alive[gone] = total, False
+        group[group == gone] = keep
+    live = np.flatnonzero(alive)
+    renumber = np.zeros(len(used), np.int64)
+    renumber[live] = np.arange(len(live))
+    of_color = np.zeros(len(colors), np.int64)
+    of_color[used] = renumber[group]
+    return lab_to_rgb(lab[live]), of_color[color_of_pixel]
 
 
 def _cluster_distinct(pixels: np.ndarray, options: PaletteOptions):
@@ -293,6 +383,7 @@ def ranked_palette(
     color_of_pixel: np.ndarray,
     tie_keys: np.ndarray,
     corpus_index: np.ndarray | None = None,
+    background: str | None = None,
 ) -> Palette:
     """The :class:`Palette` of pixels assigned to candidate colours.
 
@@ -317,6 +408,7 @@ def ranked_palette(
         mse_rgb=squared_error / (3 * len(pixels)),
         sample=sample,
         corpus_index=None if corpus_index is None else corpus_index[used],
+        background=background,
     )
 
 
@@ -342,6 +434,34 @@ def opaque_pixels(sample: Sample, alpha_threshold: int) -> tuple[np.ndarray, np.
             format=sample.format,
         )
     return pixels, opaque
+
+
+def clustered_pixels(
+    sample: Sample, options: PaletteOptions
+) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """The sample's pixels that take part in clustering, the flat mask that picked them
+    (``None``: all), and the hex code of the background left out (``None``: none).
+
+    Opaque pixels (see :func:`opaque_pixels`), less the background with
+    ``options.ignore_background`` (see :mod:`palette_dask.background`), unless
+    it would leave less than 1 % of them.
+    """
+    pixels, opaque = opaque_pixels(sample, options.alpha_threshold)
+    if not options.ignore_background:
+        return pixels, opaque, None
+    height, width = sample.shape
+    found = border_background(
+        sample.rgb,
+        None if opaque is None else opaque.reshape(height, width),
+        BACKGROUND_DELTA_E,
+        BACKGROUND_BORDER_SHARE,
+    )
+    if found is None:
+        return pixels, opaque, None
+    included = ~found.mask.reshape(-1) if opaque is None else opaque & ~found.mask.reshape(-1)
+    if included.sum() < 0.01 * len(pixels):
+        return pixels, opaque, None  # all but nothing is background: keep the image whole
+    return sample.rgb.reshape(-1, 3)[included], included, found.hex
 
 
 def full_labels(ranks: np.ndarray, opaque: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:

@@ -57,6 +57,7 @@ from .color import hex_to_rgb, rgb_to_hex, rgb_to_lab
 from .dataset import PaletteDataset, dataset_and_kind
 from .errors import UsageError
 from .index import FIXED_SCALE, PaletteArrays, index_shards, palette_shards, read_shard
+from .names import family_of_name
 from .sources import image_id
 
 RADIUS = 25.0
@@ -88,17 +89,21 @@ def coverage(arrays: PaletteArrays, query_lab: np.ndarray, radius: float = RADIU
     >>> print(coverage(arrays, np.array([[50.0, 0, 0], [60, 0, 0]]), radius=20).round(3))
     [[0.7  0.35]]
     """
-    return _coverage(arrays, np.arange(len(arrays)), np.asarray(query_lab, np.float32), radius)
+    query_lab = np.asarray(query_lab, np.float32)
+    return _coverage(
+        arrays, np.arange(len(arrays)), (query_lab, np.full(len(query_lab), -1)), radius
+    )
 
 
-def _coverage(arrays: PaletteArrays, rows: np.ndarray, query_lab, radius) -> np.ndarray:
+def _coverage(arrays: PaletteArrays, rows: np.ndarray, query, radius) -> np.ndarray:
     """:func:`coverage` of ``rows``, by a compiled loop: each row alone, summed over its
     palette's colours in order, so that a palette's coverage is the same to the bit
     whichever rows are scored with it (a search over candidates ranks as a scan of all
     rows)."""
     from ._color_loops import coverage_of  # numba, loaded by colour queries only
 
-    return coverage_of(rows, arrays.color, arrays.share, arrays.colors_lab, query_lab, radius)
+    families = arrays.color_family if (query[1] >= 0).any() else None
+    return coverage_of(rows, arrays.color, arrays.share, arrays.colors_lab, query, radius, families)
 
 
 def _credit(lab, query_lab, radius) -> np.ndarray:
@@ -131,7 +136,7 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def _candidate_levels(arrays: PaletteArrays, query_lab, radius) -> Iterator[tuple[int, np.ndarray]]:
+def _candidate_levels(arrays: PaletteArrays, query, radius) -> Iterator[tuple[int, np.ndarray]]:
     """``(level, rows)``: the rows that may hold ``level`` query colours or more, level by
     level from all of them down to one.
 
@@ -145,9 +150,14 @@ def _candidate_levels(arrays: PaletteArrays, query_lab, radius) -> Iterator[tupl
         return
     from ._color_loops import near_bits, rows_with  # numba, loaded by searches over postings
 
-    near = [_colors_near(arrays, color, radius) for color in query_lab]
+    near = [
+        np.flatnonzero(arrays.color_family == family)
+        if family >= 0
+        else _colors_near(arrays, color, radius)
+        for color, family in zip(*query, strict=True)
+    ]
     bits = near_bits(arrays.postings, near, len(arrays))
-    for level in range(len(query_lab), 0, -1):
+    for level in range(len(query[0]), 0, -1):
         yield level, rows_with(bits, level)
 
 
@@ -238,11 +248,9 @@ def color_ranking(
     how many query colours each holds, and the ranks of their palette colours
     that count for the query.
     """
-    query_lab, weights = _color_query(colors, weights)
-    for level, rows in _candidate_levels(arrays, query_lab, radius):
-        covered = _in_threads(
-            lambda part: _coverage(arrays, part, query_lab, radius), rows, threads
-        )
+    query, weights = _color_query(colors, weights)
+    for level, rows in _candidate_levels(arrays, query, radius):
+        covered = _in_threads(lambda part: _coverage(arrays, part, query, radius), rows, threads)
         score = np.minimum(covered, weights).sum(axis=1)
         matched = (covered >= PRESENT_SHARE).sum(axis=1)
         # Rows holding fewer query colours rank below these: they can wait.
@@ -258,21 +266,40 @@ def color_ranking(
     matching = []
     for i in rows[ranked]:
         # The image's palette colours that counted towards some query colour.
-        credited = (_credit(arrays.lab_of(i), query_lab, radius) > 0).any(axis=1)
+        credited = _credited(arrays, i, query, radius)
         matching.append(np.flatnonzero(credited & (arrays.share[i] > 0)))
     return rows[ranked], score[ranked], matched[ranked], matching
 
 
-def _color_query(colors, weights) -> tuple[np.ndarray, np.ndarray]:
-    """The query colours in CIELAB (J, 3) float32 and their weights, summing to 1."""
-    codes = [c if c.startswith("#") else f"#{c}" for c in colors]
-    rgb = np.stack([hex_to_rgb(code) for code in codes]).astype(np.uint8)
+def _color_query(colors, weights) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """``((lab, family), weights)``: the query colours in CIELAB (J, 3) float32 and their
+    family codes (J,) (-1 for a hex code; a family or CSS name gives its family, see
+    :mod:`palette_dask.names`), and their weights, summing to 1."""
+    lab = np.zeros((len(colors), 3), np.float32)
+    family = np.full(len(colors), -1, np.int64)
+    for at, color in enumerate(colors):
+        named = family_of_name(color)
+        if named is not None:
+            family[at] = named
+        else:
+            code = color if color.startswith("#") else f"#{color}"
+            lab[at] = rgb_to_lab(hex_to_rgb(code)[None].astype(np.uint8))[0]
     if weights is None:
-        return rgb_to_lab(rgb).astype(np.float32), np.full(len(codes), 1.0 / len(codes))
+        return (lab, family), np.full(len(colors), 1.0 / len(colors))
     weights = np.asarray(weights, dtype=np.float64)
-    if len(weights) != len(codes) or (weights <= 0).any():
+    if len(weights) != len(colors) or (weights <= 0).any():
         raise UsageError("give one positive weight per colour, or none")
-    return rgb_to_lab(rgb).astype(np.float32), weights / weights.sum()
+    return (lab, family), weights / weights.sum()
+
+
+def _credited(arrays: PaletteArrays, row: int, query, radius) -> np.ndarray:
+    """(K,) bool: the palette colours of ``row`` that some query colour credits."""
+    query_lab, query_family = query
+    by_color = _credit(arrays.lab_of(row), query_lab, radius) > 0
+    if (query_family >= 0).any():
+        of_family = arrays.color_family[arrays.color[row]][:, None] == query_family
+        by_color = np.where(query_family >= 0, of_family, by_color)
+    return by_color.any(axis=1)
 
 
 def relaxed_distance(arrays: PaletteArrays, reference: int) -> np.ndarray:

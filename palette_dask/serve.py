@@ -32,6 +32,7 @@ from .color import rgb_to_hex
 from .dataset import PaletteDataset, dataset_and_kind
 from .errors import UnknownImageError
 from .index import palette_shards
+from .names import family_of_name
 from .query import RADIUS, default_threads, search
 from .render import display_size, png_bytes, redraw, swatches
 
@@ -175,7 +176,7 @@ class PaletteService:
             ],
             **{
                 name: {str(k): float(v) for k, v in getattr(found, name).items()}
-                for name in ("lightness", "chroma", "hue")
+                for name in ("lightness", "chroma", "hue", "families")
             },
         }
 
@@ -211,8 +212,11 @@ def _colors(request: web.Request) -> tuple[list[str], list[float] | None]:
     if len(colors) > MAX_COLORS:
         raise BadRequest(f"give at most {MAX_COLORS} colours")
     for color in colors:
-        if not _HEX.fullmatch(color):
-            raise BadRequest(f"`color` must be a hex code such as #c81e28, got {color[:40]!r}")
+        if not _HEX.fullmatch(color) and family_of_name(color[:40]) is None:
+            raise BadRequest(
+                f"`color` must be a hex code such as #c81e28, or a colour family or CSS name "
+                f"such as teal, got {color[:40]!r}"
+            )
     texts = request.query.getall("weight", [])
     if not texts:
         return colors, None

@@ -56,6 +56,11 @@ class JobSpec:
         Images declaring more pixels are refused before decoding.
     max_file_bytes : int
         Files larger than this are refused before reading.
+    ignore_background : bool
+        Leave the image's background (the colour covering its border, where it
+        reaches the border) out of clustering; see :func:`palette_dask.extract_palette`.
+    min_delta_e : float
+        Merge an image's own palette colours closer than this CIELAB ΔE (0: off).
     mode : {"image", "corpus", "both"}
         ``image``: each image's own palette. ``corpus``: one palette shared by
         the whole corpus (fitted with dask-ml), every image described over it.
@@ -140,6 +145,8 @@ class JobSpec:
     alpha_threshold: int = PaletteOptions.alpha_threshold
     max_image_pixels: int = PaletteOptions.max_image_pixels
     max_file_bytes: int = PaletteOptions.max_file_bytes
+    ignore_background: bool = PaletteOptions.ignore_background
+    min_delta_e: float = PaletteOptions.min_delta_e
     mode: str = "image"
     corpus_k: int = 16
     sample_per_image: int = 2_000

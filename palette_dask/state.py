@@ -50,6 +50,8 @@ RESULT_OPTIONS = (
     "random_state",
     "max_pixels",
     "alpha_threshold",
+    "ignore_background",
+    "min_delta_e",
     "mode",
     "corpus_k",
     "sample_per_image",

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from .color import lab_to_rgb, rgb_to_hex
 from .dataset import PaletteDataset, dataset_and_kind
+from .names import FAMILIES
 
 MERGE_DISTANCE = 10.0
 # Hue is left out below this chroma: greys have none worth counting.
@@ -41,6 +42,9 @@ class CollectionStats:
     lightness, chroma, hue : pandas.Series
         Share of the collection per bin (CIELAB L*, C*ab, h in degrees; hue
         over colours of chroma at least ``MIN_CHROMA``, as a share of those).
+    families : pandas.Series
+        Share of the collection per colour family (see :mod:`palette_dask.names`),
+        in the order of :data:`~palette_dask.names.FAMILIES`.
     """
 
     images: int
@@ -51,6 +55,7 @@ class CollectionStats:
     lightness: pd.Series
     chroma: pd.Series
     hue: pd.Series
+    families: pd.Series
 
 
 def error_kind(message: str) -> str:
@@ -118,7 +123,7 @@ def collection_stats(
     palettes = (
         ds.arrow_dataset("palettes")
         .to_table(
-            columns=["image_id", "hex", "lab_l", "lab_a", "lab_b", "proportion"],
+            columns=["image_id", "hex", "family", "lab_l", "lab_a", "lab_b", "proportion"],
             filter=pc.field("palette_kind") == kind,
         )
         .to_pandas()
@@ -156,6 +161,7 @@ def collection_stats(
         lightness=_histogram(palettes.lab_l, palettes.weight, LIGHTNESS_BINS),
         chroma=_histogram(chroma, palettes.weight, CHROMA_BINS),
         hue=_histogram(hue[colored], palettes.weight[colored], HUE_BINS),
+        families=palettes.groupby("family").weight.sum().reindex(FAMILIES, fill_value=0.0),
     )
 
 

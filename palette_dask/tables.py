@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .color import rgb_to_hex, rgb_to_lab
+from .color import pack_rgb, rgb_to_hex, rgb_to_lab
+from .names import color_families, color_names
 from .options import TRANSPARENT_LABEL, PaletteOptions
 from .storage import AtomicFile, filesystem, fresh, join, read_parquet_rows, write_atomic
 
@@ -43,6 +44,8 @@ IMAGES_SCHEMA = pa.schema(
         pa.field("error", pa.string()),
         pa.field("icc_profile", pa.string()),
         pa.field("warning", pa.string()),
+        # The background colour left out of clustering (``ignore_background``), if any.
+        pa.field("background", pa.string()),
         pa.field("k", pa.int16(), nullable=False),
         pa.field("color_space", pa.string(), nullable=False),
         pa.field("engine", pa.string(), nullable=False),
@@ -57,6 +60,9 @@ _COLOR_FIELDS = [
     pa.field("g", pa.uint8(), nullable=False),
     pa.field("b", pa.uint8(), nullable=False),
     pa.field("hex", pa.string(), nullable=False),
+    # The nearest CSS named colour, and the colour's family (see palette_dask.names).
+    pa.field("name", pa.string(), nullable=False),
+    pa.field("family", pa.string(), nullable=False),
     pa.field("lab_l", pa.float32(), nullable=False),
     pa.field("lab_a", pa.float32(), nullable=False),
     pa.field("lab_b", pa.float32(), nullable=False),
@@ -314,9 +320,11 @@ class TableBuilder:
         palette: Palette | None = None,
         error: str | None = None,
         format: str | None = None,
+        background: str | None = None,
         elapsed_ms: float,
     ) -> None:
-        """Add one image's ``images`` row: its sample (and own palette, if any), or its error."""
+        """Add one image's ``images`` row: its sample (and own palette, if any) and the
+        background left out of clustering, or its error."""
         row = dict.fromkeys(IMAGES_SCHEMA.names)
         row.update(
             self._options,
@@ -339,6 +347,7 @@ class TableBuilder:
                 n_pixels=n_pixels,
                 icc_profile=sample.icc_profile,
                 warning=sample.warning,
+                background=background,
             )
         if palette is not None:
             row["mse_rgb"] = palette.mse_rgb
@@ -419,11 +428,17 @@ def sample_from_row(row: dict) -> Sample:
 def color_columns(colors: np.ndarray, proportions, pixel_counts) -> dict[str, pa.Array]:
     """The colour and share columns shared by ``palettes`` and ``corpus_palette``."""
     lab = rgb_to_lab(colors)
+    # Named once per distinct colour: palettes repeat colours.
+    distinct, first, inverse = np.unique(pack_rgb(colors), return_index=True, return_inverse=True)
+    names = np.array(color_names(colors[first]), object)[inverse] if len(distinct) else []
+    families = np.array(color_families(colors[first]), object)[inverse] if len(distinct) else []
     return {
         "r": pa.array(colors[:, 0]),
         "g": pa.array(colors[:, 1]),
         "b": pa.array(colors[:, 2]),
         "hex": pa.array(rgb_to_hex(colors), pa.string()),
+        "name": pa.array(names, pa.string()),
+        "family": pa.array(families, pa.string()),
         "lab_l": pa.array(lab[:, 0]),
         "lab_a": pa.array(lab[:, 1]),
         "lab_b": pa.array(lab[:, 2]),

@@ -42,7 +42,7 @@ from .corpus import (
     merge_fit_samples,
 )
 from .imaging import ImageError, Sample
-from .palette import load_sample, opaque_pixels, palette_from_sample, single_threaded
+from .palette import clustered_pixels, load_sample, palette_from_sample, single_threaded
 from .reads import Reads, read_many, read_tar_shard
 from .sources import image_id
 from .spec import JobSpec
@@ -209,10 +209,11 @@ def _image_row(uri: str, source_path: str | None, data, spec: JobSpec) -> dict:
         if isinstance(data, BaseException):
             raise data
         sample = load_sample(data, options)
-        pixels, _ = opaque_pixels(sample, options.alpha_threshold)
+        pixels, _, background = clustered_pixels(sample, options)
         row = {
             "sample": sample,
             "n_pixels": len(pixels),
+            "background": background,
             "palette": (palette_from_sample(sample, options) if spec.own_palettes else None),
         }
         if spec.fits_corpus:

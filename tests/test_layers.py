@@ -20,6 +20,8 @@ LAYERS = {
     "base": {"errors", "_checks", "options", "storage"},
     "image": {
         "color",
+        "names",
+        "background",
         "_loops",
         "kmeans",
         "formats",

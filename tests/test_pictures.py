@@ -219,23 +219,33 @@ def test_report_in_a_real_browser(dataset, tmp_path):
     assert len(np.unique(shot.reshape(-1, 3), axis=0)) > 50
 
 
-def test_readme_pictures_come_from_the_readme_command(sample_dir, tmp_path):
+def test_readme_pictures_come_from_the_readme_commands(sample_dir, tmp_path):
+    """Every picture of the README under docs/ that a `palette-dask show --out docs/...`
+    command of the README draws is what that command draws."""
     root = Path(__file__).parent.parent
     readme = (root / "README.md").read_text()
-    (command,) = [
+    commands = [
         line.strip()
         for line in readme.splitlines()
         if line.startswith("palette-dask show") and "--out docs" in line
     ]
-    args = command.split()[1:]
-    args = [
-        str(sample_dir / a.split("/")[-1]) if a.startswith("data/samples/") else a for a in args
-    ]
-    args[args.index("--out") + 1] = str(tmp_path)
-    assert invoke(*args).returncode == 0
-    # The pictures of the photograph the command draws (the others show the search page).
-    pictures = [line for line in readme.splitlines() if line.startswith("![") and "coffee" in line]
-    assert len(pictures) == 2
-    for line in pictures:
-        name = line.split("(docs/")[1].rstrip(")")
-        assert (tmp_path / name).read_bytes() == (root / "docs" / name).read_bytes()
+    assert len(commands) >= 3
+    drawn = set()
+    for command in commands:
+        args = command.split("#")[0].split()[1:]
+        args = [
+            str(sample_dir / a.split("/")[-1]) if a.startswith("data/samples/") else a for a in args
+        ]
+        folder = args[args.index("--out") + 1]
+        args[args.index("--out") + 1] = str(tmp_path / folder)
+        assert invoke(*args).returncode == 0
+        for picture in (tmp_path / folder).iterdir():
+            name = f"{folder}/{picture.name}"
+            assert f"({name})" in readme, f"{name} is drawn but not shown"
+            assert picture.read_bytes() == (root / name).read_bytes(), name
+            drawn.add(name)
+    shown = {
+        line.split("](")[1].rstrip(")") for line in readme.splitlines() if line.startswith("![")
+    }
+    # The others show the search page (a screenshot; see tests/test_serve.py).
+    assert shown - drawn == {"docs/search-service.png"}
