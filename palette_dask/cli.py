@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 
 import click
@@ -19,7 +20,7 @@ from .cli_options import (
     picture_size_option,
     swatch,
 )
-from .errors import PaletteDaskError
+from .errors import JobStopped, PaletteDaskError
 
 # Errors a user can fix: shown as one clean line with exit status 1, no traceback.
 # Anything else is a defect of palette-dask, and shows its traceback.
@@ -31,8 +32,10 @@ USER_ERRORS = (
     IsADirectoryError,
     NotADirectoryError,
 )
-# `run`'s exit status when the job completed but some images met an internal error.
+# `run`'s exit status when the job completed but some images met an internal error,
+# and when it was interrupted.
 INTERNAL_ERRORS_EXIT = 3
+INTERRUPTED_EXIT = 130
 
 
 class _UserErrors(click.Group):
@@ -89,8 +92,10 @@ def run(arguments, inputs, output, progress, log_level, dry_run, **options):
     Without a scheduler, the job starts an embedded Dask cluster on this machine.
 
     Exit status: 0 when the job completed (bad images are rows with an error),
-    1 when it stopped on an error, 2 on wrong usage, 3 when it completed but
-    some images met an internal error of palette-dask.
+    1 when it stopped early (the message says why, what was kept and what to
+    do; running the same command again resumes), 2 on wrong usage, 3 when it
+    completed but some images met an internal error of palette-dask, 130 when
+    interrupted (Ctrl-C; a second Ctrl-C exits at once).
 
     \b
     Example:
@@ -119,7 +124,12 @@ def run(arguments, inputs, output, progress, log_level, dry_run, **options):
 
         click.echo(describe(job))
         return
-    report = run_job(job, progress=progress)
+    signal.signal(signal.SIGINT, _interrupted)
+    try:
+        report = run_job(job, progress=progress)
+    except JobStopped as stopped:
+        click.echo(f"error: {stopped}", err=True)
+        raise SystemExit(stopped.exit_code) from None
     if report.resumed:
         click.echo(
             f"resumed an interrupted job: skipped {report.skipped_partitions} partitions "
@@ -140,6 +150,12 @@ def run(arguments, inputs, output, progress, log_level, dry_run, **options):
             err=True,
         )
         raise SystemExit(INTERNAL_ERRORS_EXIT)
+
+
+def _interrupted(signum, frame):
+    """The first Ctrl-C stops the job (it says what it kept); a second one exits at once."""
+    signal.signal(signal.SIGINT, lambda *_: os._exit(INTERRUPTED_EXIT))
+    raise KeyboardInterrupt
 
 
 def _spec_and_inputs(arguments: tuple[str, ...]) -> tuple[str | None, list[str]]:
@@ -259,8 +275,14 @@ def _log_to_stderr(level: str = "info") -> None:
             stream=sys.stderr,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-        for noisy in ("distributed", "bokeh", "tornado", "dask_ml"):
+        for noisy in ("bokeh", "tornado", "dask_ml"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Dask's own logs of a stopping job (a lost scheduler, a failed task) are tracebacks:
+    # the job's message says what happened, and --log-level debug shows them.
+    quiet = logging.WARNING if level.lower() == "debug" else logging.CRITICAL
+    for name in ["distributed", *logging.root.manager.loggerDict]:
+        if name.split(".")[0] == "distributed":  # Dask's settings give some their own level
+            logging.getLogger(name).setLevel(quiet)
 
 
 for _command in DATASET_COMMANDS:

@@ -147,6 +147,12 @@ JOB_FLAGS = (
         "at least two partitions per worker (a tar shard is one, whatever its size).",
     ),
     ("--wave-size", int, "Images submitted to the cluster at a time."),
+    (
+        "--stop-after-failures",
+        int,
+        "Stop when this many images have failed and none has succeeded (inputs unreachable "
+        "as a whole); 0: never, an error row per input.",
+    ),
     ("--workers", int, "Worker processes of the embedded cluster (default: one per core)."),
     (
         "--scheduler",

@@ -15,7 +15,7 @@ from distributed import Client, LocalCluster
 from distributed.security import Security
 from distributed.utils import get_mp_context
 
-from .errors import VersionMismatchError
+from .errors import SchedulerUnreachableError, VersionMismatchError
 from .sources import may_be_remote
 from .spec import JobSpec
 
@@ -99,7 +99,8 @@ def embedded_cluster(n_workers: int, threads: int = 1, **cluster_options) -> Ite
             n_workers=n_workers,
             threads_per_worker=threads,
             processes=True,
-            silence_logs=logging.ERROR,
+            # As quiet as this process's Dask logs (see the command line's --log-level).
+            silence_logs=max(logging.ERROR, logging.getLogger("distributed").getEffectiveLevel()),
             **cluster_options,
         ) as cluster,
     ):
@@ -140,11 +141,18 @@ def job_client(spec: JobSpec, client: Client | None = None) -> Iterator[Client]:
     if address or spec.scheduler_file:
         target = address or spec.scheduler_file
         logger.info("connecting to the Dask scheduler at %s", target)
-        with Client(
-            address,
-            scheduler_file=None if address else spec.scheduler_file,
-            security=_security(spec),
-        ) as remote:
+        try:
+            remote = Client(
+                address,
+                scheduler_file=None if address else spec.scheduler_file,
+                security=_security(spec),
+            )
+        except OSError as exc:  # refused, or no answer within Dask's connect timeout
+            raise SchedulerUnreachableError(
+                f"cannot reach the Dask scheduler at {target}: {exc}; start it, or check "
+                "the address"
+            ) from exc
+        with remote:
             yield remote
         return
     n_workers = spec.workers or default_workers()

@@ -84,3 +84,27 @@ class UnknownImageError(PaletteDaskError, KeyError):
     def __str__(self) -> str:
         # KeyError's own text is the quoted key, not a message.
         return str(self.args[0])
+
+
+class SchedulerUnreachableError(PaletteDaskError, ConnectionError):
+    """The Dask scheduler a job names cannot be reached at its start."""
+
+
+class JobStopped(PaletteDaskError):
+    """A job that stopped before it completed: what happened, in the user's words
+    (``reason``), what it kept (``kept``), what to do (``advice``).
+
+    ``status`` is what ``_job.json`` records (``failed`` or ``interrupted``), and
+    ``exit_code`` the command line's (1, or 130 when interrupted).
+    """
+
+    def __init__(self, reason: str, *, kept: str = "", advice: str = "", status: str = "failed"):
+        super().__init__(reason)
+        self.reason, self.kept, self.advice, self.status = reason, kept, advice, status
+
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.status == "interrupted" else 1
+
+    def __str__(self) -> str:
+        return "\n".join(line for line in (self.reason, self.kept, self.advice) if line)

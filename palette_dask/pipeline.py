@@ -49,10 +49,12 @@ from .cluster import (
     threads_per_worker,
 )
 from .corpus import CorpusPalette, fit_corpus_palette, merge_fit_samples
+from .errors import JobStopped
 from .plan import InputPlan, Partitioning
 from .sources import check_inputs, chunked, describe_skipped, normalize_uri
 from .spec import JobSpec
 from .state import DatasetState, prepare_output
+from .stops import keep_room, release_room, reported_stops
 from .storage import join, write_atomic
 from .tables import (
     PERFORMANCE_REPORT,
@@ -384,7 +386,8 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
     clock = time.perf_counter()
     totals = Totals()
     corpus_record = None
-    with job_client(spec, client) as active:
+    record: dict = {}  # _job.json's, once the job has begun to write
+    with job_client(spec, client) as active, reported_stops(spec, record, totals.kept, active):
         # Both checks come before anything is written, or removed by `overwrite`.
         check_versions(active)
         state = prepare_output(spec)
@@ -392,15 +395,16 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
             logger.info("resuming the interrupted job of segment %d", state.segment)
         nthreads = active.nthreads()
         plan = InputPlan(spec, state, workers=len(nthreads), threads=sum(nthreads.values()))
-        record = {
-            "status": "running",
-            "segment": state.segment,
-            "spec": spec.to_dict(),
-            "partitioning": plan.partitioning.to_dict(),
-            "versions": package_versions(),
-            "started": started.isoformat(),
-        }
+        record.update(
+            status="running",
+            segment=state.segment,
+            spec=spec.to_dict(),
+            partitioning=plan.partitioning.to_dict(),
+            versions=package_versions(),
+            started=started.isoformat(),
+        )
         write_job_file(spec.output, record, spec.storage_options)
+        keep_room(spec)
         if active.dashboard_link:
             logger.info("Dask dashboard: %s", active.dashboard_link)
         with _performance_report(spec):
@@ -411,12 +415,8 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
                     active, spec, state, plan.partitioning, written, fit_sample, progress=progress
                 )
     report = JobReport(
+        **totals.counts(),
         output=shown_output,
-        images=totals.images,
-        ok=totals.images - totals.errors,
-        errors=totals.errors,
-        internal_errors=totals.internal_errors,
-        partitions=totals.partitions,
         elapsed_s=time.perf_counter() - clock,
         segment=state.segment,
         resumed=state.resumed,
@@ -424,15 +424,13 @@ def run_job(spec: JobSpec, client: Client | None = None, *, progress: bool = Fal
         skipped_images=plan.skipped_images,
         duplicates=plan.duplicates + totals.duplicates,
         not_images=dict(sorted(plan.not_images.items())),
-        process_seconds=totals.process_seconds,
-        read_seconds=totals.read_seconds,
-        write_seconds=totals.write_seconds,
         corpus=corpus_record,
     )
     record.update(
         report.record(), status="complete", finished=datetime.now(timezone.utc).isoformat()
     )
     write_job_file(spec.output, record, spec.storage_options)
+    release_room(spec)
     logger.info("%s", report)
     return report
 
@@ -449,12 +447,44 @@ class Totals:
     process_seconds: float = 0.0
     read_seconds: float = 0.0
     write_seconds: float = 0.0
+    last_error: str | None = None
 
     def add(self, summary: dict) -> None:
         """Count one partition's summary (:func:`palette_dask.tasks.process_partition`)."""
         for name in _SUMMED:
             setattr(self, name, getattr(self, name) + summary[name])
         self.partitions += 1
+        self.last_error = summary.get("last_error") or self.last_error
+
+    def counts(self) -> dict:
+        """The counts and times of a :class:`JobReport` these totals give."""
+        return {
+            "images": self.images,
+            "ok": self.images - self.errors,
+            "errors": self.errors,
+            "internal_errors": self.internal_errors,
+            "partitions": self.partitions,
+            **{name: getattr(self, name) for name in _SUMMED if name.endswith("_seconds")},
+        }
+
+    def kept(self) -> str:
+        """What a job that stops now has written, in words."""
+        return (
+            f"{self.images:,} images of this run are written, in {self.partitions:,} "
+            "complete partitions"
+        )
+
+    def check_inputs_fail(self, limit: int) -> None:
+        """Stop the job when the first ``limit`` images (or more) all failed: the inputs
+        fail as a whole (an unreachable host or bucket), and an error row for each of
+        millions of inputs would say nothing more."""
+        if limit and self.errors >= limit and self.errors == self.images:
+            raise JobStopped(
+                f"the first {self.errors:,} inputs all failed (the last: {self.last_error})",
+                advice="check that the inputs can be read from here, then run the same command "
+                "again; to write an error row for every input instead, set "
+                "stop_after_failures = 0 (--stop-after-failures 0)",
+            )
 
 
 # What the partitions' summaries add up to, by name.
@@ -514,6 +544,7 @@ def _first_pass(client, spec, state, plan, totals: Totals, *, progress):
             )
             outputs[0].release()
             totals.add(summary)
+            totals.check_inputs_fail(spec.stop_after_failures)
             written.append((state.segment, part[0]))
             bar.update(summary["images"])
             if fit is not None:

@@ -61,6 +61,9 @@ class JobSpec:
         reaches the border) out of clustering; see :func:`palette_dask.extract_palette`.
     min_delta_e : float
         Merge an image's own palette colours closer than this CIELAB ΔE (0: off).
+    stop_after_failures : int
+        Stop the job when this many images have failed and none has succeeded
+        (inputs unreachable as a whole); 0: never, an error row per input.
     mode : {"image", "corpus", "both"}
         ``image``: each image's own palette. ``corpus``: one palette shared by
         the whole corpus (fitted with dask-ml), every image described over it.
@@ -147,6 +150,7 @@ class JobSpec:
     max_file_bytes: int = PaletteOptions.max_file_bytes
     ignore_background: bool = PaletteOptions.ignore_background
     min_delta_e: float = PaletteOptions.min_delta_e
+    stop_after_failures: int = 1000
     mode: str = "image"
     corpus_k: int = 16
     sample_per_image: int = 2_000
@@ -354,6 +358,7 @@ def _check_spec(spec: JobSpec) -> None:
             )
         check_int("partition_size", spec.partition_size, 1)
     check_int("wave_size", spec.wave_size, 1)
+    check_int("stop_after_failures", spec.stop_after_failures, 0)
     if spec.workers is not None:
         check_int("workers", spec.workers, 1)
     tls = (spec.tls_ca_file, spec.tls_cert, spec.tls_key)

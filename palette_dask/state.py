@@ -2,7 +2,8 @@
 
 A dataset is written in *segments*: one per job that added images to it.
 ``_job.json`` is written when a job starts (``status = "running"``) and again
-when it ends (``"complete"``). A job writing into an existing dataset
+when it ends (``"complete"``), or stops early (``"interrupted"``, ``"failed"``,
+where the output can still be written). A job writing into an existing dataset
 
 - refuses if the dataset was made with other options, unless ``overwrite``;
 - **resumes** an interrupted job (same segment): partitions are numbered by
@@ -42,6 +43,8 @@ from .tables import (
     table_files,
 )
 
+# The statuses of a job that did not complete (killed while running, or stopped early).
+UNFINISHED = ("running", "interrupted", "failed")
 # Options that change results: a dataset never mixes rows made with different ones.
 RESULT_OPTIONS = (
     "k",
@@ -264,7 +267,7 @@ def prepare_output(spec: JobSpec) -> DatasetState:
         _remove_temporary_files(fs, root)
     committed = committed_partitions(spec.output, options)
     last = int(record.get("segment", 0))
-    if record.get("status") == "running":
+    if record.get("status") in UNFINISHED:
         _check_same_stream(spec, record)
         earlier = [p for p in committed if p[0] < last]
         return DatasetState(

@@ -261,6 +261,7 @@ class _PartitionRows:
         self._batches = 0
         self.images = 0
         self.errors = 0
+        self.last_error = None
         self.internal_errors = 0
         self.write_seconds = 0.0
 
@@ -279,6 +280,7 @@ class _PartitionRows:
             self.internal_errors += 1
         if "error" in row:
             self.errors += 1
+            self.last_error = row["error"]
         elif self._cache:
             self._builder.add_sample(key, row["sample"])
         self._builder.add_image(key, uri, **row)
@@ -335,6 +337,7 @@ def process_partition(part: Part, spec: JobSpec, segment: int) -> tuple[dict, Fi
         "partition": index,
         "images": rows.images,
         "errors": rows.errors,
+        "last_error": rows.last_error,
         "internal_errors": rows.internal_errors,
         "duplicates": duplicates,
         "process_seconds": processed - started - rows.write_seconds,

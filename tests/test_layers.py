@@ -36,7 +36,7 @@ LAYERS = {
         "corpus",
     },
     "dataset": {"spec", "tables", "state", "dataset"},
-    "job": {"cluster", "forked_workers", "plan", "tasks", "pipeline", "compact"},
+    "job": {"cluster", "forked_workers", "plan", "tasks", "stops", "pipeline", "compact"},
     "explore": {
         "render",
         "index",

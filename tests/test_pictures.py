@@ -247,5 +247,5 @@ def test_readme_pictures_come_from_the_readme_commands(sample_dir, tmp_path):
     shown = {
         line.split("](")[1].rstrip(")") for line in readme.splitlines() if line.startswith("![")
     }
-    # The others show the search page (a screenshot; see tests/test_serve.py).
+    # The other shows the search page: a screenshot, made by the README's chromium command.
     assert shown - drawn == {"docs/search-service.png"}
