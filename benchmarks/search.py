@@ -34,10 +34,10 @@ from benchtools import write_results
 from threadpoolctl import threadpool_limits
 
 from palette_dask import open_dataset, search
-from palette_dask.color import rgb_to_hex, rgb_to_lab
+from palette_dask.color import rgb_to_lab
 from palette_dask.index import PaletteArrays
 from palette_dask.query import default_threads
-from palette_dask.tables import SCHEMAS, part_name
+from palette_dask.tables import SCHEMAS, color_columns, part_name
 
 K = 5
 
@@ -92,16 +92,12 @@ def write_tables(folder: Path, arrays: PaletteArrays, per_file: int = 1_000_000)
         )
         name = part_name(0, number)
         pq.write_table(table, folder / "images" / name)
-        rgb, lab = arrays.colors_rgb[arrays.color[rows]], arrays.lab_of(rows)
+        rgb = arrays.colors_rgb[arrays.color[rows]].reshape(-1, 3)
         flat = {
             "image_id": pa.array(np.repeat(arrays.image_id[rows].astype(str), k)),
             "palette_kind": pa.array(np.full(n * k, "image")),
             "rank": pa.array(np.tile(np.arange(k, dtype=np.uint8), n)),
-            **{c: pa.array(rgb[..., i].ravel()) for i, c in enumerate("rgb")},
-            "hex": pa.array(rgb_to_hex(rgb.reshape(-1, 3))),
-            **{f"lab_{c}": pa.array(lab[..., i].ravel()) for i, c in enumerate("lab")},
-            "proportion": pa.array(arrays.share[rows].ravel()),
-            "pixel_count": pa.array(np.zeros(n * k, np.int64)),
+            **color_columns(rgb, arrays.share[rows].ravel(), np.zeros(n * k, np.int64)),
             "corpus_index": pa.nulls(n * k, pa.int16()),
         }
         pq.write_table(pa.table(flat, schema=SCHEMAS["palettes"]), folder / "palettes" / name)

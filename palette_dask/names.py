@@ -56,6 +56,8 @@ FAMILIES = (
     "black",
     "white",
 )
+# Colours named at once: their distances to every named colour, 8 MB at a time.
+NAMED_AT_ONCE = 8192
 _HUES = (  # (family, first hue) of the chromatic families, by hue
     ("red", 0),
     ("orange", 40),
@@ -93,9 +95,13 @@ def color_names(rgb: np.ndarray) -> list[str]:
     """
     names, _ = css_colors()
     lab = rgb_to_lab(np.asarray(rgb, np.uint8).reshape(-1, 3)).astype(np.float64)
-    squared = ((lab[:, None, :] - _css_lab()[None]) ** 2).sum(axis=2)
-    # argmin takes the first of equal distances: names in alphabetical order.
-    return [names[i] for i in np.argmin(squared, axis=1)]
+    nearest = np.empty(len(lab), np.int64)
+    for start in range(0, len(lab), NAMED_AT_ONCE):  # a bounded distance matrix at a time
+        part = lab[start : start + NAMED_AT_ONCE]
+        squared = ((part[:, None, :] - _css_lab()[None]) ** 2).sum(axis=2)
+        # argmin takes the first of equal distances: names in alphabetical order.
+        nearest[start : start + len(part)] = np.argmin(squared, axis=1)
+    return [names[i] for i in nearest]
 
 
 def family_codes(rgb: np.ndarray) -> np.ndarray:

@@ -582,12 +582,18 @@ def search(
 
 
 def _search_here(ds: PaletteDataset, kind: str, asked: _Query, like, threads: int, shards):
-    """:func:`search` in this process: shard after shard, a likeness search beating the
-    distances found in the shards before."""
+    """:func:`search` in this process: a colour query's shards in ``threads`` threads at
+    once when there are that many, else shard after shard, each in ``threads`` threads, a
+    likeness search beating the distances found in the shards before."""
     shards = palette_shards(ds, kind) if shards is None else shards
     if like is not None:
         reference = _find_reference(ds, kind, like, lambda keys: _reference_in(shards, keys))
         asked = dataclasses.replace(asked, reference=reference)
+    if like is None and 1 < threads <= len(shards):
+        # Shards of a colour query are independent: a thread each, their serial steps
+        # (colours near the query's, postings, ranking) overlapping.
+        with ThreadPoolExecutor(threads) as pool:
+            return _merged(list(pool.map(lambda s: _shard_results(s, asked), shards)), asked.top)
     parts, beat = [], np.inf
     for shard in shards:
         parts.append(_shard_results(shard, asked, threads, beat))
