@@ -153,7 +153,8 @@ def report(dataset, storage_options, out, limit, kind):
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
-    help="Threads searching each shard of the index  [default: one per core].",
+    help="Threads searching: a colour query's shards side by side, or a shard's "
+    "candidates  [default: one per core].",
 )
 @click.option(
     "--scheduler",

@@ -529,8 +529,9 @@ def search(
     radius : float
         CIELAB distance at which a palette colour stops counting for a query colour.
     threads : int, optional
-        Threads searching a shard (default: one per core). The results are the
-        same whatever their number.
+        Threads searching (default: one per core): a colour query's shards side by
+        side when there are as many, else a shard's candidates. The results are
+        the same whatever their number.
     scheduler : str or distributed.Client, optional
         Search the index's shards as tasks of this Dask cluster (its address, or
         a client), each worker reading its shard from the dataset's storage;
