@@ -62,30 +62,7 @@ def _rows_with(bits, level):
 
 
 @njit(**_JIT)
-def _coverage(rows, color, share, colors_lab, query_lab, radius):
-    """Coverage of colours given as colours only: the common query, its loop kept tight."""
-    n_queries = len(query_lab)
-    out = np.zeros((len(rows), n_queries), np.float32)
-    one, zero = np.float32(1), np.float32(0)
-    for at in range(len(rows)):
-        row = rows[at]
-        for c in range(share.shape[1]):
-            weight = share[row, c]
-            lab = colors_lab[color[row, c]]
-            for query in range(n_queries):
-                squared = zero
-                for axis in range(3):
-                    step = lab[axis] - query_lab[query, axis]
-                    squared += step * step
-                credit = max(one - np.sqrt(squared) / radius, zero)
-                out[at, query] += weight * credit
-    return out
-
-
-@njit(**_JIT)
-def _coverage_with_families(
-    rows, color, share, colors_lab, color_family, query_lab, query_family, radius
-):
+def _coverage(rows, color, share, colors_lab, color_family, query_lab, query_family, radius):
     n_queries = len(query_lab)
     out = np.zeros((len(rows), n_queries), np.float32)
     one, zero = np.float32(1), np.float32(0)
@@ -126,13 +103,17 @@ def coverage_of(
     (``color_family``, one code per row of ``colors_lab``).
     """
     query_lab, query_family = query
-    rows = np.asarray(rows, np.int64)
-    query_lab = np.ascontiguousarray(query_lab, np.float32)
-    query_family = np.asarray(query_family, np.int64)
-    if (query_family < 0).all():
-        return _coverage(rows, color, share, colors_lab, query_lab, np.float32(radius))
-    return _coverage_with_families(
-        rows, color, share, colors_lab, color_family, query_lab, query_family, np.float32(radius)
+    if color_family is None:
+        color_family = np.zeros(1, np.uint8)  # never read: no query is a family
+    return _coverage(
+        np.asarray(rows, np.int64),
+        color,
+        share,
+        colors_lab,
+        color_family,
+        np.ascontiguousarray(query_lab, np.float32),
+        np.asarray(query_family, np.int64),
+        np.float32(radius),
     )
 
 
