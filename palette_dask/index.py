@@ -42,7 +42,7 @@ from .errors import UnknownImageError
 from .names import family_codes
 from .options import SHARD_IMAGES
 from .storage import AtomicFile, filesystem, fresh, join, write_atomic
-from .tables import INDEX_FOLDER, SCHEMAS, file_span, visible_files
+from .tables import INDEX_FOLDER, SCHEMAS, file_span, listed_visible_files, visible_files
 
 # Raised when the stored arrays change; an index of another format is stale.
 INDEX_FORMAT = 3
@@ -348,21 +348,24 @@ def _new_shards(
 ) -> Iterator[tuple[PaletteArrays, list[str]]]:
     """``(arrays, files)``: the palettes of ``kind`` in the ``palettes`` files ``names``, a
     shard of whole files once it holds ``shard_images`` images."""
+    images = listed_visible_files(ds.fs, join(ds.root, "images"))  # listed once per build
     group: list[str] = []
     rows: list[dict[str, np.ndarray]] = []
     for name in names:
         group.append(name)
         rows.append(_palette_rows(ds, kind, [name]))
         if sum(int((r["rank"] == 0).sum()) for r in rows) >= shard_images:
-            yield _shard_of(ds, rows, group), group
+            yield _shard_of(ds, rows, group, images), group
             group, rows = [], []
     if group:
-        yield _shard_of(ds, rows, group), group
+        yield _shard_of(ds, rows, group, images), group
 
 
-def _shard_of(ds: PaletteDataset, rows: list[dict], names: list[str]) -> PaletteArrays:
+def _shard_of(
+    ds: PaletteDataset, rows: list[dict], names: list[str], images: list[str]
+) -> PaletteArrays:
     arrays = PaletteArrays.from_rows(**{c: np.concatenate([r[c] for r in rows]) for c in rows[0]})
-    return dataclasses.replace(arrays, uri=_uris_of(ds, arrays.image_id, names)).indexed()
+    return dataclasses.replace(arrays, uri=_uris_of(ds, arrays.image_id, names, images)).indexed()
 
 
 def _palette_rows(ds: PaletteDataset, kind: str, names: list[str] | None) -> dict[str, np.ndarray]:
@@ -401,17 +404,20 @@ def _stacked(batch: pa.RecordBatch, names: list[str]) -> np.ndarray:
     return np.stack([batch.column(name).to_numpy() for name in names], axis=1)
 
 
-def _uris_of(ds: PaletteDataset, image_id: np.ndarray, names: list[str]) -> pa.Array:
+def _uris_of(
+    ds: PaletteDataset, image_id: np.ndarray, names: list[str], images: list[str]
+) -> pa.Array:
     """The URIs of the images ``image_id`` (S32), in that order, whose palettes are in the
-    ``palettes`` files ``names``: from the ``images`` files of the same partitions (the
-    whole table for any not found there), a record batch at a time."""
+    ``palettes`` files ``names``: from the ``images`` files (of ``images``, the table's
+    visible files) of the same partitions (the whole table for any not found there), a
+    record batch at a time."""
     spans = [file_span(name) for name in names]
-    images = [
+    same_partitions = [
         name
-        for name, (_, first, last) in ((n, file_span(n)) for n in _table_files(ds, "images"))
+        for name, (_, first, last) in ((n, file_span(n)) for n in images)
         if any(first <= end and start <= last for _, start, end in spans)
     ]
-    ids, uris = _image_uris(ds, images, None)
+    ids, uris = _image_uris(ds, same_partitions, None)
     found, missing = _positions(ids, image_id)
     if len(missing):
         ids, uris = _image_uris(ds, None, image_id)
