@@ -30,6 +30,21 @@ def encode(pixels: np.ndarray, fmt: str, **options) -> bytes:
     return buffer.getvalue()
 
 
+def noisy_blocks(i: int, size=(300, 400)) -> np.ndarray:
+    """A photograph-like image, the same for the same ``i``: four seeded colour blocks with
+    noise."""
+    rng = np.random.default_rng(i)
+    image = blocks(rng.integers(0, 256, (4, 3)), [0.4, 0.3, 0.2, 0.1], size=size)
+    return np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
+
+
+def write_images(folder, indices, size=(300, 400)) -> None:
+    """``folder/imgNNNN.png``, a :func:`noisy_blocks` image for each of ``indices``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in indices:
+        (folder / f"img{i:04d}.png").write_bytes(encode(noisy_blocks(i, size), "PNG"))
+
+
 def png16(pixels: np.ndarray) -> bytes:
     """A 16-bit PNG (RGB, RGBA or greyscale) written by hand: Pillow cannot write 16-bit colour."""
     height, width = pixels.shape[:2]

@@ -5,8 +5,8 @@ import shutil
 
 import duckdb
 import pytest
+from imagegen import write_images
 from jobtools import assert_same_dataset, invoke, read_table
-from test_reliability import write_images
 
 from palette_dask import JobSpec, open_dataset, run_job
 from palette_dask import compact as compaction

@@ -14,11 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 from clusters import external_cluster
-from imagegen import blocks, encode
+from imagegen import write_images
 from jobtools import assert_same_dataset, invoke, read_table, wait_for_files
 
 from palette_dask import JobSpec, run_job
@@ -30,12 +29,7 @@ IMAGES = 96
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     folder = tmp_path_factory.mktemp("stops") / "images"
-    folder.mkdir()
-    for i in range(IMAGES):
-        rng = np.random.default_rng(i)
-        image = blocks(rng.integers(0, 256, (4, 3)), [0.4, 0.3, 0.2, 0.1], size=(120, 160))
-        noisy = np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
-        (folder / f"img{i:04d}.png").write_bytes(encode(noisy, "PNG"))
+    write_images(folder, range(IMAGES), size=(120, 160))
     return folder
 
 

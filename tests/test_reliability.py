@@ -9,10 +9,9 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow.dataset as pads
 import pytest
-from imagegen import blocks, encode
+from imagegen import write_images
 from jobtools import (
     assert_same_dataset,
     cli,
@@ -28,18 +27,6 @@ from jobtools import (
 from palette_dask import JobSpec, run_job
 
 BIN = Path(sys.executable).parent
-
-
-def noisy_blocks(i: int, size=(300, 400)) -> np.ndarray:
-    rng = np.random.default_rng(i)
-    image = blocks(rng.integers(0, 256, (4, 3)), [0.4, 0.3, 0.2, 0.1], size=size)
-    return np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
-
-
-def write_images(folder: Path, indices, size=(300, 400)) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in indices:
-        (folder / f"img{i:04d}.png").write_bytes(encode(noisy_blocks(i, size), "PNG"))
 
 
 # Noisy photograph-like PNGs: enough partitions of 4 to interrupt a job mid-way.

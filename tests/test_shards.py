@@ -10,10 +10,9 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from imagegen import encode
+from imagegen import encode, noisy_blocks
 from jobtools import assert_same_dataset, kill_when_written, read_table, run_with_crashing_decoder
 from test_containers import hf_table, shard_bytes, webdataset_members
-from test_reliability import noisy_blocks
 
 from palette_dask import JobSpec, run_job
 from palette_dask.cli import main
