@@ -210,3 +210,17 @@ def write_results(name: str, results: dict, lines: list[str]) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2))
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def palettes_by_file(output: Path, columns):
+    """A dataset's palettes ``columns`` keyed by their image's ``file`` name (a container
+    member's own name, else the URI's last part), in a fixed order."""
+    from palette_dask import open_dataset
+
+    dataset = open_dataset(str(output))
+    images = dataset.images
+    loose_names = images["uri"].map(lambda uri: uri.rsplit("/", 1)[-1])
+    files = images[["image_id"]].assign(file=images["source_path"].fillna(loose_names))
+    palettes = dataset.palettes.merge(files, on="image_id")
+    ordered = palettes[["file", *columns]].sort_values(["file", "palette_kind", "rank"])
+    return ordered.reset_index(drop=True)

@@ -58,19 +58,19 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from benchtools import (
     linked_copies,
     machine,
     make_photo_corpus,
+    palettes_by_file,
     run_job_on_fresh_cluster,
     write_results,
 )
 from latency_server import LatencyServer
 
-from palette_dask import JobSpec, open_dataset
+from palette_dask import JobSpec
 from palette_dask.pipeline import package_versions
 
 WORKERS = 2
@@ -246,17 +246,6 @@ def run_over_http(
     return measured
 
 
-def palettes_by_name(output: Path) -> pd.DataFrame:
-    """The dataset's palettes keyed by their image's file name, in a fixed order."""
-    dataset = open_dataset(str(output))
-    images = dataset.images
-    loose_names = images["uri"].map(lambda uri: uri.rsplit("/", 1)[-1])
-    names = images[["image_id"]].assign(name=images["source_path"].fillna(loose_names))
-    palettes = dataset.palettes.merge(names, on="image_id")
-    columns = ["name", *PALETTE_COLUMNS]
-    return palettes[columns].sort_values(["name", "palette_kind", "rank"]).reset_index(drop=True)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=3072, help="images in each job")
@@ -317,7 +306,7 @@ def main(argv=None) -> int:
                     if name in served
                     else run(paths, out, warm_up[name], **options)
                 )
-                palettes = palettes_by_name(out)
+                palettes = palettes_by_file(out, PALETTE_COLUMNS)
                 if reference is None:
                     reference = palettes
                 identical[name] &= len(palettes) > 0 and palettes.equals(reference)

@@ -38,12 +38,13 @@ from benchtools import (
     linked_copies,
     machine,
     make_photo_corpus,
+    palettes_by_file,
     run_job_on_fresh_cluster,
     write_results,
 )
 from latency_server import LatencyServer
 
-from palette_dask import JobSpec, open_dataset
+from palette_dask import JobSpec
 from palette_dask.pipeline import package_versions
 
 WORKERS = 2
@@ -99,16 +100,6 @@ def run(manifest: Path, out: Path, server: LatencyServer | None = None, **spec_o
     return result
 
 
-def palettes_by_name(output: Path) -> pd.DataFrame:
-    """The dataset's palettes keyed by their image's file name, in a fixed order."""
-    dataset = open_dataset(str(output))
-    images = dataset.images
-    names = images[["image_id"]].assign(name=images["uri"].map(lambda uri: uri.rsplit("/", 1)[-1]))
-    palettes = dataset.palettes.merge(names, on="image_id")
-    columns = ["name", *PALETTE_COLUMNS]
-    return palettes[columns].sort_values(["name", "palette_kind", "rank"]).reset_index(drop=True)
-
-
 def fastest(best: dict | None, measured: dict) -> dict:
     """The faster of two runs of one configuration (``best`` may be None)."""
     if best is not None and best["wall_s"] <= measured["wall_s"]:
@@ -124,7 +115,7 @@ def main_runs(args, work: Path, job: list[Path]) -> tuple[dict, list[str]]:
     """Local, 50 ms and 200 ms runs, and the camera set at 200 ms."""
     local_manifest = write_manifest(work / "local.txt", [str(p) for p in job])
     local = fastest(None, run(local_manifest, work / "out-local"))
-    reference = palettes_by_name(work / "out-local")
+    reference = palettes_by_file(work / "out-local", PALETTE_COLUMNS)
     remote: dict[float, dict] = dict.fromkeys(LATENCIES_S)
     with contextlib.ExitStack() as servers:
         served = {
@@ -140,7 +131,7 @@ def main_runs(args, work: Path, job: list[Path]) -> tuple[dict, list[str]]:
                 manifest = write_manifest(work / f"urls-{latency * 1000:.0f}ms.txt", urls)
                 out = work / f"out-{latency * 1000:.0f}ms"
                 measured = run(manifest, out, server)
-                identical = same_palettes(reference, palettes_by_name(out))
+                identical = same_palettes(reference, palettes_by_file(out, PALETTE_COLUMNS))
                 shutil.rmtree(out, ignore_errors=True)
                 if remote[latency] is not None:
                     identical &= remote[latency]["identical_palettes"]
