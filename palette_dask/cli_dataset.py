@@ -312,6 +312,7 @@ def serve(dataset, storage_options, kind, host, port, threads):
     the query in its URL. The API answers GET /api/search?color=…&weight=…,
     /api/like/ID, /api/images/ID (and its swatches.png and redrawn.png),
     /api/stats and /healthz, in JSON; bad requests get a 4xx and a JSON error.
+    Ctrl-C or SIGTERM stops it cleanly.
 
     \b
     Example:

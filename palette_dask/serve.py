@@ -23,6 +23,8 @@ import importlib.resources
 import logging
 import math
 import re
+import signal
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -357,8 +359,9 @@ def make_app(service: PaletteService) -> web.Application:
 
 
 def serve(service: PaletteService, host: str = "127.0.0.1", port: int = 8000, ready=print) -> None:
-    """Serve ``service`` on ``host``:``port`` (0: a free port) until interrupted; ``ready``
-    is called with the service's URL once it listens."""
+    """Serve ``service`` on ``host``:``port`` (0: a free port) until interrupted (Ctrl-C)
+    or terminated (SIGTERM, as service managers stop a service); ``ready`` is called
+    with the service's URL once it listens. Either way it stops cleanly and returns."""
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(service, host, port, ready))
 
@@ -372,7 +375,10 @@ async def _serve(service: PaletteService, host: str, port: int, ready) -> None:
         await web.TCPSite(runner, host, port).start()
         bound_port = runner.addresses[0][1]
         shown = f"[{host}]" if ":" in host else host
+        terminated = asyncio.Event()
+        if threading.current_thread() is threading.main_thread():  # signals reach it only
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminated.set)
         ready(f"http://{shown}:{bound_port}/")
-        await asyncio.Event().wait()  # until cancelled
+        await terminated.wait()  # or until cancelled by Ctrl-C
     finally:
         await runner.cleanup()

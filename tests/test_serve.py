@@ -74,8 +74,12 @@ def served(request, both):
     out = both
     process, url = start_service(out, request.param)
     yield out, url, request.param
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=30) == 0
+    # Ctrl-C, or SIGTERM as a service manager stops it: either way a clean exit.
+    process.send_signal({"image": signal.SIGINT, "corpus": signal.SIGTERM}[request.param])
+    try:
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()  # a no-op once it has exited
 
 
 def get(url: str, path: str, method: str = "GET") -> tuple[int, str, bytes]:
