@@ -15,9 +15,7 @@ BIN = Path(sys.executable).parent
 
 
 @contextlib.contextmanager
-def external_cluster(
-    folder: Path, *, workers: int = 2, scheduler_args=(), worker_args=(), security=None
-):
+def external_cluster(folder: Path, *, workers: int = 2):
     """Start a scheduler and ``workers`` single-threaded workers on 127.0.0.1.
 
     Yields ``(address, scheduler_file)``; everything is stopped on exit.
@@ -35,7 +33,6 @@ def external_cluster(
                 "--no-dashboard",
                 "--scheduler-file",
                 str(scheduler_file),
-                *scheduler_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -63,7 +60,6 @@ def external_cluster(
                         "--no-dashboard",
                         "--host",
                         "127.0.0.1",
-                        *worker_args,
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -71,7 +67,7 @@ def external_cluster(
                     env={**os.environ},
                 )
             )
-        with Client(scheduler_file=str(scheduler_file), timeout=30, security=security) as client:
+        with Client(scheduler_file=str(scheduler_file), timeout=30) as client:
             client.wait_for_workers(workers, timeout=60)
             address = client.scheduler.address
         yield address, scheduler_file

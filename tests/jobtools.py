@@ -143,19 +143,21 @@ def crashing_processes(crash_on: str):
 
 
 @contextlib.contextmanager
-def fresh_cluster(n_workers: int, env=None, **config):
+def fresh_cluster(n_workers: int, env=None, security=None, **config):
     """A client of a new embedded cluster of ``n_workers`` single-threaded worker
     processes, with the environment variables ``env`` set in the workers and ``config``
-    set meanwhile."""
+    set meanwhile; with a ``security`` (:class:`distributed.security.Security`), every
+    connection is TLS."""
     import dask
     from distributed import Client
 
     from palette_dask.cluster import embedded_cluster
 
+    tls = {"security": security, "protocol": "tls://"} if security else {}
     with (
         dask.config.set(config),
-        embedded_cluster(n_workers, dashboard_address=":0", env=env) as cluster,
-        Client(cluster) as client,
+        embedded_cluster(n_workers, dashboard_address=":0", env=env, **tls) as cluster,
+        Client(cluster, security=security) as client,
     ):
         yield client
 

@@ -22,7 +22,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from imagegen import blocks, encode
+from imagegen import write_images
 from jobtools import SORT_KEYS, cli, read_table
 
 from palette_dask import JobSpec, open_dataset, run_job, search
@@ -254,22 +254,11 @@ def test_manifests_stored_in_the_bucket(uploaded, s3, options, client2):
     assert sorted(s3_table(s3, output, "images").column("uri").to_pylist()) == sorted(uris)
 
 
-def noisy_images(folder: Path, count: int) -> None:
-    import numpy as np
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        rng = np.random.default_rng(i)
-        image = blocks(rng.integers(0, 256, (4, 3)), [0.4, 0.3, 0.2, 0.1], size=(160, 200))
-        noisy = np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
-        (folder / f"img{i:04d}.png").write_bytes(encode(noisy, "PNG"))
-
-
 def test_a_killed_job_writing_to_the_bucket_resumes_to_the_same_tables(
     s3, server, client2, tmp_path
 ):
     options, env = server
-    noisy_images(tmp_path / "many", 40)
+    write_images(tmp_path / "many", range(40), size=(160, 200))
     upload(s3, tmp_path / "many", "many")
     source = f"s3://{BUCKET}/many/"
     undisturbed = f"s3://{BUCKET}/undisturbed"

@@ -36,7 +36,7 @@ MANY = 160
 @pytest.fixture(scope="module")
 def many_images(tmp_path_factory):
     folder = tmp_path_factory.mktemp("many") / "images"
-    write_images(folder, range(MANY), size=(240, 320))
+    write_images(folder, range(MANY), size=(120, 160))
     return folder
 
 

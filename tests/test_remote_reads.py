@@ -165,7 +165,7 @@ def blob_urls(server, n=20):
 
 
 def test_bytes_read_ahead_stay_within_the_budget(served):
-    with FaultServer(served, delay=0.2) as server:
+    with FaultServer(served, delay=0.1) as server:
         options = ReadOptions(concurrency=16, per_host=16, buffer_bytes=350_000)
         # A first pass teaches the reader the size of these files.
         assert len(list(read_many(blob_urls(server), options))) == 20

@@ -133,11 +133,16 @@ def test_a_truncated_or_missing_shard_keeps_what_was_read_and_names_the_shard(
     assert missing.startswith(f"cannot read tar shard {tmp_path / 'missing.tar'}: ")
 
 
+# Small photograph-like images: a job over them is mostly its partitions' work.
+SIZE = (120, 160)
+
+
 def write_shard(path: Path, indices) -> None:
     """A tar shard of noisy PNGs, each with a caption beside it."""
     members = []
     for i in indices:
-        members += [(f"{i:06d}.png", encode(noisy_blocks(i), "PNG")), (f"{i:06d}.txt", b"caption")]
+        png = encode(noisy_blocks(i, SIZE), "PNG")
+        members += [(f"{i:06d}.png", png), (f"{i:06d}.txt", b"caption")]
     path.write_bytes(shard_bytes(members))
 
 
@@ -147,7 +152,9 @@ def sharded(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sharded")
     for shard in range(12):
         write_shard(folder / f"shard-{shard:06d}.tar", range(shard * 10, shard * 10 + 10))
-    cells = [{"bytes": encode(noisy_blocks(i), "PNG"), "path": f"{i}.png"} for i in range(120, 160)]
+    cells = [
+        {"bytes": encode(noisy_blocks(i, SIZE), "PNG"), "path": f"{i}.png"} for i in range(120, 160)
+    ]
     image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     pq.write_table(
         pa.table({"image": pa.array(cells, image_type)}), folder / "rows.parquet", row_group_size=8
@@ -232,7 +239,12 @@ def test_corpus_mode_rereads_shards_and_rows_as_it_caches_them(sharded, client2,
     cached, reread = tmp_path / "cached", tmp_path / "reread"
     for out, assign in [(cached, "cache"), (reread, "reread")]:
         spec = JobSpec(
-            input=inputs, output=str(out), mode="both", corpus_assign=assign, partition_size=8
+            input=inputs,
+            output=str(out),
+            mode="both",
+            corpus_assign=assign,
+            partition_size=8,
+            sample_per_image=500,  # a small fit: what is compared is how images are found
         )
         report = run_job(spec, client=client2)
         assert report.corpus["images_assigned"] == 50
