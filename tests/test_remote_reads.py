@@ -118,7 +118,7 @@ def test_every_fault_gives_its_row_and_the_job_ends(served, client2, tmp_path):
         assert colors.sort_values("rank")["hex"].tolist() == local
 
 
-TIMEOUT = 3
+TIMEOUT = 2
 
 
 def test_a_hanging_host_does_not_hold_up_the_others(served, client1, tmp_path):
