@@ -15,6 +15,9 @@ $(BIN)/.installed: pyproject.toml constraints.txt tests/schema-wheels.txt
 	$(BIN)/python -c "from palette_dask.palette import warm_up; warm_up()"
 	$(BIN)/python -c "from palette_dask._transport import warm_up; warm_up()"
 	$(BIN)/python -c "from palette_dask._color_loops import warm_up; warm_up()"
+# The package's bytecode, written once: every process (a command, a worker, a child
+# decoding images apart) then loads it, even where PYTHONDONTWRITEBYTECODE is set.
+	$(BIN)/python -m compileall -q palette_dask
 	touch $@
 
 install: $(BIN)/.installed

@@ -159,9 +159,10 @@ def warm_up() -> None:
     share = np.ones((1, 1), np.float32)
     colors_lab = np.zeros((1, 3), np.float32)
     family = np.zeros(1, np.uint8)
+    query_lab = np.zeros((1, 3), np.float32)  # a query's colours are always its own array
     for writable in (True, False):
         for array in (color, share, colors_lab):
             array.setflags(write=writable)
-        coverage_of(np.zeros(1, np.int64), color, share, colors_lab, (colors_lab, [-1]), 1.0)
-        by_family = (colors_lab, [0])
+        coverage_of(np.zeros(1, np.int64), color, share, colors_lab, (query_lab, [-1]), 1.0)
+        by_family = (query_lab, [0])
         coverage_of(np.zeros(1, np.int64), color, share, colors_lab, by_family, 1.0, family)

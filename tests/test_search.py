@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -133,6 +135,53 @@ def test_an_indexed_search_ranks_as_the_tables_do_and_reads_none_of_them(dataset
     indexed = open_dataset(str(copy))
     for asked, expected in zip(queries, from_tables, strict=True):
         pd.testing.assert_frame_equal(search(indexed, top=20, **asked), expected)
+
+
+# Run in a new interpreter: the loops this process has already used are loaded in it.
+COMPILED_BY_A_SEARCH = """
+import sys
+
+from palette_dask import _color_loops, _transport, open_dataset, search
+
+
+def loaded():
+    modules = (_color_loops, _transport)
+    loops = [f for m in modules for f in vars(m).values() if hasattr(f, "signatures")]
+    return {(f.__name__, str(signature)) for f in loops for signature in f.signatures}
+
+
+_color_loops.warm_up()
+_transport.warm_up()
+after_warm_up = loaded()
+like = sys.argv[1]
+for path in sys.argv[2:]:
+    ds = open_dataset(path)
+    search(ds, colors=["#1565a1", "#df8c18"], weights=[20, 80])
+    search(ds, colors=["red"])
+    search(ds, colors=["#808080"], radius=40)
+    search(ds, like=like)
+print(sorted(loaded() - after_warm_up))
+"""
+
+
+def test_the_install_warm_up_compiles_every_loop_a_search_runs(dataset, tmp_path):
+    """``make install`` compiles the search loops once; searches, over arrays built from
+    the tables and over a mapped index, then need no loop it left out (each process would
+    compile it again, seconds of CPU)."""
+    ds, folder = dataset
+    tables, indexed = tmp_path / "tables", tmp_path / "indexed"
+    shutil.copytree(ds.path, tables, ignore=shutil.ignore_patterns("_index"))
+    shutil.copytree(tables, indexed)
+    assert invoke("index", indexed).returncode == 0
+    like = str(folder / "photo.png")
+    result = subprocess.run(
+        [sys.executable, "-c", COMPILED_BY_A_SEARCH, like, str(tables), str(indexed)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_building_the_index_again_leaves_a_running_search_its_files(tmp_path):
