@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from distributed import Client
+from jobtools import IDLE_LIGHT_DASK, dask_environment
 
 BIN = Path(sys.executable).parent
 
@@ -21,6 +22,7 @@ def external_cluster(folder: Path, *, workers: int = 2):
     Yields ``(address, scheduler_file)``; everything is stopped on exit.
     """
     scheduler_file = folder / "scheduler.json"
+    env = {**os.environ, **dask_environment(IDLE_LIGHT_DASK)}
     processes = [
         subprocess.Popen(
             [
@@ -37,6 +39,7 @@ def external_cluster(folder: Path, *, workers: int = 2):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=folder,
+            env=env,
         )
     ]
     try:
@@ -64,7 +67,7 @@ def external_cluster(folder: Path, *, workers: int = 2):
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                     cwd=folder,
-                    env={**os.environ},
+                    env=env,
                 )
             )
         with Client(scheduler_file=str(scheduler_file), timeout=30) as client:

@@ -6,20 +6,11 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from jobtools import IDLE_LIGHT_DASK
+
 from palette_dask.samples import export_samples
 
-# The clusters of this process live through the whole run, idle most of it: Dask's
-# statistical profiler, event-loop health checks and system monitor would cost each
-# worker a tenth of a core, and the jobs depend on none of them. (Commands run as
-# processes of their own keep Dask's defaults.)
-dask.config.set(
-    {
-        "distributed.worker.profile.enabled": False,
-        "distributed.admin.tick.interval": "1s",
-        "distributed.admin.system-monitor.interval": "2s",
-        "distributed.worker.memory.monitor-interval": "1s",
-    }
-)
+dask.config.set(IDLE_LIGHT_DASK)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,27 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 from imagegen import blocks, encode, transparent_png, truncated_jpeg
 
+# The test clusters live long and idle most of the time: Dask's statistical profiler,
+# event-loop health checks and system monitor would cost each worker a tenth of a core,
+# and the jobs depend on none of them. Set in the test processes (conftest.py) and in
+# the environment of the `dask scheduler` and `dask worker` processes they start;
+# commands run as processes of their own keep Dask's defaults.
+IDLE_LIGHT_DASK = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "1s",
+}
+
+
+def dask_environment(config: dict) -> dict[str, str]:
+    """``config`` as the ``DASK_…`` environment variables a Dask process reads."""
+    return {
+        "DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value)
+        for key, value in config.items()
+    }
+
+
 BAD_INPUTS = {
     "truncated.jpg": "truncated or corrupt JPEG",
     "text.jpg": "a text file, not an image",
