@@ -146,7 +146,8 @@ def test_job_on_a_tls_secured_scheduler(tmp_path, sample_dir):
         assert "9 images (9 ok, 0 failed)" in result.stdout
         plain = address.replace("tls://", "tcp://")
         refused = invoke("run", "-i", sample_dir, "-o", tmp_path / "x", "--scheduler", plain)
-        assert refused.returncode != 0
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert f"cannot reach the Dask scheduler at {plain}" in refused.stderr
         assert not (tmp_path / "x").exists()
 
 
