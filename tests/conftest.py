@@ -10,7 +10,7 @@ from jobtools import IDLE_LIGHT_DASK
 
 from palette_dask.samples import export_samples
 
-dask.config.set(IDLE_LIGHT_DASK)
+dask.config.set(IDLE_LIGHT_DASK)  # for every cluster this process starts (see jobtools)
 
 
 @pytest.fixture(scope="session")
